@@ -1,0 +1,175 @@
+#include "checks.h"
+
+#include <ATen/ops/linalg_det.h>
+#include <ATen/ops/linalg_inv.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace hatch {
+namespace {
+
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+void check_floating(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "hatch.", op, ": argument '", name,
+                   "' must be a floating-point tensor, got ", t.scalar_type());
+}
+
+void check_rank(const char* op, const char* name, const at::Tensor& t, int64_t rank,
+                const char* layout) {
+  TORCH_CHECK_VALUE(t.dim() == rank, "hatch.", op, ": argument '", name, "' must have shape ", layout,
+                    " (", rank, " dims), got shape ", shape_str(t));
+}
+
+void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim, int64_t expected,
+               const char* what) {
+  TORCH_CHECK_VALUE(t.size(dim) == expected, "hatch.", op, ": argument '", name, "' has ", what, " = ",
+                    t.size(dim), " (dim ", dim, ", shape ", shape_str(t), ") but ", expected,
+                    " was expected");
+}
+
+void check_device(const char* op, const char* name, const at::Tensor& t, const at::Device& device,
+                  const char* ref) {
+  TORCH_CHECK_VALUE(t.device() == device, "hatch.", op, ": argument '", name, "' is on ", t.device(),
+                    " but '", ref, "' is on ", device, "; all tensors must be on one device");
+}
+
+}  // namespace
+
+GeometryDims check_geometry(const char* op, const at::Tensor& depth, const at::Tensor& K,
+                            const at::Tensor& cam_to_world, int64_t grid_h, int64_t grid_w,
+                            double abs_tol, double rel_tol, int64_t stride) {
+  check_rank(op, "depth", depth, 4, "[B, V, H, W]");
+  TORCH_CHECK_TYPE(depth.scalar_type() == at::kFloat || depth.scalar_type() == at::kDouble, "hatch.",
+                   op, ": argument 'depth' must be float32 or float64 (z-depth in metres), got ",
+                   depth.scalar_type());
+  const int64_t B = depth.size(0), V = depth.size(1), H = depth.size(2), W = depth.size(3);
+  TORCH_CHECK_VALUE(B > 0 && V > 0 && H > 0 && W > 0, "hatch.", op,
+                    ": argument 'depth' must be non-empty [B, V, H, W], got shape ", shape_str(depth));
+  check_rank(op, "K", K, 4, "[B, V, 3, 3]");
+  check_floating(op, "K", K);
+  check_dim(op, "K", K, 0, B, "B (samples; from depth)");
+  check_dim(op, "K", K, 1, V, "V (views; from depth)");
+  check_dim(op, "K", K, 2, 3, "rows");
+  check_dim(op, "K", K, 3, 3, "columns");
+  check_rank(op, "cam_to_world", cam_to_world, 4, "[B, V, 4, 4]");
+  check_floating(op, "cam_to_world", cam_to_world);
+  check_dim(op, "cam_to_world", cam_to_world, 0, B, "B (samples; from depth)");
+  check_dim(op, "cam_to_world", cam_to_world, 1, V, "V (views; from depth)");
+  check_dim(op, "cam_to_world", cam_to_world, 2, 4, "rows");
+  check_dim(op, "cam_to_world", cam_to_world, 3, 4, "columns");
+  check_device(op, "K", K, depth.device(), "depth");
+  check_device(op, "cam_to_world", cam_to_world, depth.device(), "depth");
+  TORCH_CHECK_VALUE(grid_h >= 1 && grid_w >= 1, "hatch.", op,
+                    ": grid_h and grid_w must be >= 1, got grid_h=", grid_h, ", grid_w=", grid_w);
+  TORCH_CHECK_VALUE(grid_h <= H && grid_w <= W, "hatch.", op, ": the grid (grid_h=", grid_h,
+                    ", grid_w=", grid_w, ") is larger than the depth image (H=", H, ", W=", W,
+                    "); every cell must hold at least one pixel");
+  TORCH_CHECK_VALUE(std::isfinite(abs_tol) && abs_tol >= 0, "hatch.", op,
+                    ": abs_tol must be finite and >= 0 (metres), got ", abs_tol);
+  TORCH_CHECK_VALUE(std::isfinite(rel_tol) && rel_tol >= 0, "hatch.", op,
+                    ": rel_tol must be finite and >= 0, got ", rel_tol);
+  TORCH_CHECK_VALUE(stride >= 1, "hatch.", op, ": stride must be >= 1, got ", stride);
+  return {B, V, H, W, grid_h, grid_w, grid_h * grid_w};
+}
+
+void check_embeddings(const char* op, const at::Tensor& emb) {
+  check_rank(op, "emb", emb, 4, "[B, V, P, D]");
+  const auto t = emb.scalar_type();
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
+                   "hatch.", op,
+                   ": argument 'emb' must be float32, float64, float16 or bfloat16, got ", t);
+  TORCH_CHECK_VALUE(emb.numel() > 0, "hatch.", op,
+                    ": argument 'emb' must be non-empty [B, V, P, D], got shape ", shape_str(emb));
+}
+
+void check_embeddings(const char* op, const at::Tensor& emb, int64_t B, int64_t V, int64_t P,
+                      const at::Device& device) {
+  check_embeddings(op, emb);
+  check_dim(op, "emb", emb, 0, B, "B (samples; from depth)");
+  check_dim(op, "emb", emb, 1, V, "V (views; from depth)");
+  check_dim(op, "emb", emb, 2, P, "P (cells; grid_h * grid_w)");
+  check_device(op, "emb", emb, device, "depth");
+}
+
+void check_overlap(const char* op, const at::Tensor& overlap, const at::Tensor& emb) {
+  check_rank(op, "overlap", overlap, 5, "[B, V, V, P, P]");
+  check_floating(op, "overlap", overlap);
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  check_dim(op, "overlap", overlap, 0, B, "B (samples; from emb)");
+  check_dim(op, "overlap", overlap, 1, V, "V (views; from emb)");
+  check_dim(op, "overlap", overlap, 2, V, "V (views; from emb)");
+  check_dim(op, "overlap", overlap, 3, P, "P (cells; from emb)");
+  check_dim(op, "overlap", overlap, 4, P, "P (cells; from emb)");
+  check_device(op, "overlap", overlap, emb.device(), "emb");
+}
+
+void check_loss_params(const char* op, double tau_t, double tau_p, double min_overlap) {
+  TORCH_CHECK_VALUE(std::isfinite(tau_t) && tau_t > 0, "hatch.", op,
+                    ": tau_t (target temperature) must be finite and > 0, got ", tau_t);
+  TORCH_CHECK_VALUE(std::isfinite(tau_p) && tau_p > 0, "hatch.", op,
+                    ": tau_p (prediction temperature) must be finite and > 0, got ", tau_p);
+  TORCH_CHECK_VALUE(std::isfinite(min_overlap) && min_overlap >= 0, "hatch.", op,
+                    ": min_overlap must be finite and >= 0, got ", min_overlap);
+}
+
+void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
+                 const at::Tensor& emb) {
+  check_rank(op, "row_lse", row_lse, 4, "[B, V, V, P]");
+  TORCH_CHECK_TYPE(row_lse.scalar_type() == acc_type_for(emb.scalar_type()), "hatch.", op,
+                   ": argument 'row_lse' must be ", acc_type_for(emb.scalar_type()), ", got ",
+                   row_lse.scalar_type());
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  check_dim(op, "row_lse", row_lse, 0, B, "B");
+  check_dim(op, "row_lse", row_lse, 1, V, "V");
+  check_dim(op, "row_lse", row_lse, 2, V, "V");
+  check_dim(op, "row_lse", row_lse, 3, P, "P");
+  TORCH_CHECK_VALUE(num_valid.dim() == 0 && num_valid.scalar_type() == at::kLong, "hatch.", op,
+                    ": argument 'num_valid' must be a 0-dim int64 tensor, got ", num_valid.scalar_type(),
+                    " of shape ", shape_str(num_valid));
+  check_device(op, "row_lse", row_lse, emb.device(), "emb");
+}
+
+at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tensor& cam_to_world) {
+  const auto opts = at::TensorOptions().dtype(at::kDouble).device(at::kCPU);
+  const at::Tensor k = K.to(opts).contiguous();
+  const at::Tensor T = cam_to_world.to(opts).contiguous();
+  TORCH_CHECK_VALUE(at::isfinite(k).all().item<bool>(), "hatch.", op,
+                    ": argument 'K' has non-finite entries");
+  TORCH_CHECK_VALUE(at::isfinite(T).all().item<bool>(), "hatch.", op,
+                    ": argument 'cam_to_world' has non-finite entries");
+  // Singular K: |det K| tiny relative to its scale (a focal length of 0, a repeated row, ...).
+  const at::Tensor kscale = k.abs().amax({-2, -1}).clamp_min(1e-300);
+  const at::Tensor kdet = at::linalg_det(k).abs() / kscale.pow(3);
+  const auto bad_k = (kdet <= 1e-12).nonzero();
+  TORCH_CHECK_VALUE(bad_k.size(0) == 0, "hatch.", op, ": argument 'K' is singular at sample ",
+                    bad_k.size(0) ? bad_k[0][0].item<int64_t>() : 0, ", view ",
+                    bad_k.size(0) ? bad_k[0][1].item<int64_t>() : 0,
+                    " (|det K| / max|K|^3 <= 1e-12); intrinsics must be invertible");
+  const at::Tensor R = T.narrow(-2, 0, 3).narrow(-1, 0, 3);
+  const at::Tensor rdet = at::linalg_det(R).abs();
+  const auto bad_t = (rdet <= 1e-9).nonzero();
+  TORCH_CHECK_VALUE(bad_t.size(0) == 0, "hatch.", op,
+                    ": argument 'cam_to_world' has a singular rotation block at sample ",
+                    bad_t.size(0) ? bad_t[0][0].item<int64_t>() : 0, ", view ",
+                    bad_t.size(0) ? bad_t[0][1].item<int64_t>() : 0);
+
+  // Batched over (sample, a, c): rel = T_c^-1 T_a, RQ = R K_a^-1, A = K_c RQ, b = K_c t.
+  const at::Tensor k_inv = at::linalg_inv(k).unsqueeze(2);    // [B, V(a), 1, 3, 3]
+  const at::Tensor T_inv = at::linalg_inv(T).unsqueeze(1);    // [B, 1, V(c), 4, 4]
+  const at::Tensor rel = at::matmul(T_inv, T.unsqueeze(2));   // [B, V(a), V(c), 4, 4]
+  const at::Tensor RQ = at::matmul(rel.narrow(-2, 0, 3).narrow(-1, 0, 3), k_inv);
+  const at::Tensor t = rel.narrow(-2, 0, 3).select(-1, 3);    // [B, V, V, 3]
+  const at::Tensor Kc = k.unsqueeze(1);                        // [B, 1, V(c), 3, 3]
+  const at::Tensor A = at::matmul(Kc, RQ);
+  const at::Tensor bv = at::matmul(Kc, t.unsqueeze(-1)).squeeze(-1);
+  at::Tensor out = at::cat({A.flatten(-2), bv, RQ.select(-2, 2), t.narrow(-1, 2, 1)}, -1);
+  return out.contiguous();
+}
+
+}  // namespace hatch

@@ -1,0 +1,27 @@
+"""hatch_ext: the compiled PaStA ops of hatch, as `torch.ops.hatch.*`.
+
+Importing this package loads the library (C++ kernels, plus CUDA kernels when built with CUDA) and
+registers autograd and fake-tensor support, so the ops work in training and under `torch.compile`.
+
+    hatch_ext.ops        documented Python functions (patch_overlap, cell_similarity, soft_infonce,
+                         patch_align)
+    hatch_ext.reference  the naive, vectorised PyTorch version of the same math (tests, benchmarks)
+"""
+from ._library import build_info, has_cuda_kernels, load as _load
+
+_load()
+
+from . import _registration  # noqa: E402,F401  (registers fakes and autograd)
+from . import ops, reference  # noqa: E402
+from .ops import cell_similarity, patch_align, patch_overlap, soft_infonce  # noqa: E402
+
+__all__ = [
+    "build_info",
+    "cell_similarity",
+    "has_cuda_kernels",
+    "ops",
+    "patch_align",
+    "patch_overlap",
+    "reference",
+    "soft_infonce",
+]

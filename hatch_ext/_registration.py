@@ -1,0 +1,113 @@
+"""Fake (meta) and autograd registrations for every hatch op, so the ops work under torch.compile and
+in training. The kernels (csrc/) compute; this file only describes shapes and wires backward ops."""
+from __future__ import annotations
+
+import torch
+from torch.library import register_autograd, register_fake
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ----------------------------------------------------------------------------------------- fakes
+@register_fake("hatch::patch_overlap")
+def _patch_overlap_fake(depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride):
+    torch._check(depth.dim() == 4, lambda: "hatch.patch_overlap: 'depth' must be [B, V, H, W]")
+    B, V = depth.shape[0], depth.shape[1]
+    P = grid_h * grid_w
+    return depth.new_empty((B, V, V, P, P))
+
+
+@register_fake("hatch::cell_similarity")
+def _cell_similarity_fake(emb):
+    torch._check(emb.dim() == 4, lambda: "hatch.cell_similarity: 'emb' must be [B, V, P, D]")
+    B, V, P, _ = emb.shape
+    return emb.new_empty((B, V, V, P, P))
+
+
+@register_fake("hatch::cell_similarity_backward")
+def _cell_similarity_backward_fake(grad, emb):
+    return torch.empty_like(emb)
+
+
+def _loss_outputs(emb):
+    torch._check(emb.dim() == 4, lambda: "hatch: 'emb' must be [B, V, P, D]")
+    B, V, P, _ = emb.shape
+    loss = emb.new_empty(())
+    row_lse = emb.new_empty((B, V, V, P), dtype=_acc(emb.dtype))
+    num_valid = emb.new_empty((), dtype=torch.long)
+    return loss, row_lse, num_valid
+
+
+@register_fake("hatch::soft_infonce")
+def _soft_infonce_fake(emb, overlap, tau_t, tau_p, min_overlap):
+    return _loss_outputs(emb)
+
+
+@register_fake("hatch::soft_infonce_backward")
+def _soft_infonce_backward_fake(grad_loss, emb, overlap, row_lse, num_valid, tau_t, tau_p, min_overlap):
+    return torch.empty_like(emb)
+
+
+@register_fake("hatch::patch_align")
+def _patch_align_fake(emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p, abs_tol, rel_tol,
+                      stride, min_overlap):
+    return _loss_outputs(emb)
+
+
+@register_fake("hatch::patch_align_backward")
+def _patch_align_backward_fake(grad_loss, emb, depth, K, cam_to_world, row_lse, num_valid, grid_h,
+                               grid_w, tau_t, tau_p, abs_tol, rel_tol, stride, min_overlap):
+    return torch.empty_like(emb)
+
+
+# -------------------------------------------------------------------------------------- autograd
+def _cell_similarity_setup(ctx, inputs, output):
+    (emb,) = inputs
+    ctx.save_for_backward(emb)
+
+
+def _cell_similarity_backward(ctx, grad):
+    (emb,) = ctx.saved_tensors
+    return torch.ops.hatch.cell_similarity_backward(grad.contiguous(), emb)
+
+
+register_autograd("hatch::cell_similarity", _cell_similarity_backward,
+                  setup_context=_cell_similarity_setup)
+
+
+def _soft_infonce_setup(ctx, inputs, output):
+    emb, overlap, tau_t, tau_p, min_overlap = inputs
+    _, row_lse, num_valid = output
+    ctx.save_for_backward(emb, overlap, row_lse, num_valid)
+    ctx.params = (tau_t, tau_p, min_overlap)
+
+
+def _soft_infonce_backward(ctx, grad_loss, _grad_lse, _grad_num_valid):
+    emb, overlap, row_lse, num_valid = ctx.saved_tensors
+    grad_emb = torch.ops.hatch.soft_infonce_backward(
+        grad_loss, emb, overlap, row_lse, num_valid, *ctx.params)
+    # The overlap is geometry-derived supervision: not differentiated.
+    return grad_emb, None, None, None, None
+
+
+register_autograd("hatch::soft_infonce", _soft_infonce_backward, setup_context=_soft_infonce_setup)
+
+
+def _patch_align_setup(ctx, inputs, output):
+    (emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p, abs_tol, rel_tol, stride,
+     min_overlap) = inputs
+    _, row_lse, num_valid = output
+    ctx.save_for_backward(emb, depth, K, cam_to_world, row_lse, num_valid)
+    ctx.params = (grid_h, grid_w, tau_t, tau_p, abs_tol, rel_tol, stride, min_overlap)
+
+
+def _patch_align_backward(ctx, grad_loss, _grad_lse, _grad_num_valid):
+    emb, depth, K, cam_to_world, row_lse, num_valid = ctx.saved_tensors
+    grad_emb = torch.ops.hatch.patch_align_backward(
+        grad_loss, emb, depth, K, cam_to_world, row_lse, num_valid, *ctx.params)
+    return (grad_emb,) + (None,) * 11
+
+
+register_autograd("hatch::patch_align", _patch_align_backward, setup_context=_patch_align_setup)

@@ -1,0 +1,17 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cuda_ready() -> bool:
+    import hatch_ext
+
+    return torch.cuda.is_available() and hatch_ext.has_cuda_kernels()
+
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU on this machine (CI has none); run on a GPU host")
