@@ -157,7 +157,7 @@ def write_image(img: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path)
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path, compress_level=1)  # fast; still lossless
 
 
 def write_depth_png(depth: np.ndarray, path: Path) -> None:
@@ -167,7 +167,7 @@ def write_depth_png(depth: np.ndarray, path: Path) -> None:
     d = np.asarray(depth, dtype=np.float64)
     mm = np.where(np.isfinite(d) & (d > 0) & (d <= 65.535), np.round(d * 1000.0), 0).astype(np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mm).save(path)
+    Image.fromarray(mm).save(path, compress_level=1)
 
 
 def read_depth_png(path: Path) -> np.ndarray:

@@ -57,7 +57,7 @@ def read_mindcube(path, strict: bool = False, image_root=None):
     return samples, summary.log()
 
 
-def write_mindcube(samples, path) -> Path:
+def write_mindcube(samples, path, append: bool = False) -> Path:
     """Write multiple-choice samples whose category is a MindCube setting as MindCube JSONL (images as
     PNG under `<path stem>_images/`). The id is prefixed with the setting when it does not name it."""
     path = Path(path)
@@ -76,5 +76,6 @@ def write_mindcube(samples, path) -> Path:
             rels.append(rel)
         lines.append(json.dumps({"id": rid, "question": join_options(s.question, s.options, " "),
                                  "gt_answer": s.answer, "images": rels}))
-    path.write_text("".join(line + "\n" for line in lines))
+    with open(path, "a" if append else "w") as fh:
+        fh.write("".join(line + "\n" for line in lines))
     return path

@@ -21,6 +21,7 @@ SPAR-Bench: JSONL / JSON / parquet records with ``question`` (options inline or 
 (Low / Middle / High; otherwise derived from the task name).
 
     read_spar_rgbd(root, split=None, strict=False) -> (list[Sample], ReadSummary)
+    iter_spar_rgbd(root, split=None, ...) -> Iterator[Sample]          (lazy, for large sets)
     write_spar_rgbd(samples, root, source="synthetic", split="train") -> list[Path]
     read_spar_bench(path, strict=False) -> (list[Sample], ReadSummary)
     write_spar_bench(samples, path) -> Path
@@ -53,10 +54,11 @@ def _scene_name(sample: Sample, index: int) -> str:
 # SPAR-7M-RGBD writer
 # --------------------------------------------------------------------------------------------------
 def write_spar_rgbd(samples, root, source: str = "synthetic", split: str = "train",
-                    image_ext: str = ".png", include_meta: bool = True) -> list[Path]:
+                    image_ext: str = ".png", include_meta: bool = True, append: bool = False) -> list[Path]:
     """Write samples (with geometry) in the SPAR-7M-RGBD layout under `root`; one scene per sample.
     Colour frames are PNG by default (lossless, so a round trip is exact; SPAR itself uses .jpg).
-    Returns the QA JSONL files written."""
+    `append` adds to existing QA files (to write a large set chunk by chunk). Returns the QA JSONL
+    files written."""
     root = Path(root)
     files: dict[Path, list[str]] = {}
     for n, s in enumerate(samples):
@@ -95,7 +97,8 @@ def write_spar_rgbd(samples, root, source: str = "synthetic", split: str = "trai
         files.setdefault(path, []).append(json.dumps(rec))
     for path, lines in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
+        with open(path, "a" if append else "w") as fh:
+            fh.write("\n".join(lines) + "\n")
     return sorted(files)
 
 
@@ -194,6 +197,14 @@ def read_spar_rgbd(root, split: str | None = None, tasks=None, strict: bool = Fa
         (samples, summary): `Sample`s with depth float32 [V, H, W] metres, K [V, 3, 3], cam_to_world
         [V, 4, 4]; task from the directory, answer_type from fill/select/sentence.
     """
+    summary = ReadSummary(f"SPAR-7M-RGBD {root}")
+    samples = list(iter_spar_rgbd(root, split, tasks, strict, require_geometry, load_images, summary))
+    return samples, summary.log()
+
+
+def iter_spar_rgbd(root, split=None, tasks=None, strict=False, require_geometry=True, load_images=True,
+                   summary: ReadSummary | None = None):
+    """Lazy :func:`read_spar_rgbd`: yields samples; skips are counted in `summary` (if given)."""
     root = Path(root)
     qa = root / "qa_jsonl"
     if not qa.is_dir():
@@ -201,8 +212,7 @@ def read_spar_rgbd(root, split: str | None = None, tasks=None, strict: bool = Fa
     base = qa / split if split else qa
     if split and not base.is_dir():
         raise DataError(f"read_spar_rgbd: split {split!r} not found ({base} does not exist)")
-    summary = ReadSummary(f"SPAR-7M-RGBD {root}")
-    samples = []
+    summary = summary if summary is not None else ReadSummary(f"SPAR-7M-RGBD {root}")
     for f in sorted(base.rglob("*.jsonl")):
         rel = f.relative_to(qa).parts              # split, task, kind, file
         if len(rel) < 4:
@@ -210,21 +220,23 @@ def read_spar_rgbd(root, split: str | None = None, tasks=None, strict: bool = Fa
         task, kind = rel[-3], rel[-2]
         if tasks is not None and task not in tasks:
             continue
-        for n, line in enumerate(f.read_text().splitlines()):
-            if not line.strip():
-                continue
-            at = where(f, n)
-            try:
+        with open(f) as fh:
+            for n, line in enumerate(fh):
+                if not line.strip():
+                    continue
+                at = where(f, n)
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecordError(f"{at}: not valid JSON ({e})", "bad json") from e
-                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
-                samples.append(_spar_record(root, rec, task, kind, at, require_geometry, load_images))
-                summary.read += 1
-            except RecordError as e:
-                handle(e, summary, strict)
-    return samples, summary.log()
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise RecordError(f"{at}: not valid JSON ({e})", "bad json") from e
+                    at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
+                    sample = _spar_record(root, rec, task, kind, at, require_geometry, load_images)
+                    summary.read += 1
+                except RecordError as e:
+                    handle(e, summary, strict)
+                    continue
+                yield sample
 
 
 def _spar_record(root, rec, task, kind, at, require_geometry, load_images) -> Sample:
@@ -373,7 +385,7 @@ def read_spar_bench(path, strict: bool = False, image_root=None):
     return samples, summary.log()
 
 
-def write_spar_bench(samples, path, embed_images: bool = False) -> Path:
+def write_spar_bench(samples, path, embed_images: bool = False, append: bool = False) -> Path:
     """Write samples as a SPAR-Bench JSONL file; images go to `<path stem>_images/` next to it (or are
     embedded as PNG bytes in a .parquet file when `embed_images` / the path ends in .parquet)."""
     path = Path(path)
@@ -398,5 +410,6 @@ def write_spar_bench(samples, path, embed_images: bool = False) -> Path:
 
         pq.write_table(pa.Table.from_pylist(recs), path)
     else:
-        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        with open(path, "a" if append else "w") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in recs))
     return path

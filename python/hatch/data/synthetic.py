@@ -251,11 +251,12 @@ def place_among(rng, scene: Scene, cfg: SceneConfig, anchor: int):
     return _ring_poses(scene, c, angles, _u(rng, (2.4, 2.9)), _u(rng, cfg.camera_height))
 
 
-def overlap_ok(scene: Scene, poses: np.ndarray, cfg: SceneConfig) -> bool:
-    """Each consecutive pair of views overlaps by >= min_overlap (checked on a small render)."""
+def overlap_ok(scene: Scene, poses: np.ndarray, cfg: SceneConfig, fov_deg: float) -> bool:
+    """Each consecutive pair of views overlaps by >= min_overlap (checked on a small render with the
+    sample's field of view)."""
     if cfg.min_overlap <= 0:
         return True
-    Kc = geo.intrinsics(CHECK_SIZE, float(np.mean(cfg.fov_deg)))
+    Kc = geo.intrinsics(CHECK_SIZE, fov_deg)
     depths = [render_view(scene, Kc, T, CHECK_SIZE, CHECK_SIZE, with_rgb=False)[1] for T in poses]
     for a in range(len(poses) - 1):
         vis = geo.visible_in(depths[a], Kc, poses[a], depths[a + 1], Kc, poses[a + 1])[0]
@@ -297,10 +298,10 @@ def make_context(scene: Scene, K, poses, ids, anchor=None) -> qs.Context:
     return qs.Context(scene, np.asarray(K), np.asarray(poses), ids.shape[1:], pixels, cent, anchor)
 
 
-def _place(rng, scene, cfg, mode, anchor):
+def _place(rng, scene, cfg, mode, anchor, fov_deg):
     if mode == "near":
         poses = place_near(rng, scene, cfg)
-        return poses if poses is not None and overlap_ok(scene, poses, cfg) else None
+        return poses if poses is not None and overlap_ok(scene, poses, cfg, fov_deg) else None
     if mode == "rotation":
         return place_rotation(rng, scene, cfg)
     if mode == "around":
@@ -317,10 +318,11 @@ def generate_sample(index: int, seed: int = 0, config: SceneConfig | None = None
         task = cfg.tasks[int(rng.integers(len(cfg.tasks)))]
         mode = qs.FAMILIES[task].mode
         scene, anchor = random_scene(rng, cfg, mode)
-        poses = _place(rng, scene, cfg, mode, anchor)
+        fov = _u(rng, cfg.fov_deg)
+        poses = _place(rng, scene, cfg, mode, anchor, fov)
         if poses is None:
             continue
-        K = np.stack([geo.intrinsics(S, _u(rng, cfg.fov_deg))] * cfg.views)
+        K = np.stack([geo.intrinsics(S, fov)] * cfg.views)
         images, depth, ids = render_views(scene, K, poses, S)
         ctx = make_context(scene, K, poses, ids, anchor)
         q = qs.ask(task, ctx, rng)
