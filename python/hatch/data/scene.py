@@ -7,6 +7,7 @@ Everything here is plain data (JSON-serialisable through `to_dict` / `from_dict`
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -93,7 +94,8 @@ class Scene:
         raise KeyError(f"no object named {name!r} in the scene ({[o.name for o in self.objects]})")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (lists, not tuples), so it survives a JSON round trip unchanged."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Scene":
