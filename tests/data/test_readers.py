@@ -160,7 +160,7 @@ def test_mmsi_fixture(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), f)
     got, summary = mmsi.read_mmsi(f)
     assert [s.category for s in got] == ["Motion", "MSR"] and got[0].answer == "C"
-    assert got[0].options == ["A. Left,", "B. Right,", "C. Forward"] or got[0].options[2] == "C. Forward"
+    assert got[0].options == ["A. Left", "B. Right", "C. Forward"]
     assert summary.skipped == 1 and "images" in summary.examples[0] and "id 2" in summary.examples[0]
 
 

@@ -109,7 +109,7 @@ def split_options(text: str) -> tuple[str, list[str]]:
         opts = []
         for k, m in enumerate(run):
             end = run[k + 1].start() if k + 1 < len(run) else len(text)
-            opts.append(f"{m.group(1)}. {text[m.end():end].strip()}")
+            opts.append(f"{m.group(1)}. {text[m.end():end].strip().rstrip(',;').strip()}")
         return text[:run[0].start()].strip(), opts
     return text.strip(), []
 
