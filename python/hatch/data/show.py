@@ -84,6 +84,7 @@ def draw_sample(sample: Sample, out, grid: int = 4, top: int = 8, overlap_fn=Non
     q = sample.question + ("  " + "  ".join(sample.options) if sample.options else "")
     title = "\n".join(textwrap.wrap(q, 110)[:4]) + f"\ngold: {sample.answer}   [{sample.task}, {sample.category}]"
     fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(top=0.84, bottom=0.05)
     fig.text(0.5, 0.005, f"lines: top {top} cell overlaps S (grid {grid}x{grid}) between consecutive views; "
                          f"width ~ overlap", ha="center", fontsize=8)
     out = Path(out)

@@ -33,7 +33,7 @@ Camera layouts ("modes"), picked by the question family drawn for the sample:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
