@@ -69,7 +69,7 @@ def evaluate_samples(model, processor, samples: Sequence[Sample], benchmark: str
         records.append(EvalRecord(
             id=s.id, benchmark=benchmark, category=category_of(benchmark, raw),
             answer_type=s.answer_type, gold=str(s.answer), completion=c, extracted=answer_span(c),
-            score=score_answer(c, s.answer, s.answer_type, num_options=max(len(s.options), 1) or 26)))
+            score=score_answer(c, s.answer, s.answer_type, num_options=len(s.options) or 26)))
     return records
 
 
