@@ -53,6 +53,9 @@ class PastaConfig:
     image_size: int = 112
     train_seed: int = 0
     eval_seed: int = 12345               # held-out scenes: a seed never used for training
+    # question families of hatch.data.synthetic to draw layouts from (None: the "near" ones, whose views
+    # overlap; the rotation / around / among layouts share little or nothing between views)
+    synthetic_tasks: tuple[str, ...] | None = None
     # loss (DESIGN.md)
     grid: int = GRID
     tau_t: float = TAU_T
@@ -123,10 +126,22 @@ def make_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]:
     return textured_room_samples(num, views=config.views, size=config.image_size, seed=seed)
 
 
-def _synthetic_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]:
-    from hatch.data import synthetic
+def near_tasks() -> tuple[str, ...]:
+    """Question families whose camera layout ("near") guarantees overlapping views."""
+    from hatch.data import questions
 
-    raise NotImplementedError("hatch.data.synthetic is not wired in yet")  # replaced when it lands
+    return tuple(t for t, fam in questions.FAMILIES.items() if fam.mode == "near")
+
+
+def _synthetic_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]:
+    from tqdm.auto import tqdm
+
+    from hatch.data.synthetic import SceneConfig, iter_samples
+
+    tasks = tuple(config.synthetic_tasks) if config.synthetic_tasks else near_tasks()
+    scene_cfg = SceneConfig(views=config.views, size=config.image_size, tasks=tasks)
+    return list(tqdm(iter_samples(num, seed=seed, config=scene_cfg), total=num,
+                     desc=f"synthetic scenes (seed {seed})", leave=False))
 
 
 class PastaCollator:
