@@ -64,7 +64,7 @@ def test_checkpoint_reload_gives_same_metric(short_run):
 
 def test_lora_stage_trains_vision_only(tiny_dir, tmp_path):
     config = PastaConfig(model_dir=str(tiny_dir), output_dir=str(tmp_path), tune="lora", num_train=8,
-                         num_eval=4, max_steps=3, batch_size=4, evaluate_before=False, plot=False,
+                         num_eval=4, max_steps=3, batch_size=2, grad_accum=2, evaluate_before=False, plot=False,
                          logging_steps=1, lora_r=4)
     res = run_pasta_stage(config)
     assert res["llm_unchanged"] is True and res["steps"] == 3

@@ -86,6 +86,7 @@ class PastaConfig:
     logging_steps: int = 10
     save_steps: int = 0                  # Trainer checkpoints every N steps (0: only the final model)
     save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None   # a checkpoint-N directory of an earlier run (or None)
     eval_batch_size: int = 8
     evaluate_before: bool = True
     plot: bool = True
@@ -226,6 +227,9 @@ class PastaTrainer(Trainer):
 
     def __init__(self, *args, pasta_config: PastaConfig, **kwargs):
         super().__init__(*args, **kwargs)
+        # The loss is a mean over one micro-batch's valid rows (no token count): let Trainer divide it by
+        # the accumulation steps, as it does for models without loss kwargs.
+        self.model_accepts_loss_kwargs = False
         self.pasta_config = pasta_config
         self._valid_rows: list[float] = []
 
@@ -312,7 +316,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
                            data_collator=PastaCollator(processor), processing_class=processor,
                            callbacks=[TimeBudget(config.max_seconds)], pasta_config=config)
     start = time.perf_counter()
-    train_out = trainer.train()
+    train_out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
 
     if config.tune == "lora":
@@ -341,3 +345,39 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         plot_matches(model, processor, eval_samples[0], config.grid, out / "matches.png",
                      abs_tol=config.abs_tol, rel_tol=config.rel_tol, stride=config.stride)
     return results
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> dict:
+    """`python -m hatch.pasta.stage --tiny --output-dir runs/pasta --max-seconds 300`: run the stage
+    (on a freshly built tiny model with --tiny) and print the metrics as JSON."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m hatch.pasta.stage", description=main.__doc__)
+    p.add_argument("--model-dir", help="saved Qwen2.5-VL directory (or use --tiny)")
+    p.add_argument("--tiny", action="store_true", help="build the tiny model into OUTPUT_DIR/tiny first")
+    p.add_argument("--output-dir", required=True)
+    for name, kind in (("num_train", int), ("num_eval", int), ("image_size", int), ("views", int),
+                       ("max_steps", int), ("batch_size", int), ("grad_accum", int), ("grid", int),
+                       ("learning_rate", float), ("max_seconds", float), ("save_steps", int),
+                       ("stride", int)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--tune", choices=("full", "lora"), default=None)
+    p.add_argument("--data", choices=("auto", "synthetic", "toy_room"), default=None)
+    a = p.parse_args(argv)
+    if not a.tiny and not a.model_dir:
+        p.error("give --model-dir or --tiny")
+    model_dir = a.model_dir
+    if a.tiny:
+        from hatch.models.tiny import build_tiny_model
+
+        model_dir = str(build_tiny_model(Path(a.output_dir) / "tiny"))
+    overrides = {k: v for k, v in vars(a).items()
+                 if v is not None and k not in ("model_dir", "tiny", "output_dir")}
+    results = run_pasta_stage(PastaConfig(model_dir=model_dir, output_dir=a.output_dir, **overrides))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
