@@ -103,8 +103,17 @@ class PastaConfig:
                 raise ValueError(f"PastaConfig.{name} must be positive, got {getattr(self, name)}")
         if self.views < 2:
             raise ValueError(f"PastaConfig.views must be >= 2 (PaStA aligns across views), got {self.views}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"PastaConfig.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "tau_t", "tau_p"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PastaConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("abs_tol", "rel_tol", "min_overlap", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"PastaConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"PastaConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.bf16 not in ("auto", True, False):
+            raise ValueError(f"PastaConfig.bf16 must be 'auto', True or False, got {self.bf16!r}")
+
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -233,6 +242,17 @@ class PastaTrainer(Trainer):
         self.pasta_config = pasta_config
         self._valid_rows: list[float] = []
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """With a time budget and the cosine schedule, decay over whichever runs out first, steps or
+        seconds, so the learning rate has come down when the budget stops training."""
+        c = self.pasta_config
+        if self.lr_scheduler is None and c.max_seconds is not None and c.lr_scheduler_type == "cosine":
+            optimizer = optimizer or self.optimizer
+            self.lr_scheduler = time_aware_cosine(optimizer, c.warmup_steps, num_training_steps, c.max_seconds)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True)
         self._valid_rows.append(float(num_valid))
@@ -243,6 +263,23 @@ class PastaTrainer(Trainer):
             logs["valid_rows"] = sum(self._valid_rows) / len(self._valid_rows)
             self._valid_rows = []
         super().log(logs, start_time)
+
+
+def time_aware_cosine(optimizer, warmup_steps: int, max_steps: int, max_seconds: float):
+    """LambdaLR: linear warm-up, then cosine decay over progress = max(step / max_steps,
+    elapsed / max_seconds), the clock starting at the first step."""
+    start: list[float] = []
+
+    def factor(step: int) -> float:
+        if not start:
+            start.append(time.perf_counter())
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = max((step - warmup_steps) / max(1, max_steps - warmup_steps),
+                       (time.perf_counter() - start[0]) / max_seconds)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class TimeBudget(TrainerCallback):
