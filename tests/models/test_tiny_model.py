@@ -97,3 +97,34 @@ def test_processor_pixel_bounds_override(tiny_dir):
     _, processor = load_model_and_processor(tiny_dir, min_pixels=224 * 224, max_pixels=224 * 224)
     out = processor.image_processor(images=_images([(112, 112)]), return_tensors="pt")
     assert out["image_grid_thw"].tolist() == [[1, 16, 16]]
+
+
+def test_loads_hub_style_directory(tiny_dir, tmp_path):
+    """A Qwen/Qwen2.5-VL-3B-Instruct snapshot keeps the image settings in preprocessor_config.json and
+    the template in chat_template.json; the one load path reads that layout too."""
+    import json
+    import shutil
+
+    hub = tmp_path / "hub_style"
+    shutil.copytree(tiny_dir, hub)
+    template = (hub / "chat_template.jinja").read_text()
+    (hub / "chat_template.jinja").unlink()
+    (hub / "processor_config.json").unlink()
+    (hub / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    tok_cfg = json.loads((hub / "tokenizer_config.json").read_text())
+    tok_cfg.pop("chat_template", None)
+    tok_cfg["processor_class"] = "Qwen2_5_VLProcessor"
+    (hub / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    (hub / "preprocessor_config.json").write_text(json.dumps({
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+        "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor"}))
+    model, processor = load_model_and_processor(hub)
+    assert processor.image_processor.size["shortest_edge"] == 3136
+    assert processor.image_processor.size["longest_edge"] == 12845056
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}]}], tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in text
+    # 84x84 stays 84x84 (3x3 merged tokens) under these bounds.
+    out = processor(text=[text], images=_images([(84, 84)]), return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, 6, 6]]
