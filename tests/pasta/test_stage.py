@@ -27,6 +27,7 @@ def short_run(tiny_dir, tmp_path_factory):
     return config, eval_samples, run_pasta_stage(config, eval_samples=eval_samples)
 
 
+@pytest.mark.slow
 def test_short_stage_improves_correspondence(short_run):
     _, _, res = short_run
     assert res["steps"] == 40 and res["num_eval_rows"] > 100
@@ -35,6 +36,7 @@ def test_short_stage_improves_correspondence(short_run):
     assert res["before_top1"] > res["chance_top1"] - 0.02          # sanity: chance is 1/16-ish
 
 
+@pytest.mark.slow
 def test_stage_changes_only_the_vision_tower(short_run, tiny_dir):
     _, _, res = short_run
     before, _ = load_model_and_processor(tiny_dir)
@@ -47,6 +49,7 @@ def test_stage_changes_only_the_vision_tower(short_run, tiny_dir):
     assert res["llm_unchanged"] is True
 
 
+@pytest.mark.slow
 def test_checkpoint_reload_gives_same_metric(short_run):
     config, eval_samples, res = short_run
     model, processor = load_model_and_processor(res["checkpoint"])
@@ -63,6 +66,7 @@ def test_checkpoint_reload_gives_same_metric(short_run):
     assert any("loss" in e and "valid_rows" in e for e in logs)
 
 
+@pytest.mark.slow
 def test_lora_stage_trains_vision_only(tiny_dir, tmp_path):
     config = PastaConfig(model_dir=str(tiny_dir), output_dir=str(tmp_path), tune="lora", num_train=8,
                          num_eval=4, max_steps=3, batch_size=2, grad_accum=2, evaluate_before=False, plot=False,
