@@ -12,6 +12,14 @@ every LLM parameter is frozen, so the LLM weights leave the stage bit-identical.
 Outputs in `output_dir`: `final/` (a plain model + processor directory, loadable with
 `hatch.models.loading.load_model_and_processor`), `checkpoint-N/` (Trainer checkpoints every
 `save_steps`), `metrics.json`, `log_history.json` and `matches.png` (predicted vs geometric matches).
+
+Measured (tiny model, 2 CPU cores shared with other jobs, load average ~8): 
+
+    python -m hatch.pasta.stage --tiny --output-dir runs/pasta --num-train 512 --max-steps 400 --max-seconds 300
+
+trained 180 steps (batch 8, two 112 px views, n = 4) in 301 s and raised the top-1 correspondence accuracy
+on 32 held-out synthetic scenes (708 valid rows) from 22.5 % to 41.7 % (mean rank 5.14 -> 3.07; chance
+6.25 %, rank 8.5).
 """
 from __future__ import annotations
 
@@ -88,6 +96,9 @@ class PastaConfig:
     save_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None   # a checkpoint-N directory of an earlier run (or None)
     eval_batch_size: int = 8
+    # Compare every LLM weight before/after (a full copy of the LLM in memory). None: only for models
+    # whose LLM has < 50M parameters (the tiny one); the frozen weights are not in the optimizer anyway.
+    check_llm_unchanged: bool | None = None
     evaluate_before: bool = True
     plot: bool = True
     seed: int = 0
@@ -178,9 +189,11 @@ def pasta_loss(model, batch: dict[str, Tensor], config: PastaConfig | None = Non
     emb = cell_embeddings_from_pixels(model, batch["pixel_values"], batch["image_grid_thw"], depth.shape[1],
                                       c.grid, c.grid)
     dev = emb.device
-    return patch_align(emb.float(), depth.to(dev), batch["K"].to(dev), batch["cam_to_world"].to(dev),
-                       c.grid, c.grid, c.tau_t, c.tau_p, c.abs_tol, c.rel_tol, c.stride, c.min_overlap,
-                       return_num_valid=return_num_valid)
+    # Outside autocast: under bf16 mixed precision the similarity would otherwise be formed in bf16.
+    with torch.autocast(device_type=dev.type, enabled=False):
+        return patch_align(emb.float(), depth.to(dev), batch["K"].to(dev), batch["cam_to_world"].to(dev),
+                           c.grid, c.grid, c.tau_t, c.tau_p, c.abs_tol, c.rel_tol, c.stride, c.min_overlap,
+                           return_num_valid=return_num_valid)
 
 
 def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None) -> Tensor:
@@ -310,7 +323,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     """Run the PaStA stage; returns metrics before/after on the held-out samples.
 
     Returns a dict with `before_*` / `after_*` correspondence metrics (top1, mean_rank), `chance_top1`,
-    `chance_rank`, `num_eval_rows`, `train_seconds`, `steps`, `train_loss`, `llm_unchanged` (bool),
+    `chance_rank`, `num_eval_rows`, `train_seconds`, `steps`, `train_loss`, `llm_unchanged` (bool; None
+    when not checked, see `check_llm_unchanged`),
     and `checkpoint` (the final model directory, as a string).
     """
     config.validate()
@@ -338,7 +352,11 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         before = evaluate(model)
         results.update({f"before_{k}": before[k] for k in ("top1", "mean_rank")})
 
-    frozen = llm_state(model)
+    check_llm = config.check_llm_unchanged
+    if check_llm is None:
+        visual = sum(p.numel() for p in core_model(model).visual.parameters())
+        check_llm = sum(p.numel() for p in model.parameters()) - visual < 50_000_000
+    frozen = llm_state(model) if check_llm else None
     model = freeze_for_pasta(model, config)
     args = TrainingArguments(
         output_dir=str(out), max_steps=config.max_steps, per_device_train_batch_size=config.batch_size,
@@ -361,9 +379,12 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     else:
         model = trainer.model
     model.eval()
-    after_state = llm_state(model)
-    llm_unchanged = after_state.keys() == frozen.keys() and all(
-        torch.equal(after_state[k], frozen[k]) for k in frozen)
+    llm_unchanged = None
+    if frozen is not None:
+        after_state = llm_state(model)
+        llm_unchanged = after_state.keys() == frozen.keys() and all(
+            torch.equal(after_state[k], frozen[k]) for k in frozen)
+        del frozen, after_state
 
     final = out / "final"
     model.save_pretrained(final)
