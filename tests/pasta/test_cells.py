@@ -54,13 +54,14 @@ def _single_image_cells(model, processor, image, n):
     return torch.stack(cells)
 
 
-def test_cell_embeddings_batch_matches_single_images(tiny):
+@pytest.mark.parametrize("views", [2, 3])
+def test_cell_embeddings_batch_matches_single_images(tiny, views):
     model, processor = tiny
     # Two samples of different image sizes in one batch: 112x112 (4x4 tokens), 150x200 (-> 140x196, 5x7).
-    samples = [_sample((112, 112), seed=1), _sample((150, 200), seed=2)]
+    samples = [_sample((112, 112), views, seed=1), _sample((150, 200), views, seed=2)]
     with torch.no_grad():
         emb = cell_embeddings(model, processor, samples, 4)
-        assert emb.shape == (2, 2, 16, model.config.text_config.hidden_size)
+        assert emb.shape == (2, views, 16, model.config.text_config.hidden_size)
         for b, s in enumerate(samples):
             for v, img in enumerate(s.images):
                 torch.testing.assert_close(emb[b, v], _single_image_cells(model, processor, img, 4),
