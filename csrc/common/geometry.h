@@ -43,6 +43,13 @@ HATCH_HD void project_pixel(const T* m, T d, T v, T u, T& z, T& fc, T& fr) {
   fr = pv * inv_z + T(0.5);
 }
 
+// x clamped to [0, hi]; NaN gives 0. Written as the compare-selects that compile to maxsd / minsd.
+template <typename T>
+HATCH_HD T clamp_coord(T x, T hi) {
+  const T lo = x > T(0) ? x : T(0);
+  return lo < hi ? lo : hi;
+}
+
 // The visibility test of a projected pixel (z, fc, fr) from project_pixel: true iff z > 1e-6, it lands
 // inside the image, c's depth there is valid and |z - D_c| <= abs_tol + rel_tol * D_c. (r2, c2) is
 // the pixel it lands in when true, otherwise some pixel inside the image, so that callers may read or
@@ -57,8 +64,9 @@ template <typename T, typename DT>
 HATCH_HD bool landing_visible(T z, T fc, T fr, const DT* depth_c, int64_t H, int64_t W, T abs_tol,
                               T rel_tol, int64_t& r2, int64_t& c2) {
   const bool inside = (z > T(1e-6)) & (fc >= T(0)) & (fc < T(W)) & (fr >= T(0)) & (fr < T(H));
-  r2 = static_cast<int64_t>(inside ? fr : T(0));
-  c2 = static_cast<int64_t>(inside ? fc : T(0));
+  // Clamped into the image (NaN -> 0) with max/min selects, not a branch; the identity when inside.
+  r2 = static_cast<int64_t>(clamp_coord(fr, T(H - 1)));
+  c2 = static_cast<int64_t>(clamp_coord(fc, T(W - 1)));
   const T dc = static_cast<T>(depth_c[r2 * W + c2]);
   return inside & depth_valid(dc) & (fabs(z - dc) <= abs_tol + rel_tol * dc);
 }

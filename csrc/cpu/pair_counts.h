@@ -36,24 +36,32 @@ void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, co
   for (int64_t r = first; r < r1; r += stride) {
     const int64_t cell_row = row_cell[r];
     const scalar_t* __restrict depth_row = depth_a + r * W;
-    if (depth_c) {
-      const double v = static_cast<double>(r);
-      for (int32_t k = 0; k < static_cast<int32_t>(nc); ++k) {
-        const int32_t c = k * static_cast<int32_t>(stride);
-        project_pixel<double>(proj, static_cast<double>(depth_row[c]), v, static_cast<double>(c),
-                              zs[k], fcs[k], frs[k]);
-      }
+    if (!depth_c) {  // denominators only
+      if (den)
+        for (int64_t k = 0; k < nc; ++k) {
+          const int64_t c = k * stride;
+          den[cell_row + col_cell[c]] += static_cast<count_t>(depth_valid(depth_row[c]));
+        }
+      continue;
     }
+    // Project the row into the tile (vectorised: no branches, no gathers).
+    const double v = static_cast<double>(r);
+    for (int32_t k = 0; k < static_cast<int32_t>(nc); ++k) {
+      const int32_t c = k * static_cast<int32_t>(stride);
+      project_pixel<double>(proj, static_cast<double>(depth_row[c]), v, static_cast<double>(c), zs[k],
+                            fcs[k], frs[k]);
+    }
+    // Branch-free: invalid source pixels and invisible ones add 0, so the loop has no data-dependent
+    // branch and the loads of c's depth (addresses known from the tile) overlap.
     for (int64_t k = 0; k < nc; ++k) {
       const int64_t c = k * stride;
-      if (!depth_valid(depth_row[c])) continue;
+      const bool ok = depth_valid(depth_row[c]);
       const int64_t i = cell_row + col_cell[c];
-      if (den) den[i] += 1;
-      if (!depth_c) continue;
-      int64_t r2, c2;  // always inside the image: add the visibility (0 or 1) without a branch
+      if (den) den[i] += static_cast<count_t>(ok);
+      int64_t r2, c2;  // always inside the image
       const bool vis = landing_visible<double, scalar_t>(zs[k], fcs[k], frs[k], depth_c, H, W,
                                                          abs_tol, rel_tol, r2, c2);
-      counts[i * P + row_cell[r2] + col_cell[c2]] += static_cast<count_t>(vis);
+      counts[i * P + row_cell[r2] + col_cell[c2]] += static_cast<count_t>(ok & vis);
     }
   }
 }
