@@ -50,29 +50,41 @@ HATCH_HD T clamp_coord(T x, T hi) {
   return lo < hi ? lo : hi;
 }
 
-// The visibility test of a projected pixel (z, fc, fr) from project_pixel: true iff z > 1e-6, it lands
-// inside the image, c's depth there is valid and |z - D_c| <= abs_tol + rel_tol * D_c. (r2, c2) is
-// the pixel it lands in when true, otherwise some pixel inside the image, so that callers may read or
-// bin at (r2, c2) unconditionally and weight by the result.
+// Where a projected pixel (z, fc, fr) from project_pixel lands: true iff z > 1e-6 and it falls inside
+// the H x W image; (r2, c2) is then that pixel, otherwise some pixel inside the image (clamped), so
+// that callers may read at (r2, c2) unconditionally and weight by the result.
 //
-// Branch-free on purpose: visibility depends on the data (occlusion edges, holes), so branches
-// mispredict on the CPU and diverge on the GPU; the target-depth read is always in bounds.
+// Branch-free on purpose (as depth_agrees): visibility depends on the data (occlusion edges, holes),
+// so branches mispredict on the CPU and diverge on the GPU.
 // Pixel = floor(x): for x >= 0, floor(x) < W <=> x < W and floor(x) == (int)x, so the range is tested
 // on x first (as floating point: a far-off point must not overflow the integer) and truncation stands
-// in for floor (a libm call on baseline x86-64).
+// in for floor (a libm call on baseline x86-64). I: the index type (int32 lets a CPU loop vectorise).
+template <typename T, typename I>
+HATCH_HD bool landing_pixel(T z, T fc, T fr, I H, I W, I& r2, I& c2) {
+  const bool inside = (z > T(1e-6)) & (fc >= T(0)) & (fc < T(W)) & (fr >= T(0)) & (fr < T(H));
+  r2 = static_cast<I>(clamp_coord(fr, T(H - 1)));
+  c2 = static_cast<I>(clamp_coord(fc, T(W - 1)));
+  return inside;
+}
+
+// The depth test at the landing pixel: view c's depth dc there is valid and |z - dc| <= abs_tol +
+// rel_tol * dc. False for a NaN z (so a caller may mark a pixel "not visible" by setting z = NaN).
+template <typename T>
+HATCH_HD bool depth_agrees(T z, T dc, T abs_tol, T rel_tol) {
+  return depth_valid(dc) & (fabs(z - dc) <= abs_tol + rel_tol * dc);
+}
+
+// landing_pixel then depth_agrees: true iff the projected pixel is visible in view c; (r2, c2) as
+// landing_pixel. depth_c points at view c's H x W depth map (row-major).
 template <typename T, typename DT>
 HATCH_HD bool landing_visible(T z, T fc, T fr, const DT* depth_c, int64_t H, int64_t W, T abs_tol,
                               T rel_tol, int64_t& r2, int64_t& c2) {
-  const bool inside = (z > T(1e-6)) & (fc >= T(0)) & (fc < T(W)) & (fr >= T(0)) & (fr < T(H));
-  // Clamped into the image (NaN -> 0) with max/min selects, not a branch; the identity when inside.
-  r2 = static_cast<int64_t>(clamp_coord(fr, T(H - 1)));
-  c2 = static_cast<int64_t>(clamp_coord(fc, T(W - 1)));
-  const T dc = static_cast<T>(depth_c[r2 * W + c2]);
-  return inside & depth_valid(dc) & (fabs(z - dc) <= abs_tol + rel_tol * dc);
+  const bool inside = landing_pixel<T, int64_t>(z, fc, fr, H, W, r2, c2);
+  return inside & depth_agrees(z, static_cast<T>(depth_c[r2 * W + c2]), abs_tol, rel_tol);
 }
 
 // Reprojects pixel (r, c) of view a with depth d (valid) into view c: project_pixel then
-// landing_visible. True iff visible in c; (r2, c2) as landing_visible.
+// landing_visible. True iff visible in c; (r2, c2) as landing_pixel.
 template <typename T, typename DT>
 HATCH_HD bool reproject_visible(const T* m, T d, int64_t r, int64_t c, const DT* depth_c, int64_t H,
                                 int64_t W, T abs_tol, T rel_tol, int64_t& r2, int64_t& c2) {

@@ -3,6 +3,7 @@
 // transformed in a row-sized tile, then depth-tested and binned.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "../common/geometry.h"
@@ -25,12 +26,15 @@ void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, co
   std::vector<int64_t> row_cell(static_cast<size_t>(H)), col_cell(static_cast<size_t>(W));
   for (int64_t r = 0; r < H; ++r) row_cell[r] = cell_of(r, 0, H, W, grid_h, grid_w);
   for (int64_t c = 0; c < W; ++c) col_cell[c] = cell_of(0, c, H, W, grid_h, grid_w);
-  // One row of projections (z, fc, fr): not a per-pixel intermediate of the image, a row-sized tile
-  // that lets the arithmetic of a row run as one branch-free, vectorised loop.
-  std::vector<double> tile(depth_c ? static_cast<size_t>(3 * nc) : 0);
-  double* __restrict zs = tile.data();
-  double* __restrict fcs = zs + nc;
-  double* __restrict frs = fcs + nc;
+  // One row of projections: not a per-pixel intermediate of the image, a row-sized tile that lets the
+  // arithmetic of a row (projection, inside test, landing pixel) run as one branch-free, vectorised
+  // loop; the second loop then only gathers c's depth, tests it and bins.
+  std::vector<double> zs_(depth_c ? static_cast<size_t>(nc) : 0);
+  std::vector<int32_t> rc_(depth_c ? static_cast<size_t>(2 * nc) : 0);
+  double* __restrict zs = zs_.data();   // z in view c, NaN where the pixel cannot be visible
+  int32_t* __restrict r2s = rc_.data();  // landing pixel (clamped into the image)
+  int32_t* __restrict c2s = r2s + nc;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
 
   const int64_t first = ((r0 + stride - 1) / stride) * stride;
   for (int64_t r = first; r < r1; r += stride) {
@@ -44,24 +48,22 @@ void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, co
         }
       continue;
     }
-    // Project the row into the tile (vectorised: no branches, no gathers).
     const double v = static_cast<double>(r);
     for (int32_t k = 0; k < static_cast<int32_t>(nc); ++k) {
       const int32_t c = k * static_cast<int32_t>(stride);
-      project_pixel<double>(proj, static_cast<double>(depth_row[c]), v, static_cast<double>(c), zs[k],
-                            fcs[k], frs[k]);
+      const double d = static_cast<double>(depth_row[c]);
+      double z, fc, fr;
+      project_pixel<double>(proj, d, v, static_cast<double>(c), z, fc, fr);
+      const bool inside = landing_pixel<double, int32_t>(z, fc, fr, static_cast<int32_t>(H),
+                                                         static_cast<int32_t>(W), r2s[k], c2s[k]);
+      zs[k] = (inside & depth_valid(d)) ? z : nan;
     }
-    // Branch-free: invalid source pixels and invisible ones add 0, so the loop has no data-dependent
-    // branch and the loads of c's depth (addresses known from the tile) overlap.
     for (int64_t k = 0; k < nc; ++k) {
-      const int64_t c = k * stride;
-      const bool ok = depth_valid(depth_row[c]);
+      const int64_t c = k * stride, r2 = r2s[k], c2 = c2s[k];
       const int64_t i = cell_row + col_cell[c];
-      if (den) den[i] += static_cast<count_t>(ok);
-      int64_t r2, c2;  // always inside the image
-      const bool vis = landing_visible<double, scalar_t>(zs[k], fcs[k], frs[k], depth_c, H, W,
-                                                         abs_tol, rel_tol, r2, c2);
-      counts[i * P + row_cell[r2] + col_cell[c2]] += static_cast<count_t>(ok & vis);
+      if (den) den[i] += static_cast<count_t>(depth_valid(depth_row[c]));
+      const bool vis = depth_agrees(zs[k], static_cast<double>(depth_c[r2 * W + c2]), abs_tol, rel_tol);
+      counts[i * P + row_cell[r2] + col_cell[c2]] += static_cast<count_t>(vis);
     }
   }
 }
