@@ -1,27 +1,159 @@
-#include "kernels.h"
+// CPU kernels of soft_infonce and patch_align (forward and backward). Both run the per-pair core of
+// pair_loss.h; they differ only in the source of S = ½(M_ac + M_caᵀ): the overlap input, or depth
+// reprojected pair by pair (never materialising M for all pairs).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+
 #include "../common/checks.h"
-#include "../common/geometry.h"
+#include "kernels.h"
+#include "pair_counts.h"
+#include "pair_loss.h"
 
 namespace hatch::cpu {
+namespace {
+
+void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb) {
+  TORCH_CHECK_VALUE(grad_loss.dim() == 0, "hatch.", op,
+                    ": argument 'grad_loss' must be a 0-dim tensor (the loss is a scalar), got shape ",
+                    grad_loss.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_loss.scalar_type()), "hatch.", op,
+                   ": argument 'grad_loss' must be floating-point, got ", grad_loss.scalar_type());
+  TORCH_CHECK_VALUE(grad_loss.device() == emb.device(), "hatch.", op, ": argument 'grad_loss' is on ",
+                    grad_loss.device(), " but 'emb' is on ", emb.device());
+}
+
+// S from the overlap input: S = ½ M_ac, then + ½ M_caᵀ at the nonzeros of M_ca (scaling by ½ is exact,
+// so this equals ½(M_ac + M_caᵀ) bit for bit while reading M_ca row-major).
+PairOverlapFn overlap_source(const at::Tensor& overlap_in) {
+  const at::Tensor overlap = overlap_in.contiguous();
+  const int64_t V = overlap.size(1), P = overlap.size(3);
+  return [overlap, V, P](int64_t b, int64_t a, int64_t c, double* S) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, overlap.scalar_type(), "overlap_source",
+                                    [&] {
+      const scalar_t* base = overlap.data_ptr<scalar_t>();
+      const scalar_t* M_ac = base + ((b * V + a) * V + c) * P * P;
+      const scalar_t* M_ca = base + ((b * V + c) * V + a) * P * P;
+      for (int64_t k = 0; k < P * P; ++k) S[k] = 0.5 * static_cast<double>(M_ac[k]);
+      for (int64_t j = 0; j < P; ++j)
+        for (int64_t i = 0; i < P; ++i) {
+          const double v = static_cast<double>(M_ca[j * P + i]);
+          if (v != 0) S[i * P + j] += 0.5 * v;
+        }
+    });
+  };
+}
+
+// S from depth: the reprojection counts of both directions (a → c and c → a), each divided by its
+// per-cell count of valid pixels (DESIGN.md step 2), then symmetrised. Work is split into chunks
+// (direction × band of source rows), each with its own count buffer, so the parallel loop has no
+// shared writes; the counts are integers, so the merged result is exact and deterministic.
+struct ReprojectionSource {
+  at::Tensor depth;  // [B, V, H, W] contiguous
+  at::Tensor proj;   // [B, V, V, kPairProjSize] float64
+  GeometryDims g;
+  double abs_tol, rel_tol;
+  int64_t stride;
+
+  void operator()(int64_t b, int64_t a, int64_t c, double* S) const {
+    const int64_t P = g.P, H = g.H, W = g.W;
+    const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
+    // Bands only pay off when a band's pixels outnumber the P² buffer it must clear and merge.
+    const int64_t bands = std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1,
+                                              std::max<int64_t>(at::get_num_threads(), 1));
+    const int64_t chunks = 2 * bands;
+    std::vector<int32_t> counts(static_cast<size_t>(chunks * P * P), 0);
+    std::vector<int32_t> den(static_cast<size_t>(chunks * P), 0);
+    AT_DISPATCH_FLOATING_TYPES(depth.scalar_type(), "patch_align_reproject", [&] {
+      const scalar_t* d = depth.data_ptr<scalar_t>() + b * g.V * H * W;
+      const double* pr = proj.data_ptr<double>() + b * g.V * g.V * kPairProjSize;
+      at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t k = lo; k < hi; ++k) {
+          const int64_t dir = k / bands, band = k % bands;
+          const int64_t src = dir == 0 ? a : c, dst = dir == 0 ? c : a;
+          // Bands split the source rows; their starts need not be multiples of the stride
+          // (accumulate_pair_counts rounds up to the next taking-part row).
+          const int64_t r0 = band * H / bands, r1 = (band + 1) * H / bands;
+          accumulate_pair_counts<scalar_t, int32_t>(
+              d + src * H * W, d + dst * H * W, pr + (src * g.V + dst) * kPairProjSize, H, W,
+              g.grid_h, g.grid_w, abs_tol, rel_tol, stride, r0, r1, counts.data() + k * P * P,
+              den.data() + k * P);
+        }
+      });
+    });
+    // Merge the bands of each direction into chunk 0 (a → c) and chunk `bands` (c → a).
+    for (int64_t dir = 0; dir < 2; ++dir) {
+      int32_t* c0 = counts.data() + dir * bands * P * P;
+      int32_t* d0 = den.data() + dir * bands * P;
+      for (int64_t band = 1; band < bands; ++band) {
+        const int32_t* cb = counts.data() + (dir * bands + band) * P * P;
+        const int32_t* db = den.data() + (dir * bands + band) * P;
+        for (int64_t k = 0; k < P * P; ++k) c0[k] += cb[k];
+        for (int64_t i = 0; i < P; ++i) d0[i] += db[i];
+      }
+    }
+    const int32_t* n_ac = counts.data();
+    const int32_t* d_a = den.data();
+    const int32_t* n_ca = counts.data() + bands * P * P;
+    const int32_t* d_c = den.data() + bands * P;
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < P; ++j) {
+        const int32_t n = n_ac[i * P + j];
+        S[i * P + j] = n != 0 ? 0.5 * (static_cast<double>(n) / d_a[i]) : 0.0;
+      }
+    for (int64_t j = 0; j < P; ++j)
+      for (int64_t i = 0; i < P; ++i) {
+        const int32_t n = n_ca[j * P + i];
+        if (n != 0) S[i * P + j] += 0.5 * (static_cast<double>(n) / d_c[j]);
+      }
+  }
+};
+
+ReprojectionSource reprojection_source(const char* op, const at::Tensor& depth, const at::Tensor& K,
+                                       const at::Tensor& cam_to_world, const GeometryDims& g,
+                                       double abs_tol, double rel_tol, int64_t stride) {
+  return {depth.contiguous(), pair_projections(op, K, cam_to_world), g, abs_tol, rel_tol, stride};
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb,
                                                             const at::Tensor& overlap, double tau_t,
                                                             double tau_p, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.soft_infonce: cpu kernel not written yet");
+  constexpr const char* op = "soft_infonce";
+  check_embeddings(op, emb);
+  check_overlap(op, overlap, emb);
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  return loss_forward(emb, overlap_source(overlap), tau_t, tau_p, min_overlap);
 }
 
 at::Tensor soft_infonce_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
                                  const at::Tensor& overlap, const at::Tensor& row_lse,
                                  const at::Tensor& num_valid, double tau_t, double tau_p,
                                  double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.soft_infonce_backward: cpu kernel not written yet");
+  constexpr const char* op = "soft_infonce_backward";
+  check_embeddings(op, emb);
+  check_overlap(op, overlap, emb);
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  check_grad_loss(op, grad_loss, emb);
+  check_saved(op, row_lse, num_valid, emb);
+  return loss_backward(grad_loss, emb, overlap_source(overlap), row_lse, num_valid, tau_t, tau_p,
+                       min_overlap);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
     const at::Tensor& emb, const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
     int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
     int64_t stride, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.patch_align: cpu kernel not written yet");
+  constexpr const char* op = "patch_align";
+  const GeometryDims g =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  return loss_forward(emb, reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
+                      tau_t, tau_p, min_overlap);
 }
 
 at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
@@ -30,7 +162,16 @@ at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& e
                                 const at::Tensor& num_valid, int64_t grid_h, int64_t grid_w,
                                 double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.patch_align_backward: cpu kernel not written yet");
+  constexpr const char* op = "patch_align_backward";
+  const GeometryDims g =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  check_grad_loss(op, grad_loss, emb);
+  check_saved(op, row_lse, num_valid, emb);
+  return loss_backward(grad_loss, emb,
+                       reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
+                       row_lse, num_valid, tau_t, tau_p, min_overlap);
 }
 
 }  // namespace hatch::cpu

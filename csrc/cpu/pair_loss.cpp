@@ -1,0 +1,274 @@
+#include "pair_loss.h"
+
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "../common/checks.h"
+
+namespace hatch::cpu {
+namespace {
+
+constexpr double kNormEps = 1e-12;  // ê = e / max(|e|, eps), as F.normalize
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// A host vector as a [P] tensor of the accumulation dtype.
+at::Tensor as_tensor(const std::vector<double>& v, const at::TensorOptions& opts) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kDouble)).to(opts);
+}
+
+// log Σ_j exp(x_j) over a row (or column) whose `zeros` entries are 0 and whose other entries sum to
+// sum_exp = Σ exp(x − shift), shift = their maximum (or -inf when there are none).
+double log_partition(int64_t zeros, double shift, double sum_exp) {
+  if (zeros > 0) {
+    // The zero entries contribute exp(0 − shift') each; rebase to shift' = max(shift, 0).
+    const double sh = std::max(shift, 0.0);
+    const double rest = shift == -kInf ? 0.0 : sum_exp * std::exp(shift - sh);
+    return sh + std::log(static_cast<double>(zeros) * std::exp(-sh) + rest);
+  }
+  return shift + std::log(sum_exp);
+}
+
+// Adds Σ_k w[k] s[i, col[k]] over the nonzeros of the tile's rows [r0, r0 + T) (forward), or subtracts
+// w[k] from G there (backward). Sequential, so the sum's order is fixed.
+template <typename scalar_t>
+double sparse_dot(const PairTargets& t, const scalar_t* s, int64_t r0, int64_t T) {
+  double acc = 0;
+  for (int64_t i = r0; i < r0 + T; ++i) {
+    const scalar_t* row = s + (i - r0) * t.P;
+    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) acc += t.w[k] * row[t.col[k]];
+  }
+  return acc;
+}
+
+template <typename scalar_t>
+void sparse_sub(const PairTargets& t, scalar_t* g, int64_t r0, int64_t T) {
+  for (int64_t i = r0; i < r0 + T; ++i) {
+    scalar_t* row = g + (i - r0) * t.P;
+    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k)
+      row[t.col[k]] -= static_cast<scalar_t>(t.w[k]);
+  }
+}
+
+// Σ over valid entries of an LSE vector, in float64.
+double masked_sum(const at::Tensor& lse, const std::vector<uint8_t>& valid) {
+  const at::Tensor l = lse.to(at::kDouble).contiguous();
+  const double* p = l.data_ptr<double>();
+  double acc = 0;
+  for (size_t i = 0; i < valid.size(); ++i)
+    if (valid[i]) acc += p[i];
+  return acc;
+}
+
+// The LSE with +inf on invalid entries, so that exp(s − L) vanishes there.
+at::Tensor masked_lse(const at::Tensor& lse, const std::vector<uint8_t>& valid) {
+  std::vector<double> v(valid.size());
+  const at::Tensor l = lse.to(at::kDouble).contiguous();
+  const double* p = l.data_ptr<double>();
+  for (size_t i = 0; i < valid.size(); ++i) v[i] = valid[i] ? p[i] : kInf;
+  return as_tensor(v, lse.options());
+}
+
+at::Tensor normalize(const at::Tensor& emb) {
+  const at::Tensor e = emb.to(acc_type_for(emb.scalar_type()));
+  const at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true).clamp_min(kNormEps);
+  return (e / norm).contiguous();
+}
+
+// d/de of ê = e / max(|e|, eps), applied to g = dL/dê: (g − (g·ê) ê) / |e|, or g / eps when |e| < eps.
+at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, const at::Tensor& g) {
+  const at::Tensor e = emb.to(g.scalar_type());
+  const at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true);
+  const at::Tensor dot = (g * ehat).sum(-1, /*keepdim=*/true);
+  const at::Tensor projected = (g - dot * ehat) / norm.clamp_min(kNormEps);
+  return at::where(norm >= kNormEps, projected, g / kNormEps).to(emb.scalar_type());
+}
+
+}  // namespace
+
+int64_t loss_tile_rows() {
+  if (const char* env = std::getenv("HATCH_LOSS_TILE_ROWS")) {
+    const long long v = std::atoll(env);
+    if (v >= 1) return v;
+  }
+  return 256;
+}
+
+PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_overlap) {
+  PairTargets t;
+  t.P = P;
+  std::vector<double> row_sum(P, 0.0), col_sum(P, 0.0), col_max(P, -kInf), col_exp(P, 0.0);
+  std::vector<int64_t> col_nnz(P, 0);
+  std::vector<double> x;  // S_ij / τ_t at the nonzeros
+  t.row_ptr.assign(P + 1, 0);
+  std::vector<double> z_row(P), z_col(P);
+
+  // Pass 1 (dense, row-major): sums for validity, the nonzeros, row and column maxima.
+  for (int64_t i = 0; i < P; ++i) {
+    const double* Si = S + i * P;
+    double rmax = -kInf;
+    for (int64_t j = 0; j < P; ++j) {
+      const double v = Si[j];
+      row_sum[i] += v;
+      col_sum[j] += v;
+      if (v != 0) {
+        const double xv = v / tau_t;
+        t.col.push_back(j);
+        x.push_back(xv);
+        rmax = std::max(rmax, xv);
+        col_max[j] = std::max(col_max[j], xv);
+        ++col_nnz[j];
+      }
+    }
+    t.row_ptr[i + 1] = static_cast<int64_t>(t.col.size());
+    double rexp = 0;
+    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) rexp += std::exp(x[k] - rmax);
+    z_row[i] = log_partition(P - (t.row_ptr[i + 1] - t.row_ptr[i]), rmax, rexp);
+  }
+  // Pass 2 (nonzeros): column partition functions.
+  for (size_t k = 0; k < x.size(); ++k) col_exp[t.col[k]] += std::exp(x[k] - col_max[t.col[k]]);
+  for (int64_t j = 0; j < P; ++j) z_col[j] = log_partition(P - col_nnz[j], col_max[j], col_exp[j]);
+
+  t.valid_row.resize(P);
+  t.valid_col.resize(P);
+  t.u_row.resize(P);
+  t.u_col.resize(P);
+  for (int64_t i = 0; i < P; ++i) {
+    t.valid_row[i] = row_sum[i] > min_overlap;
+    t.valid_col[i] = col_sum[i] > min_overlap;
+    t.n_valid_rows += t.valid_row[i];
+    t.n_valid_cols += t.valid_col[i];
+    t.u_row[i] = t.valid_row[i] ? std::exp(-z_row[i]) : 0.0;
+    t.u_col[i] = t.valid_col[i] ? std::exp(-z_col[i]) : 0.0;
+  }
+  // Pass 3 (nonzeros): w = valid_i (p_ij − u_i) + valid'_j (p'_ji − u'_j).
+  t.w.resize(x.size());
+  for (int64_t i = 0; i < P; ++i) {
+    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) {
+      const int64_t j = t.col[k];
+      double w = 0;
+      if (t.valid_row[i]) w += std::exp(x[k] - z_row[i]) - t.u_row[i];
+      if (t.valid_col[j]) w += std::exp(x[k] - z_col[j]) - t.u_col[j];
+      t.w[k] = w;
+    }
+  }
+  return t;
+}
+
+double pair_loss_forward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t, double tau_p,
+                         const at::Tensor& lse_ac, const at::Tensor& lse_ca) {
+  const int64_t P = ea.size(0);
+  const int64_t tile = std::min(loss_tile_rows(), P);
+  const double inv_tau = 1.0 / tau_p;
+  at::Tensor s = at::empty({tile, P}, ea.options());
+  at::Tensor col_lse;
+  double cross = 0;  // Σ_k w_k s_k over the nonzeros of S
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {
+    const int64_t T = std::min(tile, P - r0);
+    at::Tensor st = s.narrow(0, 0, T);
+    st.addmm_(ea.narrow(0, r0, T), ec.t(), /*beta=*/0, /*alpha=*/inv_tau);  // s = ê_a ê_cᵀ / τ_p
+    lse_ac.narrow(0, r0, T).copy_(at::logsumexp(st, {1}));
+    const at::Tensor tile_col = at::logsumexp(st, {0});
+    col_lse = r0 == 0 ? tile_col : at::logaddexp(col_lse, tile_col);  // online over row tiles
+    if (t.n_valid_rows + t.n_valid_cols > 0) {
+      AT_DISPATCH_FLOATING_TYPES(st.scalar_type(), "pair_loss_forward", [&] {
+        cross += sparse_dot<scalar_t>(t, st.data_ptr<scalar_t>(), r0, T);
+      });
+    }
+  }
+  lse_ca.copy_(col_lse);
+  if (t.n_valid_rows + t.n_valid_cols == 0) return 0.0;
+
+  // Σ_i u_i Σ_j s_ij = (Σ_i u_i ê_a,i) · (Σ_j ê_c,j) / τ_p, and likewise for the columns.
+  const auto opts = ea.options();
+  const at::Tensor uniform_rows = at::dot(at::mv(ea.t(), as_tensor(t.u_row, opts)), ec.sum(0));
+  const at::Tensor uniform_cols = at::dot(at::mv(ec.t(), as_tensor(t.u_col, opts)), ea.sum(0));
+  const double uniform =
+      (uniform_rows.item<double>() + uniform_cols.item<double>()) * inv_tau;
+  return masked_sum(lse_ac, t.valid_row) + masked_sum(lse_ca, t.valid_col) - uniform - cross;
+}
+
+void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t,
+                        double tau_p, const at::Tensor& lse_ac, const at::Tensor& lse_ca,
+                        const at::Tensor& ga, const at::Tensor& gc) {
+  const int64_t P = ea.size(0);
+  const int64_t tile = std::min(loss_tile_rows(), P);
+  const double inv_tau = 1.0 / tau_p;
+  const auto opts = ea.options();
+  const at::Tensor L_row = masked_lse(lse_ac, t.valid_row).unsqueeze(1);  // [P, 1]
+  const at::Tensor L_col = masked_lse(lse_ca, t.valid_col).unsqueeze(0);  // [1, P]
+  const at::Tensor u_row = as_tensor(t.u_row, opts).unsqueeze(1);
+  const at::Tensor u_col = as_tensor(t.u_col, opts).unsqueeze(0);
+  at::Tensor s = at::empty({tile, P}, opts);
+  for (int64_t r0 = 0; r0 < P; r0 += tile) {
+    const int64_t T = std::min(tile, P - r0);
+    const at::Tensor ea_t = ea.narrow(0, r0, T);
+    at::Tensor st = s.narrow(0, 0, T);
+    st.addmm_(ea_t, ec.t(), /*beta=*/0, /*alpha=*/inv_tau);
+    // G = valid_i (q_ij − u_i) + valid'_j (q'_ji − u'_j) − w at the nonzeros of S, where
+    // q = exp(s − L) and invalid rows / columns have L = +inf, u = 0.
+    at::Tensor G = at::exp(st - L_row.narrow(0, r0, T));
+    G.add_(st.sub_(L_col).exp_()).sub_(u_row.narrow(0, r0, T)).sub_(u_col);
+    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "pair_loss_backward",
+                               [&] { sparse_sub<scalar_t>(t, G.data_ptr<scalar_t>(), r0, T); });
+    ga.narrow(0, r0, T).addmm_(G, ec);
+    gc.addmm_(G.t(), ea_t);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& emb,
+                                                            const PairOverlapFn& overlap,
+                                                            double tau_t, double tau_p,
+                                                            double min_overlap) {
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  const at::Tensor ehat = normalize(emb);
+  at::Tensor row_lse = at::zeros({B, V, V, P}, ehat.options());
+  std::vector<double> S(static_cast<size_t>(P * P));
+  double total = 0;
+  int64_t num_valid = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t a = 0; a < V; ++a) {
+      for (int64_t c = a + 1; c < V; ++c) {
+        overlap(b, a, c, S.data());
+        const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+        num_valid += t.n_valid_rows + t.n_valid_cols;
+        total += pair_loss_forward(ehat[b][a], ehat[b][c], t, tau_p, row_lse[b][a][c],
+                                   row_lse[b][c][a]);
+      }
+    }
+  }
+  const double loss = num_valid > 0 ? total / static_cast<double>(num_valid) : 0.0;
+  return {at::full({}, loss, emb.options()), row_lse,
+          at::full({}, num_valid, emb.options().dtype(at::kLong))};
+}
+
+at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
+                         const PairOverlapFn& overlap, const at::Tensor& row_lse,
+                         const at::Tensor& num_valid, double tau_t, double tau_p,
+                         double min_overlap) {
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  const int64_t nv = num_valid.item<int64_t>();
+  if (nv <= 0) return at::zeros_like(emb, at::MemoryFormat::Contiguous);
+  const at::Tensor ehat = normalize(emb);
+  const at::Tensor lse = row_lse.to(ehat.scalar_type());
+  at::Tensor g = at::zeros_like(ehat);
+  std::vector<double> S(static_cast<size_t>(P * P));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t a = 0; a < V; ++a) {
+      for (int64_t c = a + 1; c < V; ++c) {
+        overlap(b, a, c, S.data());
+        const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+        if (t.n_valid_rows + t.n_valid_cols == 0) continue;  // no overlap: contributes nothing
+        pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a],
+                           g[b][c]);
+      }
+    }
+  }
+  g.mul_(grad_loss.item<double>() / (tau_p * static_cast<double>(nv)));
+  return normalize_backward(emb, ehat, g);
+}
+
+}  // namespace hatch::cpu
