@@ -1,10 +1,12 @@
 #include "pair_loss.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "../common/checks.h"
@@ -14,6 +16,112 @@ namespace {
 
 constexpr double kNormEps = 1e-12;  // ê = e / max(|e|, eps), as F.normalize
 constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// exp for the elementwise passes over a similarity tile, written so that GCC/Clang vectorise the loops
+// that call it (std::exp stays scalar without -ffast-math, and float selects are not if-converted
+// under the default -ftrapping-math, hence the integer masks). float: Cephes' expf scheme,
+// exp(x) = 2^n exp(r) with n = round(x log2 e), |r| <= ln2 / 2 and a degree-6 polynomial (relative
+// error < 1e-7 measured); results below FLT_MIN flush to 0, so exp(-inf) = 0. Domain: x <= 88; every
+// caller passes a similarity minus its row/column maximum or log-sum-exp (<= 0 up to rounding).
+// double: std::exp.
+template <typename T>
+inline T exp_fast(T x) {
+  return std::exp(x);
+}
+
+template <>
+inline float exp_fast<float>(float x) {
+  const float t = x * 1.44269504088896341f;
+  const float nf = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  const int32_t n = static_cast<int32_t>(nf);       // -inf / huge: INT_MIN, masked below
+  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = (p * r * r + r + 1.0f) * [&] {
+    const uint32_t bits = (static_cast<uint32_t>(n) + 127u) << 23;  // 2^n
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return scale;
+  }();
+  uint32_t ybits;
+  std::memcpy(&ybits, &y, sizeof(y));
+  ybits &= 0u - static_cast<uint32_t>(static_cast<uint32_t>(n + 126) <= 253u);  // n in [-126, 127]
+  float out;
+  std::memcpy(&out, &ybits, sizeof(out));
+  return out;
+}
+
+// Tasks of the elementwise passes hold at least this many similarities (parallel overhead).
+constexpr int64_t kMinTaskElems = 16384;
+
+// out[i] = logsumexp_j s[i, j] for the T rows of the tile s [T, P].
+template <typename T>
+void rows_lse(const T* s, int64_t rows, int64_t P, T* out) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / P), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T* row = s + i * P;
+      T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+      for (int64_t j = 0; j < P; ++j) m = row[j] > m ? row[j] : m;
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t j = 0; j < P; ++j) acc += exp_fast<T>(row[j] - m);
+      out[i] = m + std::log(acc);
+    }
+  });
+}
+
+// Merges the columns of the tile s [T, P] into the running column log-sum-exp, kept as a maximum and
+// a sum of exp(s − maximum) per column (flash-attention's online softmax, across row tiles). Each
+// column is owned by one task and summed in row order, so the result does not depend on the threads.
+template <typename T>
+void cols_lse_update(const T* s, int64_t rows, int64_t P, T* run_max, T* run_sum) {
+  at::parallel_for(0, P, std::max<int64_t>(64, kMinTaskElems / std::max<int64_t>(rows, 1)),
+                   [&](int64_t lo, int64_t hi) {
+    const int64_t n = hi - lo;
+    std::vector<T> m(run_max + lo, run_max + hi), acc(n);
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* row = s + i * P + lo;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) m[j] = row[j] > m[j] ? row[j] : m[j];
+    }
+    for (int64_t j = 0; j < n; ++j) acc[j] = run_sum[lo + j] * exp_fast<T>(run_max[lo + j] - m[j]);
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* row = s + i * P + lo;
+      T* a = acc.data();
+      const T* mm = m.data();
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) a[j] += exp_fast<T>(row[j] - mm[j]);
+    }
+    std::copy(m.begin(), m.end(), run_max + lo);
+    std::copy(acc.begin(), acc.end(), run_sum + lo);
+  });
+}
+
+// In place on the tile: s → G = exp(s − L_i) − u_i + exp(s − L'_j) − u'_j (rows i of the tile,
+// columns j; L = +inf and u = 0 on invalid rows / columns make their terms vanish).
+template <typename T>
+void grad_tile(T* s, int64_t rows, int64_t P, const T* L_row, const T* u_row, const T* L_col,
+               const T* u_col) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / P), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      T* row = s + i * P;
+      const T Li = L_row[i], ui = u_row[i];
+      if (ui == 0 && Li == std::numeric_limits<T>::infinity()) {  // invalid row: column term only
+#pragma omp simd
+        for (int64_t j = 0; j < P; ++j) row[j] = exp_fast<T>(row[j] - L_col[j]) - u_col[j];
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < P; ++j)
+          row[j] = (exp_fast<T>(row[j] - Li) - ui) + (exp_fast<T>(row[j] - L_col[j]) - u_col[j]);
+      }
+    }
+  });
+}
 
 // A host vector as a [P] tensor of the accumulation dtype.
 at::Tensor as_tensor(const std::vector<double>& v, const at::TensorOptions& opts) {
@@ -89,12 +197,14 @@ at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, con
 
 }  // namespace
 
-int64_t loss_tile_rows() {
+int64_t loss_tile_rows(int64_t P) {
   if (const char* env = std::getenv("HATCH_LOSS_TILE_ROWS")) {
     const long long v = std::atoll(env);
     if (v >= 1) return v;
   }
-  return 256;
+  // About 2^20 similarities per tile (4 MiB in float32): large enough for an efficient GEMM, small
+  // enough to stay in cache for the elementwise passes.
+  return std::max<int64_t>(64, (int64_t{1} << 20) / std::max<int64_t>(P, 1));
 }
 
 PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_overlap) {
@@ -161,29 +271,29 @@ PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_ov
 double pair_loss_forward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t, double tau_p,
                          const at::Tensor& lse_ac, const at::Tensor& lse_ca) {
   const int64_t P = ea.size(0);
-  const int64_t tile = std::min(loss_tile_rows(), P);
+  const int64_t tile = std::min(loss_tile_rows(P), P);
   const double inv_tau = 1.0 / tau_p;
-  at::Tensor s = at::empty({tile, P}, ea.options());
-  at::Tensor col_lse;
+  const auto opts = ea.options();
+  at::Tensor s = at::empty({tile, P}, opts);
+  at::Tensor lse_rows = at::empty({P}, opts);
+  at::Tensor col_max = at::full({P}, -kInf, opts), col_sum = at::zeros({P}, opts);
   double cross = 0;  // Σ_k w_k s_k over the nonzeros of S
   for (int64_t r0 = 0; r0 < P; r0 += tile) {
     const int64_t T = std::min(tile, P - r0);
     at::Tensor st = s.narrow(0, 0, T);
     st.addmm_(ea.narrow(0, r0, T), ec.t(), /*beta=*/0, /*alpha=*/inv_tau);  // s = ê_a ê_cᵀ / τ_p
-    lse_ac.narrow(0, r0, T).copy_(at::logsumexp(st, {1}));
-    const at::Tensor tile_col = at::logsumexp(st, {0});
-    col_lse = r0 == 0 ? tile_col : at::logaddexp(col_lse, tile_col);  // online over row tiles
-    if (t.n_valid_rows + t.n_valid_cols > 0) {
-      AT_DISPATCH_FLOATING_TYPES(st.scalar_type(), "pair_loss_forward", [&] {
-        cross += sparse_dot<scalar_t>(t, st.data_ptr<scalar_t>(), r0, T);
-      });
-    }
+    AT_DISPATCH_FLOATING_TYPES(st.scalar_type(), "pair_loss_forward", [&] {
+      const scalar_t* sp = st.data_ptr<scalar_t>();
+      rows_lse<scalar_t>(sp, T, P, lse_rows.data_ptr<scalar_t>() + r0);
+      cols_lse_update<scalar_t>(sp, T, P, col_max.data_ptr<scalar_t>(), col_sum.data_ptr<scalar_t>());
+      if (t.n_valid_rows + t.n_valid_cols > 0) cross += sparse_dot<scalar_t>(t, sp, r0, T);
+    });
   }
-  lse_ca.copy_(col_lse);
+  lse_ac.copy_(lse_rows);
+  lse_ca.copy_(col_max + col_sum.log());
   if (t.n_valid_rows + t.n_valid_cols == 0) return 0.0;
 
   // Σ_i u_i Σ_j s_ij = (Σ_i u_i ê_a,i) · (Σ_j ê_c,j) / τ_p, and likewise for the columns.
-  const auto opts = ea.options();
   const at::Tensor uniform_rows = at::dot(at::mv(ea.t(), as_tensor(t.u_row, opts)), ec.sum(0));
   const at::Tensor uniform_cols = at::dot(at::mv(ec.t(), as_tensor(t.u_col, opts)), ea.sum(0));
   const double uniform =
@@ -195,25 +305,24 @@ void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTa
                         double tau_p, const at::Tensor& lse_ac, const at::Tensor& lse_ca,
                         const at::Tensor& ga, const at::Tensor& gc) {
   const int64_t P = ea.size(0);
-  const int64_t tile = std::min(loss_tile_rows(), P);
+  const int64_t tile = std::min(loss_tile_rows(P), P);
   const double inv_tau = 1.0 / tau_p;
   const auto opts = ea.options();
-  const at::Tensor L_row = masked_lse(lse_ac, t.valid_row).unsqueeze(1);  // [P, 1]
-  const at::Tensor L_col = masked_lse(lse_ca, t.valid_col).unsqueeze(0);  // [1, P]
-  const at::Tensor u_row = as_tensor(t.u_row, opts).unsqueeze(1);
-  const at::Tensor u_col = as_tensor(t.u_col, opts).unsqueeze(0);
+  const at::Tensor L_row = masked_lse(lse_ac, t.valid_row);
+  const at::Tensor L_col = masked_lse(lse_ca, t.valid_col);
+  const at::Tensor u_row = as_tensor(t.u_row, opts), u_col = as_tensor(t.u_col, opts);
   at::Tensor s = at::empty({tile, P}, opts);
   for (int64_t r0 = 0; r0 < P; r0 += tile) {
     const int64_t T = std::min(tile, P - r0);
     const at::Tensor ea_t = ea.narrow(0, r0, T);
-    at::Tensor st = s.narrow(0, 0, T);
-    st.addmm_(ea_t, ec.t(), /*beta=*/0, /*alpha=*/inv_tau);
-    // G = valid_i (q_ij − u_i) + valid'_j (q'_ji − u'_j) − w at the nonzeros of S, where
-    // q = exp(s − L) and invalid rows / columns have L = +inf, u = 0.
-    at::Tensor G = at::exp(st - L_row.narrow(0, r0, T));
-    G.add_(st.sub_(L_col).exp_()).sub_(u_row.narrow(0, r0, T)).sub_(u_col);
-    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "pair_loss_backward",
-                               [&] { sparse_sub<scalar_t>(t, G.data_ptr<scalar_t>(), r0, T); });
+    at::Tensor G = s.narrow(0, 0, T);
+    G.addmm_(ea_t, ec.t(), /*beta=*/0, /*alpha=*/inv_tau);  // s, turned into G in place
+    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "pair_loss_backward", [&] {
+      scalar_t* g = G.data_ptr<scalar_t>();
+      grad_tile<scalar_t>(g, T, P, L_row.data_ptr<scalar_t>() + r0, u_row.data_ptr<scalar_t>() + r0,
+                          L_col.data_ptr<scalar_t>(), u_col.data_ptr<scalar_t>());
+      sparse_sub<scalar_t>(t, g, r0, T);
+    });
     ga.narrow(0, r0, T).addmm_(G, ec);
     gc.addmm_(G.t(), ea_t);
   }

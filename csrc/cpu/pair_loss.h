@@ -38,9 +38,9 @@ struct PairTargets {
 // nonzero structure of the dense row-major S [P, P].
 PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_overlap);
 
-// Rows of ê_a per similarity tile: 256, or the environment variable HATCH_LOSS_TILE_ROWS (>= 1; a
-// tuning and testing knob).
-int64_t loss_tile_rows();
+// Rows of ê_a per similarity tile for P cells per view: max(64, 2^20 / P), or the environment variable
+// HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
+int64_t loss_tile_rows(int64_t P);
 
 // Forward of one pair. ea, ec: normalised embeddings [P, D] (acc dtype, contiguous). Writes the row
 // log-sum-exp of a → c into lse_ac [P] and of c → a into lse_ca [P]; returns the sum of H over the
