@@ -2,6 +2,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
 
 #include <algorithm>
 #include <cmath>
@@ -180,19 +181,100 @@ at::Tensor masked_lse(const at::Tensor& lse, const std::vector<uint8_t>& valid) 
   return as_tensor(v, lse.options());
 }
 
+// ê = e / max(|e|, eps) per cell, in the accumulation dtype ([B, V, P, D], contiguous).
 at::Tensor normalize(const at::Tensor& emb) {
-  const at::Tensor e = emb.to(acc_type_for(emb.scalar_type()));
-  const at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true).clamp_min(kNormEps);
-  return (e / norm).contiguous();
+  const at::Tensor e = emb.contiguous();
+  at::Tensor out = at::empty(e.sizes(), e.options().dtype(acc_type_for(e.scalar_type())));
+  const int64_t D = e.size(-1), rows = e.numel() / D;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, e.scalar_type(), "hatch_normalize", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = e.data_ptr<scalar_t>();
+    acc_t* o = out.data_ptr<acc_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / D), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const scalar_t* x = in + r * D;
+        acc_t* y = o + r * D;
+        acc_t sq = 0;
+        for (int64_t d = 0; d < D; ++d) sq += static_cast<acc_t>(x[d]) * static_cast<acc_t>(x[d]);
+        const acc_t inv = acc_t(1) / std::max(std::sqrt(sq), static_cast<acc_t>(kNormEps));
+        for (int64_t d = 0; d < D; ++d) y[d] = static_cast<acc_t>(x[d]) * inv;
+      }
+    });
+  });
+  return out;
 }
 
-// d/de of ê = e / max(|e|, eps), applied to g = dL/dê: (g − (g·ê) ê) / |e|, or g / eps when |e| < eps.
-at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, const at::Tensor& g) {
-  const at::Tensor e = emb.to(g.scalar_type());
-  const at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true);
-  const at::Tensor dot = (g * ehat).sum(-1, /*keepdim=*/true);
-  const at::Tensor projected = (g - dot * ehat) / norm.clamp_min(kNormEps);
-  return at::where(norm >= kNormEps, projected, g / kNormEps).to(emb.scalar_type());
+// In place on g = dL/dê (accumulation dtype), scaled by `scale` first: the backward of
+// ê = e / max(|e|, eps), (g − (g·ê) ê) / |e|, or g / eps where |e| < eps. Returns it in emb's dtype.
+at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, at::Tensor g,
+                              double scale) {
+  const at::Tensor e = emb.contiguous();
+  const int64_t D = e.size(-1), rows = e.numel() / D;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, e.scalar_type(), "hatch_normalize_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = e.data_ptr<scalar_t>();
+    const acc_t* eh = ehat.data_ptr<acc_t>();
+    acc_t* gp = g.data_ptr<acc_t>();
+    const acc_t sc = static_cast<acc_t>(scale);
+    at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / D), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const scalar_t* x = in + r * D;
+        const acc_t* u = eh + r * D;
+        acc_t* y = gp + r * D;
+        acc_t sq = 0, dot = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          sq += static_cast<acc_t>(x[d]) * static_cast<acc_t>(x[d]);
+          dot += y[d] * u[d];
+        }
+        const acc_t norm = std::sqrt(sq);
+        if (norm >= static_cast<acc_t>(kNormEps)) {
+          dot *= sc;
+          for (int64_t d = 0; d < D; ++d) y[d] = (y[d] * sc - dot * u[d]) / norm;
+        } else {
+          for (int64_t d = 0; d < D; ++d) y[d] = y[d] * sc / static_cast<acc_t>(kNormEps);
+        }
+      }
+    });
+  });
+  return g.scalar_type() == emb.scalar_type() ? g : g.to(emb.scalar_type());
+}
+
+// Rounds of a round-robin schedule: every view pair a < c exactly once, the pairs of a round
+// disjoint (circle method; a dummy view when V is odd).
+std::vector<std::vector<std::pair<int64_t, int64_t>>> pair_rounds(int64_t V) {
+  const int64_t n = V % 2 == 0 ? V : V + 1;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> rounds;
+  for (int64_t r = 0; r + 1 < n; ++r) {
+    std::vector<std::pair<int64_t, int64_t>> round;
+    const auto add = [&](int64_t x, int64_t y) {
+      if (x < V && y < V) round.emplace_back(std::min(x, y), std::max(x, y));
+    };
+    add(r, n - 1);
+    for (int64_t k = 1; k < n / 2; ++k) add((r + k) % (n - 1), (r - k + n - 1) % (n - 1));
+    if (!round.empty()) rounds.push_back(std::move(round));
+  }
+  return rounds;
+}
+
+// Runs fn(b, a, c) for every sample b and view pair a < c. Pairs that share a view never run at the
+// same time, so fn may accumulate into per-view buffers without races, and every buffer receives its
+// contributions in the same order whatever the thread count. When a round has at least as many
+// (sample, pair) tasks as there are threads, the tasks run in parallel (each single-threaded inside:
+// few large tasks beat many small parallel regions, above all on a busy machine); otherwise they run
+// one after another and parallelise inside (GEMM and elementwise passes).
+void for_each_pair(int64_t B, int64_t V, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  const int64_t threads = at::get_num_threads();
+  for (const auto& round : pair_rounds(V)) {
+    const int64_t n = static_cast<int64_t>(round.size()), tasks = B * n;
+    const auto run = [&](int64_t k) { fn(k / n, round[k % n].first, round[k % n].second); };
+    if (threads > 1 && tasks >= threads && !at::in_parallel_region()) {
+      at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t k = lo; k < hi; ++k) run(k);
+      });
+    } else {
+      for (int64_t k = 0; k < tasks; ++k) run(k);
+    }
+  }
 }
 
 }  // namespace
@@ -335,19 +417,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
   const at::Tensor ehat = normalize(emb);
   at::Tensor row_lse = at::zeros({B, V, V, P}, ehat.options());
-  std::vector<double> S(static_cast<size_t>(P * P));
+  // Per-pair results, summed afterwards in a fixed order (deterministic whatever the schedule).
+  std::vector<double> totals(B * V * V, 0.0);
+  std::vector<int64_t> counts(B * V * V, 0);
+  for_each_pair(B, V, [&](int64_t b, int64_t a, int64_t c) {
+    std::vector<double> S(static_cast<size_t>(P * P));
+    overlap(b, a, c, S.data());
+    const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+    counts[(b * V + a) * V + c] = t.n_valid_rows + t.n_valid_cols;
+    totals[(b * V + a) * V + c] =
+        pair_loss_forward(ehat[b][a], ehat[b][c], t, tau_p, row_lse[b][a][c], row_lse[b][c][a]);
+  });
   double total = 0;
   int64_t num_valid = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t a = 0; a < V; ++a) {
-      for (int64_t c = a + 1; c < V; ++c) {
-        overlap(b, a, c, S.data());
-        const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
-        num_valid += t.n_valid_rows + t.n_valid_cols;
-        total += pair_loss_forward(ehat[b][a], ehat[b][c], t, tau_p, row_lse[b][a][c],
-                                   row_lse[b][c][a]);
-      }
-    }
+  for (size_t k = 0; k < totals.size(); ++k) {
+    total += totals[k];
+    num_valid += counts[k];
   }
   const double loss = num_valid > 0 ? total / static_cast<double>(num_valid) : 0.0;
   return {at::full({}, loss, emb.options()), row_lse,
@@ -364,20 +449,16 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
   const at::Tensor ehat = normalize(emb);
   const at::Tensor lse = row_lse.to(ehat.scalar_type());
   at::Tensor g = at::zeros_like(ehat);
-  std::vector<double> S(static_cast<size_t>(P * P));
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t a = 0; a < V; ++a) {
-      for (int64_t c = a + 1; c < V; ++c) {
-        overlap(b, a, c, S.data());
-        const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
-        if (t.n_valid_rows + t.n_valid_cols == 0) continue;  // no overlap: contributes nothing
-        pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a],
-                           g[b][c]);
-      }
-    }
-  }
-  g.mul_(grad_loss.item<double>() / (tau_p * static_cast<double>(nv)));
-  return normalize_backward(emb, ehat, g);
+  for_each_pair(B, V, [&](int64_t b, int64_t a, int64_t c) {
+    std::vector<double> S(static_cast<size_t>(P * P));
+    overlap(b, a, c, S.data());
+    const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+    if (t.n_valid_rows + t.n_valid_cols == 0) return;  // no overlap: contributes nothing
+    pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a],
+                       g[b][c]);
+  });
+  const double scale = grad_loss.item<double>() / (tau_p * static_cast<double>(nv));
+  return normalize_backward(emb, ehat, g, scale);
 }
 
 }  // namespace hatch::cpu
