@@ -289,31 +289,41 @@ int64_t loss_tile_rows(int64_t P) {
   return std::max<int64_t>(64, (int64_t{1} << 20) / std::max<int64_t>(P, 1));
 }
 
-PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_overlap) {
+PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap) {
   PairTargets t;
   t.P = P;
+  // Row-major order: counting sort by row, then by column within a row, merging entries of one cell.
+  t.row_ptr.assign(P + 1, 0);
+  std::vector<int64_t> start(P + 1, 0);
+  for (const SEntry& e : entries) ++start[e.i + 1];
+  for (int64_t i = 0; i < P; ++i) start[i + 1] += start[i];
+  std::vector<SEntry> sorted(entries.size());
+  {
+    std::vector<int64_t> pos(start.begin(), start.end() - 1);
+    for (const SEntry& e : entries) sorted[pos[e.i]++] = e;
+  }
   std::vector<double> row_sum(P, 0.0), col_sum(P, 0.0), col_max(P, -kInf), col_exp(P, 0.0);
   std::vector<int64_t> col_nnz(P, 0);
   std::vector<double> x;  // S_ij / τ_t at the nonzeros
-  t.row_ptr.assign(P + 1, 0);
   std::vector<double> z_row(P), z_col(P);
-
-  // Pass 1 (dense, row-major): sums for validity, the nonzeros, row and column maxima.
   for (int64_t i = 0; i < P; ++i) {
-    const double* Si = S + i * P;
+    const auto first = sorted.begin() + start[i], last = sorted.begin() + start[i + 1];
+    std::sort(first, last, [](const SEntry& p, const SEntry& q) { return p.j < q.j; });
     double rmax = -kInf;
-    for (int64_t j = 0; j < P; ++j) {
-      const double v = Si[j];
+    for (auto it = first; it != last;) {
+      const int32_t j = it->j;
+      double v = it->v;
+      for (++it; it != last && it->j == j; ++it) v += it->v;
+      if (v == 0) continue;  // an exact zero of S is a zero entry (uniform target)
+      // Σ over the nonzeros in column order equals the dense sum (adding zeros changes nothing).
       row_sum[i] += v;
       col_sum[j] += v;
-      if (v != 0) {
-        const double xv = v / tau_t;
-        t.col.push_back(j);
-        x.push_back(xv);
-        rmax = std::max(rmax, xv);
-        col_max[j] = std::max(col_max[j], xv);
-        ++col_nnz[j];
-      }
+      const double xv = v / tau_t;
+      t.col.push_back(j);
+      x.push_back(xv);
+      rmax = std::max(rmax, xv);
+      col_max[j] = std::max(col_max[j], xv);
+      ++col_nnz[j];
     }
     t.row_ptr[i + 1] = static_cast<int64_t>(t.col.size());
     double rexp = 0;
@@ -421,9 +431,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
   std::vector<double> totals(B * V * V, 0.0);
   std::vector<int64_t> counts(B * V * V, 0);
   for_each_pair(B, V, [&](int64_t b, int64_t a, int64_t c) {
-    std::vector<double> S(static_cast<size_t>(P * P));
-    overlap(b, a, c, S.data());
-    const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+    std::vector<SEntry> entries;
+    overlap(b, a, c, entries);
+    const PairTargets t = pair_targets(entries, P, tau_t, min_overlap);
     counts[(b * V + a) * V + c] = t.n_valid_rows + t.n_valid_cols;
     totals[(b * V + a) * V + c] =
         pair_loss_forward(ehat[b][a], ehat[b][c], t, tau_p, row_lse[b][a][c], row_lse[b][c][a]);
@@ -450,9 +460,9 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
   const at::Tensor lse = row_lse.to(ehat.scalar_type());
   at::Tensor g = at::zeros_like(ehat);
   for_each_pair(B, V, [&](int64_t b, int64_t a, int64_t c) {
-    std::vector<double> S(static_cast<size_t>(P * P));
-    overlap(b, a, c, S.data());
-    const PairTargets t = pair_targets(S.data(), P, tau_t, min_overlap);
+    std::vector<SEntry> entries;
+    overlap(b, a, c, entries);
+    const PairTargets t = pair_targets(entries, P, tau_t, min_overlap);
     if (t.n_valid_rows + t.n_valid_cols == 0) return;  // no overlap: contributes nothing
     pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a],
                        g[b][c]);

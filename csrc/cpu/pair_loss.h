@@ -34,9 +34,17 @@ struct PairTargets {
   int64_t n_valid_rows = 0, n_valid_cols = 0;
 };
 
+// One contribution to S: S[i, j] += v. A source lists ½ M_ac[i, j] and ½ M_ca[j, i] for the nonzero
+// overlaps of both directions; entries of one (i, j) add up (x + y = y + x exactly, so the sum equals
+// ½(M_ac + M_caᵀ) whatever the order).
+struct SEntry {
+  int32_t i, j;
+  double v;
+};
+
 // Targets, validity (Σ_j S_ij > min_overlap for row i; Σ_i S_ij > min_overlap for column j) and the
-// nonzero structure of the dense row-major S [P, P].
-PairTargets pair_targets(const double* S, int64_t P, double tau_t, double min_overlap);
+// nonzero structure of S [P, P] given by its entries (any order; reordered in place).
+PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap);
 
 // Rows of ê_a per similarity tile for P cells per view: max(64, 2^20 / P), or the environment variable
 // HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
@@ -54,8 +62,9 @@ void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTa
                         double tau_p, const at::Tensor& lse_ac, const at::Tensor& lse_ca,
                         const at::Tensor& ga, const at::Tensor& gc);
 
-// Fills the dense row-major S [P, P] (float64) of sample b and views a < c.
-using PairOverlapFn = std::function<void(int64_t b, int64_t a, int64_t c, double* S)>;
+// Appends the entries of S (float64) of sample b and views a < c to `entries` (which comes empty).
+using PairOverlapFn =
+    std::function<void(int64_t b, int64_t a, int64_t c, std::vector<SEntry>& entries)>;
 
 // The whole loss from embeddings [B, V, P, D] and a source of S: (loss, row_lse, num_valid) as the
 // ops return them. Inputs must be validated by the caller.

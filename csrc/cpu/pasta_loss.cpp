@@ -5,7 +5,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstring>
+#include <cstdlib>
+#include <vector>
 
 #include "../common/checks.h"
 #include "kernels.h"
@@ -25,31 +26,52 @@ void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tens
                     grad_loss.device(), " but 'emb' is on ", emb.device());
 }
 
-// S from the overlap input: S = ½ M_ac, then + ½ M_caᵀ at the nonzeros of M_ca (scaling by ½ is exact,
-// so this equals ½(M_ac + M_caᵀ) bit for bit while reading M_ca row-major).
+// Appends ½ v for every nonzero v of the dense [P, P] block M (row-major), as S entries (i, j) =
+// (row, col), or (col, row) when `transpose` (M_ca contributes ½ M_caᵀ).
+template <typename T>
+void append_nonzeros(const T* M, int64_t P, bool transpose, std::vector<SEntry>& out) {
+  for (int64_t k = 0; k < P * P; ++k) {
+    const double v = static_cast<double>(M[k]);
+    if (v == 0) continue;
+    const auto r = static_cast<int32_t>(k / P), c = static_cast<int32_t>(k % P);
+    out.push_back(transpose ? SEntry{c, r, 0.5 * v} : SEntry{r, c, 0.5 * v});
+  }
+}
+
+// S from the overlap input [B, V, V, P, P].
 PairOverlapFn overlap_source(const at::Tensor& overlap_in) {
   const at::Tensor overlap = overlap_in.contiguous();
   const int64_t V = overlap.size(1), P = overlap.size(3);
-  return [overlap, V, P](int64_t b, int64_t a, int64_t c, double* S) {
+  return [overlap, V, P](int64_t b, int64_t a, int64_t c, std::vector<SEntry>& out) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, overlap.scalar_type(), "overlap_source",
                                     [&] {
       const scalar_t* base = overlap.data_ptr<scalar_t>();
-      const scalar_t* M_ac = base + ((b * V + a) * V + c) * P * P;
-      const scalar_t* M_ca = base + ((b * V + c) * V + a) * P * P;
-      for (int64_t k = 0; k < P * P; ++k) S[k] = 0.5 * static_cast<double>(M_ac[k]);
-      for (int64_t j = 0; j < P; ++j)
-        for (int64_t i = 0; i < P; ++i) {
-          const double v = static_cast<double>(M_ca[j * P + i]);
-          if (v != 0) S[i * P + j] += 0.5 * v;
-        }
+      append_nonzeros(base + ((b * V + a) * V + c) * P * P, P, /*transpose=*/false, out);
+      append_nonzeros(base + ((b * V + c) * V + a) * P * P, P, /*transpose=*/true, out);
     });
   };
 }
 
+// A zero-filled buffer from calloc: large ones come as fresh zero pages, so only the pages a sparse
+// histogram touches cost anything.
+class ZeroedCounts {
+ public:
+  explicit ZeroedCounts(size_t n) : p_(static_cast<int32_t*>(std::calloc(std::max<size_t>(n, 1), sizeof(int32_t)))) {
+    TORCH_CHECK(p_ != nullptr, "hatch: out of memory allocating ", n, " overlap counts");
+  }
+  ~ZeroedCounts() { std::free(p_); }
+  ZeroedCounts(const ZeroedCounts&) = delete;
+  ZeroedCounts& operator=(const ZeroedCounts&) = delete;
+  int32_t* data() const { return p_; }
+
+ private:
+  int32_t* p_;
+};
+
 // S from depth: the reprojection counts of both directions (a → c and c → a), each divided by its
-// per-cell count of valid pixels (DESIGN.md step 2), then symmetrised. Work is split into chunks
-// (direction × band of source rows), each with its own count buffer, so the parallel loop has no
-// shared writes; the counts are integers, so the merged result is exact and deterministic.
+// per-cell count of valid pixels (DESIGN.md step 2), halved and listed as entries. Work is split into
+// chunks (direction × band of source rows), each with its own count buffer, so the parallel loop has
+// no shared writes; the counts are integers, so the merged result is exact and deterministic.
 struct ReprojectionSource {
   at::Tensor depth;  // [B, V, H, W] contiguous
   at::Tensor proj;   // [B, V, V, kPairProjSize] float64
@@ -57,14 +79,15 @@ struct ReprojectionSource {
   double abs_tol, rel_tol;
   int64_t stride;
 
-  void operator()(int64_t b, int64_t a, int64_t c, double* S) const {
+  void operator()(int64_t b, int64_t a, int64_t c, std::vector<SEntry>& out) const {
     const int64_t P = g.P, H = g.H, W = g.W;
     const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
-    // Bands only pay off when a band's pixels outnumber the P² buffer it must clear and merge.
-    const int64_t bands = std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1,
-                                              std::max<int64_t>(at::get_num_threads(), 1));
+    // Bands only pay off when a band's pixels outnumber the P² buffer it must merge.
+    const int64_t threads = at::in_parallel_region() ? 1 : std::max<int64_t>(at::get_num_threads(), 1);
+    const int64_t bands =
+        std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1, threads);
     const int64_t chunks = 2 * bands;
-    std::vector<int32_t> counts(static_cast<size_t>(chunks * P * P), 0);
+    ZeroedCounts counts(static_cast<size_t>(chunks * P * P));
     std::vector<int32_t> den(static_cast<size_t>(chunks * P), 0);
     AT_DISPATCH_FLOATING_TYPES(depth.scalar_type(), "patch_align_reproject", [&] {
       const scalar_t* d = depth.data_ptr<scalar_t>() + b * g.V * H * W;
@@ -83,31 +106,23 @@ struct ReprojectionSource {
         }
       });
     });
-    // Merge the bands of each direction into chunk 0 (a → c) and chunk `bands` (c → a).
     for (int64_t dir = 0; dir < 2; ++dir) {
-      int32_t* c0 = counts.data() + dir * bands * P * P;
+      // Merge the bands into the direction's first chunk, then list M / 2 at its nonzeros.
+      int32_t* n0 = counts.data() + dir * bands * P * P;
       int32_t* d0 = den.data() + dir * bands * P;
       for (int64_t band = 1; band < bands; ++band) {
-        const int32_t* cb = counts.data() + (dir * bands + band) * P * P;
-        const int32_t* db = den.data() + (dir * bands + band) * P;
-        for (int64_t k = 0; k < P * P; ++k) c0[k] += cb[k];
+        const int32_t* nb = n0 + band * P * P;
+        const int32_t* db = d0 + band * P;
+        for (int64_t k = 0; k < P * P; ++k) n0[k] += nb[k];
         for (int64_t i = 0; i < P; ++i) d0[i] += db[i];
       }
+      for (int64_t k = 0; k < P * P; ++k) {
+        if (n0[k] == 0) continue;
+        const auto r = static_cast<int32_t>(k / P), col = static_cast<int32_t>(k % P);
+        const double v = 0.5 * (static_cast<double>(n0[k]) / d0[r]);  // ½ M[r, col]
+        out.push_back(dir == 0 ? SEntry{r, col, v} : SEntry{col, r, v});
+      }
     }
-    const int32_t* n_ac = counts.data();
-    const int32_t* d_a = den.data();
-    const int32_t* n_ca = counts.data() + bands * P * P;
-    const int32_t* d_c = den.data() + bands * P;
-    for (int64_t i = 0; i < P; ++i)
-      for (int64_t j = 0; j < P; ++j) {
-        const int32_t n = n_ac[i * P + j];
-        S[i * P + j] = n != 0 ? 0.5 * (static_cast<double>(n) / d_a[i]) : 0.0;
-      }
-    for (int64_t j = 0; j < P; ++j)
-      for (int64_t i = 0; i < P; ++i) {
-        const int32_t n = n_ca[j * P + i];
-        if (n != 0) S[i * P + j] += 0.5 * (static_cast<double>(n) / d_c[j]);
-      }
   }
 };
 
