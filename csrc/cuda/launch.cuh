@@ -65,13 +65,15 @@ inline Normalized normalize_rows(const at::Tensor& emb) {
   return {e_hat, norm};
 }
 
-// Backward of e_hat = e / max(|e|, eps) for an upstream gradient g_hat (same dtype as e_hat):
-// (g - (g.e_hat) e_hat) / |e| where |e| >= eps, and g / eps where the norm is clamped (as autograd
-// through F.normalize gives).
-inline at::Tensor normalize_backward(const at::Tensor& g_hat, const Normalized& n) {
-  const at::Tensor dot = (g_hat * n.e_hat).sum(-1, /*keepdim=*/true);
-  const at::Tensor projected = (g_hat - dot * n.e_hat) / n.norm.clamp_min(kNormEps);
-  return at::where(n.norm >= kNormEps, projected, g_hat / kNormEps);
+// Backward of e_hat = e / max(|e|, eps) for an upstream gradient g_hat (same dtype as e_hat), in place
+// on g_hat (which the caller owns; it is returned): (g - (g.e_hat) e_hat) / |e| where |e| >= eps, and
+// g / eps where the norm is clamped (as autograd through F.normalize gives). In place so that a dense
+// problem holds no extra [B, V, P, D] temporaries.
+inline at::Tensor normalize_backward(at::Tensor g_hat, const Normalized& n) {
+  const at::Tensor dot = (g_hat * n.e_hat).sum(-1, /*keepdim=*/true) * (n.norm >= kNormEps);
+  g_hat.addcmul_(dot, n.e_hat, /*value=*/-1);
+  g_hat.div_(n.norm.clamp_min(kNormEps));
+  return g_hat;
 }
 
 }  // namespace hatch::cuda
