@@ -41,12 +41,13 @@
 namespace hatch::cuda {
 namespace {
 
-// Similarities per row tile (1 MB in float32). HATCH_CUDA_TILE_ROWS overrides the rows per tile (tests
-// use it to exercise the online column statistics across many tiles on small problems).
+// Similarities per row tile (1 MB in float32). HATCH_LOSS_TILE_ROWS (the CPU kernels' knob too)
+// overrides the rows per tile: tests use it to exercise the online column statistics across many tiles
+// on small problems.
 constexpr int64_t kTileElems = int64_t(1) << 18;
 
 int64_t loss_tile_rows(int64_t P) {
-  if (const char* env = std::getenv("HATCH_CUDA_TILE_ROWS")) {
+  if (const char* env = std::getenv("HATCH_LOSS_TILE_ROWS")) {
     const long long v = std::atoll(env);
     if (v > 0) return std::min<int64_t>(v, P);
   }

@@ -4,7 +4,7 @@ Needs a CUDA GPU and a CUDA build of hatch_ext (`pip install --no-build-isolatio
 with a CUDA toolkit and a CUDA torch; scripts/gpu_check.sh does it and records the result); skipped
 with the reason otherwise. Covers: values and gradients of every op on random room scenes with odd
 sizes, non-square grids, invalid depth, occluders and stride > 1; the online column statistics across
-many row tiles (HATCH_CUDA_TILE_ROWS); run-to-run determinism; the low-precision rule; outputs fully
+many row tiles (HATCH_LOSS_TILE_ROWS); run-to-run determinism; the low-precision rule; outputs fully
 written over poisoned memory; torch.library.opcheck; and the memory of a dense problem.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def test_cell_similarity_forward_backward(dtype):
 def test_soft_infonce_matches_reference_and_cpu(dtype, tile_rows, min_overlap, monkeypatch):
     # tile_rows "4" splits P = 15 rows into 4 tiles: the online column log-sum-exp is exercised.
     if tile_rows is not None:
-        monkeypatch.setenv("HATCH_CUDA_TILE_ROWS", tile_rows)
+        monkeypatch.setenv("HATCH_LOSS_TILE_ROWS", tile_rows)
     s = scene(seed=3)
     M = R.patch_overlap(s.depth, s.K, s.cam_to_world, 3, 5)  # P = 15, float64
     emb = randn(2, 3, 15, 6, seed=4).to(dtype)
@@ -168,7 +168,7 @@ def test_soft_infonce_matches_reference_and_cpu(dtype, tile_rows, min_overlap, m
 def test_patch_align_matches_reference_and_cpu(dtype, tile_rows, grid_h, grid_w, stride,
                                                monkeypatch):
     if tile_rows is not None:
-        monkeypatch.setenv("HATCH_CUDA_TILE_ROWS", tile_rows)
+        monkeypatch.setenv("HATCH_LOSS_TILE_ROWS", tile_rows)
     s = scene(seed=5 + stride, H=25, W=31)
     P = grid_h * grid_w
     emb = randn(2, 3, P, 7, seed=6).to(dtype)
@@ -234,7 +234,7 @@ def test_inputs_on_two_devices_are_rejected():
 def test_repeated_runs_are_bitwise_identical(monkeypatch):
     # Counts are integer atomics and the loss uses no floating-point atomics: every run gives the same
     # bits. A larger image gives many blocks per view pair, so a race in the histograms would show.
-    monkeypatch.setenv("HATCH_CUDA_TILE_ROWS", "7")
+    monkeypatch.setenv("HATCH_LOSS_TILE_ROWS", "7")
     s = scene(B=2, V=4, H=61, W=83, seed=9)
     d, K, T = geometry(s, CUDA)
     emb = randn(2, 4, 16, 9, seed=10).to(torch.float32).to(CUDA)
