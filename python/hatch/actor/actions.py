@@ -151,7 +151,6 @@ _ACTION_RE = re.compile(
     rf"\{{\s*(?P<kind>[a-z]+)\s+(?P<dir>[a-z]+)\s*:\s*(?P<val>{_NUM})\s*(?P<unit>[a-z°]*)\s*\}}", re.I)
 _PAIR_HEAD_RE = re.compile(
     r"\{\s*from\s*:\s*(?P<src>\d+)\s*,\s*to\s*:\s*(?P<dst>\d+)\s*,\s*actions?\s*:\s*\[", re.I)
-_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.I | re.S)
 
 
 def _snippet(text: str, pos: int, width: int = 30) -> str:
@@ -309,14 +308,6 @@ def _why_not_structure(text: str) -> str:
 def expected_pairs(num_views: int) -> list[tuple[int, int]]:
     """All pairs i < j of `num_views` images, in the order the completion lists them."""
     return [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
-
-
-def extract_answer(text: str) -> str | None:
-    """Content of the last `<answer>...</answer>` (stripped), or None if there is none. Never raises."""
-    if not isinstance(text, str):
-        return None
-    found = _ANSWER_RE.findall(text)
-    return found[-1].strip() if found else None
 
 
 # ------------------------------------------------------------------------------------ viewer geometry

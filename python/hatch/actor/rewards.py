@@ -33,10 +33,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .actions import (Completion, RelativeMotion, compose_actions, expected_pairs, extract_answer,
+from ..eval.answers import score_answer
+from .actions import (RelativeMotion, compose_actions, expected_pairs,
                       parse_action_section, parse_completion, teacher_pairs, wrap_degrees)
 
-NUMERIC_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))   # 0.50, 0.55, ..., 0.95
 DEFAULT_SIGMA_POS = 0.5    # metres
 DEFAULT_SIGMA_ANG = 30.0   # degrees
 
@@ -125,51 +125,12 @@ def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------------------- answer
-_LETTER_RE = re.compile(r"^\(?\s*([A-Z])\s*\)?(?:[.:)\s,]|$)")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def extract_letter(answer: str) -> str | None:
-    """The option letter of an answer: "C", "C.", "(C)", "C. Back, Right", "c" -> "C"; None if none."""
-    s = answer.strip()
-    m = _LETTER_RE.match(s)
-    if m:
-        return m.group(1)
-    # A lone lower-case letter ("c", "(c)", "c.") is still a letter; "a chair" is not.
-    m = re.fullmatch(r"\(?\s*([a-z])\s*\)?\.?", s)
-    return m.group(1).upper() if m else None
-
-
-def extract_number(answer: str) -> float | None:
-    m = _FLOAT_RE.search(answer.replace(",", ""))
-    if not m:
-        return None
-    v = float(m.group(0))
-    return v if math.isfinite(v) else None
-
-
-def numeric_score(pred: float, gold: float) -> float:
-    """SPAR-Bench's rule: mean over theta in {0.5, ..., 0.95} of [|pred - gold| / |gold| < 1 - theta].
-
-    With gold = 0 the relative error is taken as 0 for an exact prediction and infinite otherwise.
-    """
-    err = abs(pred - gold)
-    rel = err / abs(gold) if gold != 0 else (0.0 if err == 0 else math.inf)
-    return sum(rel < 1.0 - t for t in NUMERIC_THRESHOLDS) / len(NUMERIC_THRESHOLDS)
-
-
 def answer_score(text: str | None, gold: Any, answer_type: str = "mc") -> float:
-    """R_ans of one completion text against the gold answer (letter for "mc", number for "numeric")."""
+    """R_ans of one completion text: `hatch.eval.answers.score_answer` (the evaluation's own scorer, so
+    training and evaluation agree): last `<answer>` wins, lenient letter match, SPAR's numeric rule."""
     if text is None or gold is None:
         return 0.0
-    pred = extract_answer(text)
-    if pred is None:
-        return 0.0
-    if str(answer_type).lower() == "numeric":
-        p, g = extract_number(pred), extract_number(str(gold))
-        return 0.0 if p is None or g is None else numeric_score(p, g)
-    p, g = extract_letter(pred), extract_letter(str(gold))
-    return 1.0 if p is not None and p == g else 0.0
+    return score_answer(text, str(gold), str(answer_type).lower())
 
 
 def answer_reward(prompts=None, completions=None, **kwargs) -> list[float]:
