@@ -114,15 +114,17 @@ def qa_sft_row(sample: Sample) -> dict:
 
 def cold_start_row(sample: Sample) -> dict:
     """ActoR cold-start row: the completion is the teacher actions, then the answer."""
-    return {"prompt": [user_message(sample, actor=True)], "completion": [_assistant(teacher_completion(sample))],
+    target = teacher_completion(sample)      # validates the sample first
+    return {"prompt": [user_message(sample, actor=True)], "completion": [_assistant(target)],
             "images": to_pil(sample.images)}
 
 
 def grpo_row(sample: Sample) -> dict:
     """GRPO prompt row with the gold columns the rewards read."""
+    motions = gold_motions(sample)           # validates the sample first
     return {"prompt": [user_message(sample, actor=True)], "images": to_pil(sample.images),
             "answer": str(sample.answer), "answer_type": sample.answer_type, "num_views": sample.num_views,
-            "gold_motions": gold_motions(sample), "task": sample.task}
+            "gold_motions": motions, "task": sample.task}
 
 
 def rows_to_dataset(rows: Sequence[dict]):
