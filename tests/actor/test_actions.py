@@ -7,22 +7,23 @@ from hypothesis import given, settings, strategies as st
 
 from hatch.actor.actions import (Action, PairActions, compose_actions, format_action, format_completion,
                                  format_pair, parse_action, parse_completion, parse_pair, relative_motion,
-                                 teacher_actions, teacher_pairs, viewer_state, wrap_degrees)
+                                 teacher_actions, teacher_pairs, wrap_degrees)
 
 from ._poses import look_pose
 
 UPS = [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 2.0, -0.5)]
 
 
-def test_viewer_state_reads_yaw_and_pitch():
-    pos, yaw, pitch = viewer_state(look_pose([1, 2, 3], 30.0, -10.0))
-    assert np.allclose(pos, [1, 2, 3]) and yaw == pytest.approx(30.0) and pitch == pytest.approx(-10.0)
-    # OpenCV camera with identity rotation looks along world +z: with up = -y (a typical camera world), it
-    # looks horizontally, along e1 of the horizontal basis; with up = +z it looks straight up.
-    assert viewer_state(np.eye(4), (0, 0, 1))[2] == pytest.approx(90.0)
-    assert viewer_state(np.eye(4), (0, -1, 0))[2] == pytest.approx(0.0)
-    # Looking straight down keeps the heading (from the image-up axis of a roll-free camera).
-    assert viewer_state(look_pose([0, 0, 0], 120.0, -90.0))[1] == pytest.approx(120.0)
+def test_relative_motion_by_hand():
+    # Facing +x at (1, 2, 3) -> at (1, 4, 2) facing -x, looking 10 deg down: the target is 2 m to the left.
+    m = relative_motion(look_pose([1, 2, 3], 0, 0), look_pose([1, 4, 2], 180, -10))
+    assert (m.forward, m.left, m.up, abs(m.yaw), m.pitch) == pytest.approx((0, 2, -1, 180, -10), abs=1e-9)
+    # Facing +y (yaw 90): a point at +x is to the right, and yaw is measured against the start heading.
+    m = relative_motion(look_pose([0, 0, 0], 90, 5), look_pose([3, 0, 0], 60, 5))
+    assert (m.forward, m.left, m.up, m.yaw, m.pitch) == pytest.approx((0, -3, 0, -30, 0), abs=1e-9)
+    # The OpenCV identity camera looks along world +z: with up = -y (a y-down world) it looks horizontally.
+    assert relative_motion(np.eye(4), look_pose([0, 0, 1], 0, 0, (0, -1, 0)), (0, -1, 0)).pitch == \
+        pytest.approx(0.0, abs=1e-9)
 
 
 def test_teacher_actions_hand_example():
@@ -40,12 +41,16 @@ def test_teacher_actions_hand_example():
 
 
 def test_bad_pose_is_a_clear_error():
-    with pytest.raises(ValueError, match="4x4"):
+    with pytest.raises(ValueError, match="T_i: expected a 4x4"):
         teacher_actions(np.eye(3), np.eye(4))
     with pytest.raises(ValueError, match="world_up"):
-        viewer_state(np.eye(4), (0, 0, 0))
+        teacher_actions(np.eye(4), np.eye(4), (0, 0, 0))
+    with pytest.raises(ValueError, match="cam_to_world"):
+        teacher_pairs(np.eye(4)[None, :3])
     with pytest.raises(ValueError, match=r"\[V, 4, 4\]"):
         teacher_pairs(np.eye(4))
+    with pytest.raises(ValueError, match="T_j"):
+        teacher_actions(np.eye(4), np.diag([2.0, 1, 1, 1]))
 
 
 coord = st.floats(-20, 20, allow_nan=False)

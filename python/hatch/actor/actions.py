@@ -4,7 +4,8 @@ two camera poses, and composition of actions back into a relative motion.
 The viewer model (DESIGN.md, "The ActoR format and rewards"): a viewer has a position, a yaw about world up
 and a pitch (no roll). `turn left/right` changes the yaw (left = counter-clockwise seen from above, i.e. the
 yaw increases, with a right-handed world), `turn up/down` changes the pitch, `move forward` moves along the
-*horizontal* heading (the pitch does not tilt the move), `move up/down` moves along world up.
+*horizontal* heading (the pitch does not tilt the move), `move up/down` moves along world up. Yaw, pitch and the
+horizontal frame come from `hatch.geometry` (`up_basis`, `yaw_pitch`, `relative_motion`).
 
 A relative motion is expressed in the horizontal frame of the start viewer: x = forward (along its
 heading), y = left, z = up, in metres; yaw and pitch changes in degrees (yaw wrapped to (-180, 180]).
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Generic, Sequence, TypeVar
 
 import numpy as np
+
+from .. import geometry as geo
 
 T = TypeVar("T")
 
@@ -311,64 +314,15 @@ def expected_pairs(num_views: int) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------------ viewer geometry
-def horizontal_basis(world_up: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Right-handed basis (e1, e2, up) with e1, e2 horizontal; yaw is measured from e1 towards e2.
-
-    For up = +z this is (x, y, z), so yaw = atan2(f_y, f_x) and increasing yaw is a left turn.
-    """
-    up = np.asarray(world_up, dtype=np.float64).reshape(3)
-    n = np.linalg.norm(up)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"world_up must be a finite non-zero 3-vector, got {world_up!r}")
-    up = up / n
-    axis = np.eye(3)[int(np.argmin(np.abs(up)))]     # world axis least aligned with up
-    if abs(up[0]) < 1e-12 and abs(up[1]) < 1e-12:     # keep the textbook (x, y) for up = +/-z
-        axis = np.array([1.0, 0.0, 0.0])
-    e1 = axis - axis.dot(up) * up
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(up, e1)
-    return e1, e2, up
-
-
-def _check_pose(T, name: str) -> np.ndarray:
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        raise ValueError(f"{name} must be a finite 4x4 camera-to-world matrix, got shape {T.shape}")
-    return T
-
-
-def viewer_state(cam_to_world, world_up=(0.0, 0.0, 1.0)) -> tuple[np.ndarray, float, float]:
-    """(position [3] metres in world, yaw degrees, pitch degrees) of a camera-to-world pose (OpenCV axes).
-
-    Forward is the camera +z axis in world; yaw = atan2 of its horizontal components in `horizontal_basis`,
-    pitch = asin(forward . up). Looking straight up/down, the yaw comes from the camera's image-up axis (-y),
-    which for a roll-free camera gives the heading exactly.
-    """
-    T = _check_pose(cam_to_world, "cam_to_world")
-    e1, e2, up = horizontal_basis(world_up)
-    R = T[:3, :3]
-    f = R[:, 2] / np.linalg.norm(R[:, 2])
-    s = float(np.clip(f.dot(up), -1.0, 1.0))
-    pitch = math.degrees(math.asin(s))
-    h = f - s * up
-    if np.linalg.norm(h) < 1e-6:
-        cam_up = -R[:, 1] / np.linalg.norm(R[:, 1])
-        c = math.sqrt(max(0.0, 1.0 - s * s))
-        h = c * f - s * cam_up
-    yaw = math.degrees(math.atan2(h.dot(e2), h.dot(e1)))
-    return T[:3, 3].copy(), yaw, pitch
-
-
 def relative_motion(T_i, T_j, world_up=(0.0, 0.0, 1.0)) -> RelativeMotion:
-    """Exact motion from camera pose `T_i` to `T_j` (camera-to-world 4x4), in viewer i's horizontal frame."""
-    e1, e2, up = horizontal_basis(world_up)
-    p_i, yaw_i, pitch_i = viewer_state(T_i, world_up)
-    p_j, yaw_j, pitch_j = viewer_state(T_j, world_up)
-    d = p_j - p_i
-    a, b = d.dot(e1), d.dot(e2)
-    c, s = math.cos(math.radians(yaw_i)), math.sin(math.radians(yaw_i))
-    return RelativeMotion(forward=float(c * a + s * b), left=float(-s * a + c * b), up=float(d.dot(up)),
-                          yaw=wrap_degrees(yaw_j - yaw_i), pitch=pitch_j - pitch_i)
+    """Exact motion from camera pose `T_i` to `T_j` (camera-to-world 4x4, OpenCV axes) in viewer i's
+    horizontal frame, in metres and degrees (`hatch.geometry.relative_motion`, which works in radians:
+    forward = the camera +z axis, yaw measured about world up, pitch = asin(forward . up), roll ignored)."""
+    T_i = geo.validate_pose(T_i, "T_i")
+    T_j = geo.validate_pose(T_j, "T_j")
+    m = geo.relative_motion(T_i, T_j, world_up)
+    return RelativeMotion(forward=m.forward, left=m.left, up=m.up, yaw=wrap_degrees(math.degrees(m.yaw)),
+                          pitch=math.degrees(m.pitch))
 
 
 def compose_actions(actions: Sequence[Action]) -> RelativeMotion:
@@ -430,8 +384,8 @@ def teacher_actions(T_i, T_j, world_up=(0.0, 0.0, 1.0)) -> tuple[Action, ...]:
 
 def teacher_pairs(cam_to_world, world_up=(0.0, 0.0, 1.0)) -> tuple[PairActions, ...]:
     """Teacher actions for every pair i < j of the poses `cam_to_world` [V, 4, 4]."""
-    poses = np.asarray(cam_to_world, dtype=np.float64)
-    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
-        raise ValueError(f"cam_to_world must be [V, 4, 4], got shape {poses.shape}")
+    poses = geo.validate_poses(cam_to_world, "cam_to_world")
+    if poses.ndim != 3:
+        raise ValueError(f"cam_to_world: expected [V, 4, 4], got shape {poses.shape}")
     return tuple(PairActions(i, j, teacher_actions(poses[i], poses[j], world_up))
                  for i, j in expected_pairs(len(poses)))
