@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,13 +24,21 @@ from .generation import evaluate_rewards, generate_completions
 from .grpo import GRPOOptions, run_grpo
 from .sft import SFTOptions, run_sft
 
+log = logging.getLogger(__name__)
+
 
 def held_out_rewards(model, processor, samples: Sequence[Sample], max_new_tokens: int,
                      batch_size: int = 8) -> dict[str, float]:
-    """Mean format / answer / action rewards of greedy completions on `samples`."""
+    """Mean format / answer / action rewards of greedy completions on `samples`, overall and per view count
+    (keys "format@2views", ...: more views mean more pair blocks, so the format is harder)."""
     rows = [grpo_row(s) for s in samples]
     comps = generate_completions(model, processor, rows, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return evaluate_rewards(comps, rows)
+    result = evaluate_rewards(comps, rows)
+    for v in sorted({r["num_views"] for r in rows}):
+        idx = [k for k, r in enumerate(rows) if r["num_views"] == v]
+        sub = evaluate_rewards([comps[k] for k in idx], [rows[k] for k in idx])
+        result[f"format@{v}views"] = sub["format"]
+    return result
 
 
 def run_recipe(model, processor, train: Sequence[Sample], held_out: Sequence[Sample], out_dir: str | Path,
@@ -61,6 +70,7 @@ def run_recipe(model, processor, train: Sequence[Sample], held_out: Sequence[Sam
     t = time.time()
     summary["held_out_after_cold_start"] = held_out_rewards(model, processor, held_out, eval_max_new_tokens)
     summary["eval_seconds"] = time.time() - t
+    log.info("held-out rewards after the cold start: %s", summary["held_out_after_cold_start"])
 
     t = time.time()
     gtrainer = run_grpo(model, processor, [grpo_row(s) for s in train], out_dir / "grpo", grpo,
@@ -103,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-completion-length", type=int, default=96)
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank for GRPO (0: full fine-tuning)")
     a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     from ..models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(a.model_dir)
