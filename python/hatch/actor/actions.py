@@ -19,6 +19,7 @@ Parsers never raise: they return a `Parsed` holding either the value or the reas
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -153,13 +154,25 @@ _M_UNITS = {"m", "meter", "meters", "metre", "metres"}
 _ACTION_RE = re.compile(
     rf"\{{\s*(?P<kind>[a-z]+)\s+(?P<dir>[a-z]+)\s*:\s*(?P<val>{_NUM})\s*(?P<unit>[a-z°]*)\s*\}}", re.I)
 _PAIR_HEAD_RE = re.compile(
-    r"\{\s*from\s*:\s*(?P<src>\d+)\s*,\s*to\s*:\s*(?P<dst>\d+)\s*,\s*actions?\s*:\s*\[", re.I)
+    r"\{\s*from\s*:\s*(?P<src>\d{1,9})\s*,\s*to\s*:\s*(?P<dst>\d{1,9})\s*,\s*actions?\s*:\s*\[", re.I)
+
+
+def _never_raises(fn):
+    """Parsers return a `Parsed`, never raise: a parser bug must not crash a training run."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            return _fail(f"internal parser error: {type(exc).__name__}: {exc}")
+    return wrapper
 
 
 def _snippet(text: str, pos: int, width: int = 30) -> str:
     return repr(text[pos:pos + width] + ("..." if len(text) > pos + width else ""))
 
 
+@_never_raises
 def parse_action(text: str) -> Parsed[Action]:
     """Parse one `{turn right: 120 deg}`-style action (surrounding whitespace allowed)."""
     if not isinstance(text, str):
@@ -174,19 +187,19 @@ def _action_from_match(m: re.Match) -> Parsed[Action]:
     kind, direction, unit = m["kind"].lower(), m["dir"].lower(), m["unit"].lower()
     if kind == "turn":
         if direction not in TURN_DIRECTIONS:
-            return _fail(f"'turn' takes left|right|up|down, got {direction!r}")
+            return _fail(f"'turn' takes left|right|up|down, got {direction[:20]!r}")
         if unit not in _DEG_UNITS:
-            return _fail(f"a turn is measured in deg, got unit {m['unit']!r}")
+            return _fail(f"a turn is measured in deg, got unit {m['unit'][:20]!r}")
     elif kind == "move":
         if direction not in MOVE_DIRECTIONS:
-            return _fail(f"'move' takes forward|up|down, got {direction!r}")
+            return _fail(f"'move' takes forward|up|down, got {direction[:20]!r}")
         if unit not in _M_UNITS:
-            return _fail(f"a move is measured in m, got unit {m['unit']!r}")
+            return _fail(f"a move is measured in m, got unit {m['unit'][:20]!r}")
     else:
-        return _fail(f"an action is 'turn' or 'move', got {m['kind']!r}")
+        return _fail(f"an action is 'turn' or 'move', got {m['kind'][:20]!r}")
     value = float(m["val"])
     if not math.isfinite(value):
-        return _fail(f"action value is not finite: {m['val']!r}")
+        return _fail(f"action value is not finite: {m['val'][:20]!r}")
     return Parsed(Action(kind, direction, value))
 
 
@@ -218,6 +231,7 @@ def _parse_pair_at(text: str, pos: int) -> tuple[Parsed[PairActions], int]:
     return Parsed(PairActions(src, dst, tuple(actions))), close.end()
 
 
+@_never_raises
 def parse_pair(text: str) -> Parsed[PairActions]:
     """Parse exactly one pair block (surrounding whitespace allowed)."""
     if not isinstance(text, str):
@@ -228,6 +242,7 @@ def parse_pair(text: str) -> Parsed[PairActions]:
     return res
 
 
+@_never_raises
 def parse_action_section(body: str) -> Parsed[tuple[PairActions, ...]]:
     """Parse the inside of `<action>...</action>`: pair blocks separated by optional whitespace / commas."""
     pairs: list[PairActions] = []
@@ -245,6 +260,7 @@ def parse_action_section(body: str) -> Parsed[tuple[PairActions, ...]]:
     return Parsed(tuple(pairs))
 
 
+@_never_raises
 def parse_completion(text: str, num_views: int | None = None) -> Parsed[Completion]:
     """Parse a whole completion `<action>...</action><answer>...</answer>` and check its structure.
 
@@ -252,13 +268,6 @@ def parse_completion(text: str, num_views: int | None = None) -> Parsed[Completi
     must still be distinct pairs i < j in increasing order. Nothing but whitespace may precede `<action>` or
     follow `</answer>`. Never raises.
     """
-    try:
-        return _parse_completion(text, num_views)
-    except Exception as exc:  # defensive: a parser bug must not crash a training run
-        return _fail(f"internal parser error: {type(exc).__name__}: {exc}")
-
-
-def _parse_completion(text: str, num_views: int | None) -> Parsed[Completion]:
     if not isinstance(text, str):
         return _fail(f"expected a string, got {type(text).__name__}")
     m = re.fullmatch(r"\s*<action>(?P<body>.*?)</action>\s*<answer>(?P<ans>.*?)</answer>\s*", text,
