@@ -111,9 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grpo-steps", type=int, default=30)
     p.add_argument("--grpo-lr", type=float, default=1e-4)
     p.add_argument("--max-completion-length", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=1.0, help="GRPO sampling temperature")
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank for GRPO (0: full fine-tuning)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is much faster than 2 on a busy 2-core machine)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     from ..models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(a.model_dir)
@@ -122,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run_recipe(
         model, processor, train, held, a.out, SFTOptions(max_steps=a.sft_steps, learning_rate=a.sft_lr),
         GRPOOptions(max_steps=a.grpo_steps, learning_rate=a.grpo_lr, max_completion_length=a.max_completion_length,
-                    lora={"r": a.lora_r} if a.lora_r else None),
+                    temperature=a.temperature, lora={"r": a.lora_r} if a.lora_r else None),
         eval_max_new_tokens=a.max_completion_length)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("sft", "grpo", "sft_loss")}, indent=1))
     return 0
