@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--train", type=int, default=200)
     p.add_argument("--held-out", type=int, default=32)
-    p.add_argument("--views", type=int, default=2)
+    p.add_argument("--views", default="2", help="views per sample, or a comma list (e.g. 2,3) split evenly")
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sft-steps", type=int, default=300)
@@ -124,8 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(a.model_dir)
-    train = _synthetic(a.train, a.seed, a.views, a.size)
-    held = _synthetic(a.held_out, a.seed + 1, a.views, a.size)
+    try:
+        views = [int(v) for v in str(a.views).split(",")]
+    except ValueError:
+        raise SystemExit(f"--views: expected an integer or a comma list like 2,3, got {a.views!r}") from None
+    # Seeds: training streams seed + k, held-out streams seed + 1000 + k (disjoint).
+    train = [s for k, v in enumerate(views) for s in _synthetic(a.train // len(views), a.seed + k, v, a.size)]
+    held = [s for k, v in enumerate(views)
+            for s in _synthetic(a.held_out // len(views), a.seed + 1000 + k, v, a.size)]
+    random.Random(a.seed).shuffle(train)
     summary = run_recipe(
         model, processor, train, held, a.out, SFTOptions(max_steps=a.sft_steps, learning_rate=a.sft_lr),
         GRPOOptions(max_steps=a.grpo_steps, learning_rate=a.grpo_lr, max_completion_length=a.max_completion_length,
