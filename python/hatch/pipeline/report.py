@@ -39,7 +39,10 @@ def write_report(run_dir: str | Path, report_dir: str | Path | None = None) -> P
     stages = state["stages"]
     lines = ["# HATCH run report", "", f"Run directory: `{run_dir}`", ""]
     lines += ["## Stages", "", "| stage | seconds | key results |", "|---|---|---|"]
-    for name, s in stages.items():
+    from .config import STAGES
+
+    for name in sorted(stages, key=lambda n: STAGES.index(n) if n in STAGES else len(STAGES)):
+        s = stages[name]
         m = s.get("metrics", {})
         keys = [k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:6]
         lines.append(f"| {name} | {s.get('seconds')} | " + ", ".join(f"{k}={_fmt(m[k])}" for k in keys) + " |")
