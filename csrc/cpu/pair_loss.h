@@ -46,7 +46,7 @@ struct SEntry {
 // nonzero structure of S [P, P] given by its entries (any order; reordered in place).
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap);
 
-// Rows of ê_a per similarity tile for P cells per view: max(64, 2^20 / P), or the environment variable
+// Rows of ê_a per similarity tile for P cells per view: max(64, min(256, 2^20 / P)), or the environment variable
 // HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
 int64_t loss_tile_rows(int64_t P);
 
