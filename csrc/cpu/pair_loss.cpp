@@ -331,7 +331,7 @@ PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, 
     for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) rexp += std::exp(x[k] - rmax);
     z_row[i] = log_partition(P - (t.row_ptr[i + 1] - t.row_ptr[i]), rmax, rexp);
   }
-  // Pass 2 (nonzeros): column partition functions.
+  // Column partition functions (over the nonzeros).
   for (size_t k = 0; k < x.size(); ++k) col_exp[t.col[k]] += std::exp(x[k] - col_max[t.col[k]]);
   for (int64_t j = 0; j < P; ++j) z_col[j] = log_partition(P - col_nnz[j], col_max[j], col_exp[j]);
 
@@ -347,7 +347,7 @@ PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, 
     t.u_row[i] = t.valid_row[i] ? std::exp(-z_row[i]) : 0.0;
     t.u_col[i] = t.valid_col[i] ? std::exp(-z_col[i]) : 0.0;
   }
-  // Pass 3 (nonzeros): w = valid_i (p_ij − u_i) + valid'_j (p'_ji − u'_j).
+  // w = valid_i (p_ij − u_i) + valid'_j (p'_ji − u'_j) at the nonzeros.
   t.w.resize(x.size());
   for (int64_t i = 0; i < P; ++i) {
     for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) {
