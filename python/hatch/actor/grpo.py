@@ -113,7 +113,8 @@ def reward_functions(options: GRPOOptions) -> list[Callable]:
 
 
 def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
-             options: GRPOOptions | None = None, aux_loss_fn: AuxLossFn | None = None):
+             options: GRPOOptions | None = None, aux_loss_fn: AuxLossFn | None = None,
+             resume_from_checkpoint: str | None = None):
     """Run ActoR GRPO; returns the trainer after training (its `state.log_history` holds the rewards).
 
     Args:
@@ -147,7 +148,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         model=model, reward_funcs=reward_functions(opt), args=config, train_dataset=ds,
         processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
         aux_weight=opt.aux_weight, aux_columns=opt.aux_columns)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     write_reward_log(trainer.state.log_history, output_dir / "reward_log.json")
     if opt.plot:
         from .plot import plot_rewards

@@ -55,7 +55,8 @@ def make_lora_config(lora: dict | None):
 
 
 def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
-            options: SFTOptions | None = None, eval_rows: Sequence[dict] | None = None):
+            options: SFTOptions | None = None, eval_rows: Sequence[dict] | None = None,
+            resume_from_checkpoint: str | None = None):
     """Train `model` on prompt/completion rows with TRL's SFTTrainer; returns the trainer (after training).
 
     Args:
@@ -87,5 +88,5 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         dataloader_num_workers=0, **opt.extra)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=processor, peft_config=make_lora_config(opt.lora))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

@@ -22,7 +22,7 @@ from hatch.utils.config import ConfigError, check, from_dict, load_mapping
 STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
 # Filled in by the runner (or taken from the `data` section), never by a stage's own section.
 _RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
-                  "train_seed", "eval_seed"}
+                  "train_seed", "eval_seed", "resume_from_checkpoint"}
 
 
 @dataclass
