@@ -78,6 +78,7 @@ class HatchConfig:
     model: str = "tiny"
     output_dir: str = "runs/hatch"
     seed: int = 0
+    threads: int | None = None        # torch CPU threads (None: torch's default)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     data: DataSection = field(default_factory=DataSection)
     pasta: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +94,7 @@ class HatchConfig:
         order = [STAGES.index(s) for s in self.stages]
         check(order == sorted(order), "stages", f"must follow the recipe's order {list(STAGES)}")
         check(bool(self.stages), "stages", "is empty: name at least one stage")
+        check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
         if self.model != "tiny":
             check(Path(self.model).is_dir(), "model",
                   f"{self.model!r} is neither 'tiny' nor a local model directory")

@@ -232,6 +232,10 @@ def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> d
     """Runs every stage of `cfg` not yet done in its output_dir; returns the final state."""
     run = Run(cfg)
     run.out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     _check_same_config(run)
     for leftover in clean_partials(run.out):
         log.info("removed the leftover of an interrupted write: %s", leftover)
