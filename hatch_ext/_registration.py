@@ -40,6 +40,7 @@ def _cell_similarity_fake(emb):
 
 @register_fake("hatch::cell_similarity_backward")
 def _cell_similarity_backward_fake(grad, emb):
+    _check_one_device("cell_similarity_backward", "emb", emb, grad=grad)
     return torch.empty_like(emb)
 
 

@@ -29,10 +29,11 @@ HATCH_HD bool depth_valid(T d) {
 //   z = X_c.z = zrow . w + tz.
 constexpr int kPairProjSize = 16;
 
-// Where pixel (r, c) of view a with depth d lands in view c (v = r, u = c as floating point): its depth z in c and its continuous
-// pixel coordinates plus one half, (fc, fr) = (u / z + 0.5, v / z + 0.5), so that the pixel it falls in
-// is (floor(fr), floor(fc)). The row terms are grouped so that a loop over c can hoist them; no
-// branches, so a loop over a row vectorises. inf/NaN where z <= 0 (rejected by landing_visible).
+// Where pixel (r, c) of view a with depth d lands in view c (v = r, u = c as floating point): its depth
+// z in c and its continuous pixel coordinates plus one half, (fc, fr) = (u' / z + 0.5, v' / z + 0.5),
+// so that the pixel it falls in is (floor(fr), floor(fc)). The row terms are grouped so that a loop
+// over c can hoist them; no branches, so a loop over a row vectorises. inf/NaN where z <= 0 (rejected
+// by landing_pixel).
 template <typename T>
 HATCH_HD void project_pixel(const T* m, T d, T v, T u, T& z, T& fc, T& fr) {
   z = d * (m[12] * u + (m[13] * v + m[14])) + m[15];

@@ -1,7 +1,7 @@
 // hatch::patch_overlap on the CPU: fused depth reprojection -> overlap M [B, V, V, P, P]
 // (DESIGN.md, "The PaStA math", steps 1-2). One pass over the pixels of each (view a, view c) pair,
-// nothing per pixel is stored: each pixel is reprojected and binned in registers
-// (cpu/pair_counts.h), the counts of a cell row live in a small integer scratch.
+// nothing per pixel is stored: pixels are reprojected a row at a time and binned (cpu/pair_counts.h)
+// into an integer scratch per thread, of which a task uses the rows of its own cells.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 

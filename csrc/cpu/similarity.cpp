@@ -3,7 +3,11 @@
 // and each unordered pair {a, c} is one GEMM whose transpose gives the (c, a) block.
 // Computed in float32 (float64 for float64 embeddings) and cast to emb's dtype at the end.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "../common/checks.h"
@@ -30,6 +34,33 @@ Normalized normalize(const at::Tensor& emb) {
 at::Tensor views_after(const at::Tensor& e_hat, int64_t a) {
   const int64_t B = e_hat.size(0), V = e_hat.size(1), P = e_hat.size(2), D = e_hat.size(3);
   return e_hat.narrow(1, a + 1, V - a - 1).reshape({B, (V - a - 1) * P, D});
+}
+
+// Normalisation backward, ê = e / max(|e|, eps), for the rows of view a, fused (one pass for g.ê,
+// one to write, in emb's dtype):
+//   |e| > eps: (g - (g.ê) ê) / |e|;   |e| <= eps (ê = e / eps, linear in e): g / eps.
+// g_a [B, P, D] contiguous; e_hat [B, V, P, D], norm [B, V, P, 1], out [B, V, P, D] contiguous.
+template <typename acc_t, typename out_t>
+void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* norm, out_t* out,
+                             int64_t B, int64_t V, int64_t P, int64_t D, int64_t a) {
+  const int64_t grain = std::max<int64_t>(1, 32768 / D);
+  at::parallel_for(0, B * P, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / P, p = row % P;
+      const int64_t cell = (b * V + a) * P + p;
+      const acc_t* g = g_a + row * D;
+      const acc_t* e = e_hat + cell * D;
+      out_t* o = out + cell * D;
+      const acc_t n = norm[cell];
+      if (n > acc_t(kNormEps)) {
+        acc_t dot = 0;
+        for (int64_t k = 0; k < D; ++k) dot += g[k] * e[k];
+        for (int64_t k = 0; k < D; ++k) o[k] = static_cast<out_t>((g[k] - dot * e[k]) / n);
+      } else {
+        for (int64_t k = 0; k < D; ++k) o[k] = static_cast<out_t>(g[k] / acc_t(kNormEps));
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -75,28 +106,29 @@ at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& em
   // are each one [P, n*P] matrix (strided view), multiplied with the contiguous ê of those views.
   // The blocks a == c of grad are never read.
   const at::Tensor Hs = (G.permute({0, 1, 3, 2, 4}) + G.permute({0, 2, 4, 1, 3})).contiguous();
-  at::Tensor g_hat = at::zeros({B, V, P, D}, e_hat.options());
+  at::Tensor grad_emb = at::empty({B, V, P, D}, emb.options());
   for (int64_t a = 0; a < V; ++a) {
-    at::Tensor g_a = g_hat.select(1, a);  // [B, P, D]
+    // (at::bmm, not baddbmm_: in-place baddbmm on these strided operands takes a slow non-BLAS path.)
     const at::Tensor H_a = Hs.select(1, a);  // [B, P, V, P]
-    if (a > 0) {
-      const at::Tensor lhs = H_a.narrow(2, 0, a).reshape({B, P, a * P});
-      const at::Tensor rhs = e_hat.narrow(1, 0, a).reshape({B, a * P, D});
-      g_a.baddbmm_(lhs, rhs);
-    }
+    at::Tensor g_a;                          // [B, P, D]: gê of view a
+    if (a > 0)
+      g_a = at::bmm(H_a.narrow(2, 0, a).reshape({B, P, a * P}),
+                    e_hat.narrow(1, 0, a).reshape({B, a * P, D}));
     if (a + 1 < V) {
       const int64_t n = V - a - 1;
-      const at::Tensor lhs = H_a.narrow(2, a + 1, n).reshape({B, P, n * P});
-      g_a.baddbmm_(lhs, views_after(e_hat, a));
+      at::Tensor hi = at::bmm(H_a.narrow(2, a + 1, n).reshape({B, P, n * P}), views_after(e_hat, a));
+      g_a = g_a.defined() ? g_a.add_(hi) : hi;
     }
+    if (!g_a.defined()) g_a = at::zeros({B, P, D}, e_hat.options());  // V == 1: no pair at all
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(),
+                                    "hatch::cell_similarity_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;  // float64 for float64, float32 otherwise
+      normalize_backward_view<acc_t, scalar_t>(g_a.contiguous().data_ptr<acc_t>(),
+                                               e_hat.data_ptr<acc_t>(), nz.norm.data_ptr<acc_t>(),
+                                               grad_emb.data_ptr<scalar_t>(), B, V, P, D, a);
+    });
   }
-  // Normalisation backward, ê = e / max(|e|, eps):
-  //   |e| > eps: (g - (g.ê) ê) / |e|;   |e| <= eps (ê = e / eps, linear): g / eps.
-  const at::Tensor dot = (g_hat * e_hat).sum(-1, /*keepdim=*/true);
-  const at::Tensor big = nz.norm > kNormEps;
-  const at::Tensor grad_e = at::where(big, (g_hat - dot * e_hat) / nz.norm.clamp_min(kNormEps),
-                                      g_hat / kNormEps);
-  return grad_e.to(emb.scalar_type());
+  return grad_emb;
 }
 
 }  // namespace hatch::cpu

@@ -122,9 +122,13 @@ def test_patch_overlap_tensors_on_different_devices(scene, which):
                                                          0.05, 1)
 
 
-def test_patch_overlap_devices_checked_through_public_call(scene):
-    with pytest.raises(ERRORS, match="device|meta"):
-        hatch_ext.patch_overlap(scene.depth, scene.K.to("meta"), scene.cam_to_world, 3, 2)
+@pytest.mark.parametrize("which", ["K", "cam_to_world"])
+def test_patch_overlap_devices_checked_through_public_call(scene, which):
+    """Through the public call the mix reaches the fake implementation, which checks devices too."""
+    K = scene.K.to("meta") if which == "K" else scene.K
+    T = scene.cam_to_world.to("meta") if which == "cam_to_world" else scene.cam_to_world
+    with pytest.raises(ValueError, match=rf"'{which}' is on meta but 'depth' is on cpu"):
+        hatch_ext.patch_overlap(scene.depth, K, T, 3, 2)
 
 
 # --------------------------------------------------------------------------- cell_similarity
@@ -171,6 +175,8 @@ def test_cell_similarity_backward_devices():
     grad = torch.zeros(2, 3, 3, 4, 4, dtype=torch.float64, device="meta")
     with pytest.raises(ValueError, match=r"'grad' is on meta but 'emb' is on cpu"):
         torch.ops.hatch.cell_similarity_backward.default.redispatch(CPU_ONLY, grad, EMB)
+    with pytest.raises(ValueError, match=r"'grad' is on meta but 'emb' is on cpu"):
+        torch.ops.hatch.cell_similarity_backward(grad, EMB)
 
 
 def test_cell_similarity_no_nan_from_zero_embeddings():
