@@ -13,9 +13,19 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------------------- fakes
+def _check_one_device(op, ref_name, ref, **tensors):
+    """The kernels check this too, but a mix with a meta tensor dispatches here, not to them."""
+    for name, t in tensors.items():
+        torch._check_value(
+            t.device == ref.device,
+            lambda: f"hatch.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
+                    f"{ref.device}; all tensors must be on one device")
+
+
 @register_fake("hatch::patch_overlap")
 def _patch_overlap_fake(depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride):
     torch._check(depth.dim() == 4, lambda: "hatch.patch_overlap: 'depth' must be [B, V, H, W]")
+    _check_one_device("patch_overlap", "depth", depth, K=K, cam_to_world=cam_to_world)
     B, V = depth.shape[0], depth.shape[1]
     P = grid_h * grid_w
     return depth.new_empty((B, V, V, P, P))
@@ -40,15 +50,6 @@ def _loss_outputs(emb):
     row_lse = emb.new_empty((B, V, V, P), dtype=_acc(emb.dtype))
     num_valid = emb.new_empty((), dtype=torch.long)
     return loss, row_lse, num_valid
-
-
-def _check_one_device(op, ref_name, ref, **tensors):
-    """The kernels check this too, but a mix with a meta tensor dispatches here, not to them."""
-    for name, t in tensors.items():
-        torch._check_value(
-            t.device == ref.device,
-            lambda: f"hatch.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
-                    f"{ref.device}; all tensors must be on one device")
 
 
 def _check_loss_params(op, tau_t, tau_p, min_overlap):

