@@ -85,6 +85,18 @@ def test_aux_loss(tiny):
     model, processor = tiny
     config = PastaConfig(model_dir="", output_dir="")
     batch = PastaCollator(processor)(make_samples(config, 2, seed=5))
+    # The stage's loss is the compiled op, equal to the naive reference on the model's cell embeddings.
+    import hatch_ext
+    from hatch.pasta import loss as loss_module
+    from hatch.pasta.cells import cell_embeddings_from_pixels
+
+    assert loss_module.patch_align is hatch_ext.ops.patch_align
+    with torch.no_grad():
+        emb = cell_embeddings_from_pixels(model, batch["pixel_values"], batch["image_grid_thw"], 2, 4)
+        # float64 reference: a float32 naive reprojection flips a few boundary pixels.
+        ref = hatch_ext.reference.patch_align(emb.double(), batch["depth"].double(), batch["K"],
+                                              batch["cam_to_world"], 4)
+        torch.testing.assert_close(pasta_loss(model, batch).double(), ref, rtol=1e-5, atol=1e-6)
     zero = pasta_aux_loss(model, batch, 0.0)
     assert zero.item() == 0 and not zero.requires_grad
     model.zero_grad()
