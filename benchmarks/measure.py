@@ -107,7 +107,8 @@ def memory_tracker(device: torch.device):
 @dataclass
 class PhaseResult:
     seconds: float
-    peak_bytes: int
+    peak_bytes: int     # peak extra bytes above `base`
+    base: int           # bytes live when the phase began
     output: object
 
 
@@ -125,7 +126,7 @@ def run_phase(fn: Callable[[], object], device: torch.device, memory) -> PhaseRe
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0
-    return PhaseResult(seconds, max(0, memory.peak() - base), out)
+    return PhaseResult(seconds, max(0, memory.peak() - base), base, out)
 
 
 def summarize(values: list[float]) -> dict:
