@@ -51,11 +51,14 @@ class Settings:
     warmup: int = 1                # warm-up repetitions (naive_compiled gets one more: the compile)
     naive_limit_gib: float = 12.0  # never start naive on a size estimated above this
     case_timeout_s: float = 900.0  # a worker running longer is killed and reported as an error
+    threads: int = 0               # torch intra-op threads in the workers (0: torch's default, all cores)
 
     @staticmethod
     def quick() -> "Settings":
+        # One thread: on a busy shared machine, OpenMP threads of tiny ops wait on each other
+        # (measured: 3 ms ops taking 1.2 s with 2 threads at load 11).
         return Settings(target_s=0.3, min_reps=2, max_reps=5, warmup=1, naive_limit_gib=1.0,
-                        case_timeout_s=300.0)
+                        case_timeout_s=300.0, threads=1)
 
 
 # ------------------------------------------------------------------------------------- environment
@@ -92,7 +95,6 @@ def environment(device: str) -> dict:
         "machine": platform.node(),
         "cpu": f"{_cpu_name()} ({len(os.sched_getaffinity(0))} cores usable)",
         "gpu": gpu,
-        "num_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "",
         "hatch_commit": _git_commit(),
@@ -166,8 +168,10 @@ def run_worker(spec: dict) -> list[dict]:
     provider = providers.get(spec["provider"])
     device = torch.device(spec["device"])
     settings = Settings(**spec["settings"])
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
     torch.manual_seed(0)
-    base = {"status": "ok", "detail": "", "mem_method": ""}
+    base = {"status": "ok", "detail": "", "mem_method": "", "num_threads": torch.get_num_threads()}
     try:
         memory = memory_tracker(device)
         base["mem_method"] = memory.method
@@ -235,7 +239,8 @@ def calibrate(device: str, settings: Settings, cache_dir: Path | None) -> dict:
     a 10% margin; falls back to cases.DEFAULT_K for a term whose run failed."""
     from .cases import CALIBRATION, DEFAULT_K, naive_units, prepare_inputs
 
-    cal = Settings(target_s=0.0, min_reps=1, max_reps=1, warmup=1, case_timeout_s=settings.case_timeout_s)
+    cal = Settings(target_s=0.0, min_reps=1, max_reps=1, warmup=1, case_timeout_s=settings.case_timeout_s,
+                   threads=settings.threads)
     k = dict(DEFAULT_K)
     for term, case in CALIBRATION.items():
         if cache_dir:
