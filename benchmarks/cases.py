@@ -123,7 +123,7 @@ def quick_cases() -> list[Case]:
             continue
         small = dict(B=min(c.B, 2), V=min(c.V, 3), D=min(c.D, 64))
         if c.H:
-            small["H"] = small["W"] = max(32, c.H // 8)
+            small["H"] = small["W"] = max(16, c.H // 8)
         if c.grid > 4:
             small["grid"] = max(4, c.grid // 4)
         if "big" in c.suites:  # still too big for naive under the quick memory limit, cheap for hatch
