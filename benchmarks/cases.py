@@ -125,7 +125,7 @@ def quick_cases() -> list[Case]:
         if c.H:
             small["H"] = small["W"] = max(16, c.H // 8)
         if c.grid > 4:
-            small["grid"] = max(4, c.grid // 4)
+            small["grid"] = max(2, c.grid // 4)
         if "big" in c.suites:  # still too big for naive under the quick memory limit, cheap for hatch
             small.update(B=2, V=8, grid=32, H=64, W=64, D=8)
         out.append(replace(c, **small))
@@ -231,7 +231,7 @@ def prepare_inputs(case: Case, cache_dir: Path) -> None:
 @dataclass
 class Inputs:
     args: tuple                     # positional arguments, identical for every provider
-    leaf: torch.Tensor | None       # the tensor differentiated (embeddings), requires_grad
+    leaf: torch.Tensor | list | None  # what is differentiated (embeddings; or parameters), requires_grad
     grad_out: torch.Tensor | None   # upstream gradient for non-scalar outputs (cell_similarity)
 
 

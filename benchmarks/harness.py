@@ -125,10 +125,10 @@ def _measure(fn, inputs, case, device, memory, settings: Settings, extra_warmup:
     from .measure import run_phase
 
     differentiable = "backward" in case.passes or "forward+backward" in case.passes
-    leaf = inputs.leaf
+    leaves = inputs.leaf if isinstance(inputs.leaf, list) else [inputs.leaf] if inputs.leaf is not None else []
 
     def one_rep():
-        if leaf is not None:
+        for leaf in leaves:
             leaf.grad = None
         f = run_phase(lambda: fn(*inputs.args), device, memory)
         rec = {"forward": (f.seconds, f.peak_bytes)}

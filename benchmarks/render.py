@@ -111,7 +111,7 @@ def markdown(rows: list[dict], meta: dict, plots: list[Path] | None = None,
     return "\n".join(lines)
 
 
-def plot_sweeps(rows: list[dict], out_dir: Path, device: str) -> list[Path]:
+def plot_sweeps(rows: list[dict], out_dir: Path, device: str, prefix: str | None = None) -> list[Path]:
     """Time and peak memory against problem size, one line per provider, for each sweep suite; the
     naive memory estimate is drawn dotted (it is what skipped sizes are judged by)."""
     import matplotlib
@@ -128,7 +128,7 @@ def plot_sweeps(rows: list[dict], out_dir: Path, device: str) -> list[Path]:
             continue
         fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
         for prov in [p for p in PROVIDER_ORDER if any(r["provider"] == p for r in sel)]:
-            pts = sorted((xof(r), r) for r in sel if r["provider"] == prov and ok(r))
+            pts = sorted(((xof(r), r) for r in sel if r["provider"] == prov and ok(r)), key=lambda t: t[0])
             if pts:
                 xs = [x for x, _ in pts]
                 ax_t.plot(xs, [r["time_median_ms"] for _, r in pts], "o-", label=prov)
@@ -148,7 +148,7 @@ def plot_sweeps(rows: list[dict], out_dir: Path, device: str) -> list[Path]:
         shape = sel[0]
         fig.suptitle(f"{op} ({suite}, B{shape['B']} V{shape['V']}, {device})")
         fig.tight_layout()
-        path = out_dir / f"{device}_{suite}.png"
+        path = out_dir / f"{prefix or device}_{suite}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

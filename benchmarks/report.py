@@ -61,8 +61,8 @@ def render(rows: list[dict], meta: dict, out: Path, stem: str, plots: bool = Tru
     from .render import markdown, plot_sweeps
 
     device = meta.get("device") or (rows[0]["device"] if rows else "cpu")
-    paths = plot_sweeps(rows, out / "plots", device + ("_quick" if meta.get("quick") else "")) \
-        if plots else []
+    prefix = device + ("_quick" if meta.get("quick") else "")
+    paths = plot_sweeps(rows, out / "plots", device, prefix) if plots else []
     md = out / f"report_{stem.removeprefix('results_')}.md"
     md.write_text(markdown(rows, meta, paths, rel_to=out))
     return md
@@ -76,6 +76,14 @@ def update_readme(md_text: str, readme: Path = README) -> None:
     _, tail = rest.split(MARK_END, 1)
     body = md_text.replace("](plots/", "](results/plots/")
     readme.write_text(f"{head}{MARK_START}\n{body}\n{MARK_END}{tail}")
+
+
+def gpu_memory_gib() -> float:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to torch")
+    return torch.cuda.get_device_properties(0).total_memory / 1024 ** 3
 
 
 def measure_bandwidth(device: str) -> float | None:
@@ -100,7 +108,7 @@ def parse_args(argv=None):
     ap.add_argument("--suites", nargs="*", help="only cases of these suites (paper dense sweep_image ...)")
     ap.add_argument("--providers", nargs="*", help="only these providers")
     ap.add_argument("--naive-limit-gib", type=float, help="never start naive above this estimated peak "
-                    "(default 12 GiB, quick 1 GiB)")
+                    "(default: 12 GiB on CPU, 80%% of the GPU's memory on CUDA; quick: 1 GiB)")
     ap.add_argument("--target-s", type=float, help="seconds of counted repetitions per (case, provider)")
     ap.add_argument("--threads", type=int, help="torch threads per worker (default: all cores; quick: 1)")
     ap.add_argument("--no-plots", action="store_true")
@@ -122,6 +130,8 @@ def main(argv=None) -> int:
     settings = Settings.quick() if args.quick else Settings()
     if args.naive_limit_gib is not None:
         settings.naive_limit_gib = args.naive_limit_gib
+    elif args.device == "cuda" and not args.quick:
+        settings.naive_limit_gib = 0.8 * gpu_memory_gib()
     if args.threads is not None:
         settings.threads = args.threads
     if args.target_s is not None:
