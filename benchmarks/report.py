@@ -75,6 +75,8 @@ def update_readme(md_text: str, readme: Path = README) -> None:
     head, rest = text.split(MARK_START, 1)
     _, tail = rest.split(MARK_END, 1)
     body = md_text.replace("](plots/", "](results/plots/")
+    # Nest the report's headings under the README's "Latest results" (##).
+    body = "\n".join("##" + line if line.startswith("#") else line for line in body.splitlines())
     readme.write_text(f"{head}{MARK_START}\n{body}\n{MARK_END}{tail}")
 
 

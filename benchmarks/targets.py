@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .cases import BIG
+
 GIB = 1024 ** 3
 
 BASELINE = "naive"
@@ -66,7 +68,7 @@ def _ratio_target(op, case, pass_, other, kind, need, device) -> Callable:
 
 def _big_runs(device, need_gib) -> Callable:
     def check(rows, meta):
-        h = find(rows, "patch_align", "big P1024 D1024", "hatch", "forward+backward", device)
+        h = find(rows, "patch_align", BIG, "hatch", "forward+backward", device)
         if not ok(h):
             return Verdict("not measured", _why("hatch", h))
         est = h.get("naive_est_peak_bytes") or 0
