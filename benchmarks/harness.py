@@ -45,7 +45,7 @@ ROW_FIELDS = [
 @dataclass
 class Settings:
     """How hard to measure. `quick` is for checking the harness, not for numbers."""
-    target_s: float = 6.0          # time budget of the counted repetitions of one (case, provider)
+    target_s: float = 4.0          # time budget of the counted repetitions of one (case, provider)
     min_reps: int = 3
     max_reps: int = 25
     warmup: int = 1                # warm-up repetitions (naive_compiled gets one more: the compile)

@@ -129,6 +129,8 @@ def main(argv=None) -> int:
             update_readme(md.read_text())
         return 0
 
+    if args.device == "cuda":
+        gpu_memory_gib()  # exits with a clear message when no GPU is visible
     settings = Settings.quick() if args.quick else Settings()
     if args.naive_limit_gib is not None:
         settings.naive_limit_gib = args.naive_limit_gib
