@@ -143,13 +143,17 @@ def _measure(fn, inputs, case, device, memory, settings: Settings, extra_warmup:
 
     t0 = time.perf_counter()
     first = None
-    warm = settings.warmup + extra_warmup
+    warm = (settings.warmup if case.warmup is None else case.warmup) + extra_warmup
     for i in range(warm):
         rec = one_rep()
         if i == 0:
             first = time.perf_counter() - t0
-    per_rep = rec["forward+backward" if differentiable else "forward"][0]
-    reps = max(settings.min_reps, min(settings.max_reps, math.ceil(settings.target_s / max(per_rep, 1e-6))))
+    if warm:
+        per_rep = rec["forward+backward" if differentiable else "forward"][0]
+        reps = max(settings.min_reps,
+                   min(settings.max_reps, math.ceil(settings.target_s / max(per_rep, 1e-6))))
+    else:
+        reps = settings.min_reps
     runs = [one_rep() for _ in range(reps)]
     return {"first_call_s": first, "warmup_reps": warm, "reps": reps, "runs": runs}
 
