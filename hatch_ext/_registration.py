@@ -2,6 +2,8 @@
 in training. The kernels (csrc/) compute; this file only describes shapes and wires backward ops."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.library import register_autograd, register_fake
 
@@ -11,9 +13,19 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------------------- fakes
+def _check_one_device(op, ref_name, ref, **tensors):
+    """The kernels check this too, but a mix with a meta tensor dispatches here, not to them."""
+    for name, t in tensors.items():
+        torch._check_value(
+            t.device == ref.device,
+            lambda: f"hatch.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
+                    f"{ref.device}; all tensors must be on one device")
+
+
 @register_fake("hatch::patch_overlap")
 def _patch_overlap_fake(depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride):
     torch._check(depth.dim() == 4, lambda: "hatch.patch_overlap: 'depth' must be [B, V, H, W]")
+    _check_one_device("patch_overlap", "depth", depth, K=K, cam_to_world=cam_to_world)
     B, V = depth.shape[0], depth.shape[1]
     P = grid_h * grid_w
     return depth.new_empty((B, V, V, P, P))
@@ -40,25 +52,47 @@ def _loss_outputs(emb):
     return loss, row_lse, num_valid
 
 
+def _check_loss_params(op, tau_t, tau_p, min_overlap):
+    """As the kernels' check_loss_params (csrc/common/checks.cpp), for meta / fake tensors."""
+    torch._check_value(math.isfinite(tau_t) and tau_t > 0,
+                       lambda: f"hatch.{op}: tau_t (target temperature) must be finite and > 0, got {tau_t}")
+    torch._check_value(math.isfinite(tau_p) and tau_p > 0,
+                       lambda: f"hatch.{op}: tau_p (prediction temperature) must be finite and > 0, "
+                               f"got {tau_p}")
+    torch._check_value(math.isfinite(min_overlap) and min_overlap >= 0,
+                       lambda: f"hatch.{op}: min_overlap must be finite and >= 0, got {min_overlap}")
+
+
 @register_fake("hatch::soft_infonce")
 def _soft_infonce_fake(emb, overlap, tau_t, tau_p, min_overlap):
+    _check_one_device("soft_infonce", "emb", emb, overlap=overlap)
+    _check_loss_params("soft_infonce", tau_t, tau_p, min_overlap)
     return _loss_outputs(emb)
 
 
 @register_fake("hatch::soft_infonce_backward")
 def _soft_infonce_backward_fake(grad_loss, emb, overlap, row_lse, num_valid, tau_t, tau_p, min_overlap):
+    _check_one_device("soft_infonce_backward", "emb", emb, grad_loss=grad_loss, overlap=overlap,
+                      row_lse=row_lse, num_valid=num_valid)
+    _check_loss_params("soft_infonce_backward", tau_t, tau_p, min_overlap)
     return torch.empty_like(emb)
 
 
 @register_fake("hatch::patch_align")
 def _patch_align_fake(emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p, abs_tol, rel_tol,
                       stride, min_overlap):
+    _check_one_device("patch_align", "depth", depth, emb=emb, K=K, cam_to_world=cam_to_world)
+    _check_loss_params("patch_align", tau_t, tau_p, min_overlap)
     return _loss_outputs(emb)
 
 
 @register_fake("hatch::patch_align_backward")
 def _patch_align_backward_fake(grad_loss, emb, depth, K, cam_to_world, row_lse, num_valid, grid_h,
                                grid_w, tau_t, tau_p, abs_tol, rel_tol, stride, min_overlap):
+    _check_one_device("patch_align_backward", "depth", depth, emb=emb, K=K,
+                      cam_to_world=cam_to_world, grad_loss=grad_loss, row_lse=row_lse,
+                      num_valid=num_valid)
+    _check_loss_params("patch_align_backward", tau_t, tau_p, min_overlap)
     return torch.empty_like(emb)
 
 

@@ -1,27 +1,174 @@
-#include "kernels.h"
+// CPU kernels of soft_infonce and patch_align (forward and backward). Both run the per-pair core of
+// pair_loss.h; they differ only in the source of S = ½(M_ac + M_caᵀ): the overlap input, or depth
+// reprojected pair by pair (never materialising M for all pairs).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
 #include "../common/checks.h"
-#include "../common/geometry.h"
+#include "kernels.h"
+#include "pair_counts.h"
+#include "pair_loss.h"
 
 namespace hatch::cpu {
+namespace {
+
+void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb) {
+  TORCH_CHECK_VALUE(grad_loss.dim() == 0, "hatch.", op,
+                    ": argument 'grad_loss' must be a 0-dim tensor (the loss is a scalar), got shape ",
+                    grad_loss.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_loss.scalar_type()), "hatch.", op,
+                   ": argument 'grad_loss' must be floating-point, got ", grad_loss.scalar_type());
+  TORCH_CHECK_VALUE(grad_loss.device() == emb.device(), "hatch.", op, ": argument 'grad_loss' is on ",
+                    grad_loss.device(), " but 'emb' is on ", emb.device());
+}
+
+// Appends ½ v for every nonzero v of the dense [P, P] block M (row-major), as S entries (i, j) =
+// (row, col), or (col, row) when `transpose` (M_ca contributes ½ M_caᵀ).
+template <typename T>
+void append_nonzeros(const T* M, int64_t P, bool transpose, std::vector<SEntry>& out) {
+  for (int64_t k = 0; k < P * P; ++k) {
+    const double v = static_cast<double>(M[k]);
+    if (v == 0) continue;
+    const auto r = static_cast<int32_t>(k / P), c = static_cast<int32_t>(k % P);
+    out.push_back(transpose ? SEntry{c, r, 0.5 * v} : SEntry{r, c, 0.5 * v});
+  }
+}
+
+// S from the overlap input [B, V, V, P, P].
+PairOverlapFn overlap_source(const at::Tensor& overlap_in) {
+  const at::Tensor overlap = overlap_in.contiguous();
+  const int64_t V = overlap.size(1), P = overlap.size(3);
+  return [overlap, V, P](int64_t b, int64_t a, int64_t c, std::vector<SEntry>& out) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, overlap.scalar_type(), "overlap_source",
+                                    [&] {
+      const scalar_t* base = overlap.data_ptr<scalar_t>();
+      append_nonzeros(base + ((b * V + a) * V + c) * P * P, P, /*transpose=*/false, out);
+      append_nonzeros(base + ((b * V + c) * V + a) * P * P, P, /*transpose=*/true, out);
+    });
+  };
+}
+
+// A zero-filled buffer from calloc: large ones come as fresh zero pages, so only the pages a sparse
+// histogram touches cost anything.
+class ZeroedCounts {
+ public:
+  explicit ZeroedCounts(size_t n) : p_(static_cast<int32_t*>(std::calloc(std::max<size_t>(n, 1), sizeof(int32_t)))) {
+    TORCH_CHECK(p_ != nullptr, "hatch: out of memory allocating ", n, " overlap counts");
+  }
+  ~ZeroedCounts() { std::free(p_); }
+  ZeroedCounts(const ZeroedCounts&) = delete;
+  ZeroedCounts& operator=(const ZeroedCounts&) = delete;
+  int32_t* data() const { return p_; }
+
+ private:
+  int32_t* p_;
+};
+
+// S from depth: the reprojection counts of both directions (a → c and c → a), each divided by its
+// per-cell count of valid pixels (DESIGN.md step 2), halved and listed as entries. Work is split into
+// chunks (direction × band of source rows), each with its own count buffer, so the parallel loop has
+// no shared writes; the counts are integers, so the merged result is exact and deterministic.
+struct ReprojectionSource {
+  at::Tensor depth;  // [B, V, H, W] contiguous
+  at::Tensor proj;   // [B, V, V, kPairProjSize] float64
+  GeometryDims g;
+  double abs_tol, rel_tol;
+  int64_t stride;
+
+  void operator()(int64_t b, int64_t a, int64_t c, std::vector<SEntry>& out) const {
+    const int64_t P = g.P, H = g.H, W = g.W;
+    const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
+    // Bands only pay off when a band's pixels outnumber the P² buffer it must merge.
+    const int64_t threads = at::in_parallel_region() ? 1 : std::max<int64_t>(at::get_num_threads(), 1);
+    const int64_t bands =
+        std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1, threads);
+    const int64_t chunks = 2 * bands;
+    ZeroedCounts counts(static_cast<size_t>(chunks * P * P));
+    std::vector<int32_t> den(static_cast<size_t>(chunks * P), 0);
+    AT_DISPATCH_FLOATING_TYPES(depth.scalar_type(), "patch_align_reproject", [&] {
+      const scalar_t* d = depth.data_ptr<scalar_t>() + b * g.V * H * W;
+      const double* pr = proj.data_ptr<double>() + b * g.V * g.V * kPairProjSize;
+      at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t k = lo; k < hi; ++k) {
+          const int64_t dir = k / bands, band = k % bands;
+          const int64_t src = dir == 0 ? a : c, dst = dir == 0 ? c : a;
+          // Bands split the source rows; their starts need not be multiples of the stride
+          // (accumulate_pair_counts rounds up to the next taking-part row).
+          const int64_t r0 = band * H / bands, r1 = (band + 1) * H / bands;
+          accumulate_pair_counts<scalar_t, int32_t>(
+              d + src * H * W, d + dst * H * W, pr + (src * g.V + dst) * kPairProjSize, H, W,
+              g.grid_h, g.grid_w, abs_tol, rel_tol, stride, r0, r1, counts.data() + k * P * P,
+              den.data() + k * P);
+        }
+      });
+    });
+    for (int64_t dir = 0; dir < 2; ++dir) {
+      // Merge the bands into the direction's first chunk, then list M / 2 at its nonzeros.
+      int32_t* n0 = counts.data() + dir * bands * P * P;
+      int32_t* d0 = den.data() + dir * bands * P;
+      for (int64_t band = 1; band < bands; ++band) {
+        const int32_t* nb = n0 + band * P * P;
+        const int32_t* db = d0 + band * P;
+        for (int64_t k = 0; k < P * P; ++k) n0[k] += nb[k];
+        for (int64_t i = 0; i < P; ++i) d0[i] += db[i];
+      }
+      for (int64_t k = 0; k < P * P; ++k) {
+        if (n0[k] == 0) continue;
+        const auto r = static_cast<int32_t>(k / P), col = static_cast<int32_t>(k % P);
+        const double v = 0.5 * (static_cast<double>(n0[k]) / d0[r]);  // ½ M[r, col]
+        out.push_back(dir == 0 ? SEntry{r, col, v} : SEntry{col, r, v});
+      }
+    }
+  }
+};
+
+ReprojectionSource reprojection_source(const char* op, const at::Tensor& depth, const at::Tensor& K,
+                                       const at::Tensor& cam_to_world, const GeometryDims& g,
+                                       double abs_tol, double rel_tol, int64_t stride) {
+  return {depth.contiguous(), pair_projections(op, K, cam_to_world), g, abs_tol, rel_tol, stride};
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb,
                                                             const at::Tensor& overlap, double tau_t,
                                                             double tau_p, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.soft_infonce: cpu kernel not written yet");
+  constexpr const char* op = "soft_infonce";
+  check_embeddings(op, emb);
+  check_overlap(op, overlap, emb);
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  return loss_forward(emb, overlap_source(overlap), tau_t, tau_p, min_overlap);
 }
 
 at::Tensor soft_infonce_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
                                  const at::Tensor& overlap, const at::Tensor& row_lse,
                                  const at::Tensor& num_valid, double tau_t, double tau_p,
                                  double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.soft_infonce_backward: cpu kernel not written yet");
+  constexpr const char* op = "soft_infonce_backward";
+  check_embeddings(op, emb);
+  check_overlap(op, overlap, emb);
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  check_grad_loss(op, grad_loss, emb);
+  check_saved(op, row_lse, num_valid, emb);
+  return loss_backward(grad_loss, emb, overlap_source(overlap), row_lse, num_valid, tau_t, tau_p,
+                       min_overlap);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
     const at::Tensor& emb, const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
     int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
     int64_t stride, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.patch_align: cpu kernel not written yet");
+  constexpr const char* op = "patch_align";
+  const GeometryDims g =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  return loss_forward(emb, reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
+                      tau_t, tau_p, min_overlap);
 }
 
 at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
@@ -30,7 +177,16 @@ at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& e
                                 const at::Tensor& num_valid, int64_t grid_h, int64_t grid_w,
                                 double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.patch_align_backward: cpu kernel not written yet");
+  constexpr const char* op = "patch_align_backward";
+  const GeometryDims g =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  check_grad_loss(op, grad_loss, emb);
+  check_saved(op, row_lse, num_valid, emb);
+  return loss_backward(grad_loss, emb,
+                       reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
+                       row_lse, num_valid, tau_t, tau_p, min_overlap);
 }
 
 }  // namespace hatch::cpu

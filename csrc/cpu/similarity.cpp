@@ -1,14 +1,102 @@
-#include "kernels.h"
+// hatch::cell_similarity (and its backward) on the CPU: cosine similarity between the cells of
+// different views of one sample, [B, V, V, P, P]. Block sparsity: the blocks a == c are never formed,
+// and each unordered pair {a, c} is one GEMM whose transpose gives the (c, a) block.
+// Computed in float32 (float64 for float64 embeddings) and cast to emb's dtype at the end.
+#include <ATen/ATen.h>
+
+#include <sstream>
+
 #include "../common/checks.h"
+#include "kernels.h"
 
 namespace hatch::cpu {
+namespace {
+
+constexpr double kNormEps = 1e-12;  // e / max(|e|, eps), as hatch_ext.reference.normalize
+
+struct Normalized {
+  at::Tensor e_hat;  // [B, V, P, D] acc dtype, contiguous
+  at::Tensor norm;   // [B, V, P, 1] acc dtype, |e|
+};
+
+Normalized normalize(const at::Tensor& emb) {
+  const at::Tensor e = emb.to(acc_type_for(emb.scalar_type())).contiguous();
+  at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true);
+  return {e / norm.clamp_min(kNormEps), norm};
+}
+
+// Columns of the views (a, V) of one sample as one matrix: ê[:, a+1:] viewed as [B, (V-a-1)*P, D].
+// The view dims (V, P) of a contiguous [B, V, P, D] tensor merge without a copy.
+at::Tensor views_after(const at::Tensor& e_hat, int64_t a) {
+  const int64_t B = e_hat.size(0), V = e_hat.size(1), P = e_hat.size(2), D = e_hat.size(3);
+  return e_hat.narrow(1, a + 1, V - a - 1).reshape({B, (V - a - 1) * P, D});
+}
+
+}  // namespace
 
 at::Tensor cell_similarity(const at::Tensor& emb) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.cell_similarity: cpu kernel not written yet");
+  check_embeddings("cell_similarity", emb);
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  const at::Tensor e_hat = normalize(emb).e_hat;
+  // Zero-filled: the a == c blocks hold 0 and are never computed.
+  at::Tensor out = at::zeros({B, V, V, P, P}, emb.options());
+  for (int64_t a = 0; a + 1 < V; ++a) {
+    const int64_t n = V - a - 1;  // views c > a
+    // [B, P, n*P]: sim[b, i, (c-a-1)*P + j] = ê[b, a, i] . ê[b, c, j], for all c > a in one GEMM.
+    const at::Tensor sim = at::bmm(e_hat.select(1, a), views_after(e_hat, a).transpose(1, 2));
+    const at::Tensor blocks = sim.view({B, P, n, P});
+    out.select(1, a).narrow(1, a + 1, n).copy_(blocks.permute({0, 2, 1, 3}));  // (a, c): [i, j]
+    out.select(2, a).narrow(1, a + 1, n).copy_(blocks.permute({0, 2, 3, 1}));  // (c, a): [j, i]
+  }
+  return out;
 }
 
 at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& emb) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.cell_similarity_backward: cpu kernel not written yet");
+  check_embeddings("cell_similarity_backward", emb);
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2), D = emb.size(3);
+  std::ostringstream want;
+  want << "[" << B << ", " << V << ", " << V << ", " << P << ", " << P << "]";
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({B, V, V, P, P}), "hatch.cell_similarity_backward: ",
+                    "argument 'grad' must have the output's shape [B, V, V, P, P] = ", want.str(),
+                    " (from emb), got shape ", grad.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()),
+                   "hatch.cell_similarity_backward: argument 'grad' must be a floating-point tensor, got ",
+                   grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == emb.device(), "hatch.cell_similarity_backward: argument 'grad' is on ",
+                    grad.device(), " but 'emb' is on ", emb.device(), "; all tensors must be on one device");
+
+  const auto acc = acc_type_for(emb.scalar_type());
+  const Normalized nz = normalize(emb);
+  const at::Tensor& e_hat = nz.e_hat;
+  const at::Tensor G = grad.to(acc);
+  // out[a, c, i, j] = ê_a,i . ê_c,j feeds both ê_a (through G_ac) and ê_c (through G_ac^T), so
+  //   gê_a = sum_{c != a} (G_ac + G_ca^T) ê_c.
+  // Hs[b, a, i, c, j] = G[b, a, c, i, j] + G[b, c, a, j, i]: then the blocks c < a and c > a of row a
+  // are each one [P, n*P] matrix (strided view), multiplied with the contiguous ê of those views.
+  // The blocks a == c of grad are never read.
+  const at::Tensor Hs = (G.permute({0, 1, 3, 2, 4}) + G.permute({0, 2, 4, 1, 3})).contiguous();
+  at::Tensor g_hat = at::zeros({B, V, P, D}, e_hat.options());
+  for (int64_t a = 0; a < V; ++a) {
+    at::Tensor g_a = g_hat.select(1, a);  // [B, P, D]
+    const at::Tensor H_a = Hs.select(1, a);  // [B, P, V, P]
+    if (a > 0) {
+      const at::Tensor lhs = H_a.narrow(2, 0, a).reshape({B, P, a * P});
+      const at::Tensor rhs = e_hat.narrow(1, 0, a).reshape({B, a * P, D});
+      g_a.baddbmm_(lhs, rhs);
+    }
+    if (a + 1 < V) {
+      const int64_t n = V - a - 1;
+      const at::Tensor lhs = H_a.narrow(2, a + 1, n).reshape({B, P, n * P});
+      g_a.baddbmm_(lhs, views_after(e_hat, a));
+    }
+  }
+  // Normalisation backward, ê = e / max(|e|, eps):
+  //   |e| > eps: (g - (g.ê) ê) / |e|;   |e| <= eps (ê = e / eps, linear): g / eps.
+  const at::Tensor dot = (g_hat * e_hat).sum(-1, /*keepdim=*/true);
+  const at::Tensor big = nz.norm > kNormEps;
+  const at::Tensor grad_e = at::where(big, (g_hat - dot * e_hat) / nz.norm.clamp_min(kNormEps),
+                                      g_hat / kNormEps);
+  return grad_e.to(emb.scalar_type());
 }
 
 }  // namespace hatch::cpu

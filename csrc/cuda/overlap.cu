@@ -1,12 +1,65 @@
-#include "kernels.h"
+// patch_overlap on CUDA: one thread per (taking-part source pixel, view pair), histogrammed into int32
+// counts (shared memory per block when P^2 is small), then one elementwise pass M = count / den.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include "../common/checks.h"
 #include "../common/geometry.h"
+#include "kernels.h"
+#include "launch.cuh"
+#include "reprojection.cuh"
 
 namespace hatch::cuda {
+namespace {
+
+// out[b, a, c, i, j] = counts[b, a, c, i, j] / den[b, a, i] (0 where den is 0), every element written.
+template <typename scalar_t>
+__global__ void overlap_ratios_kernel(const int32_t* __restrict__ counts,
+                                      const int32_t* __restrict__ den, int64_t V, int64_t P,
+                                      int64_t total, scalar_t* __restrict__ out) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = (k / P) % P;
+    const int64_t t = k / (P * P);  // (b * V + a) * V + c
+    const int64_t ba = t / V;       // b * V + a
+    out[k] = overlap_ratio<scalar_t>(counts[k], den[ba * P + i]);
+  }
+}
+
+}  // namespace
 
 at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
                          int64_t grid_h, int64_t grid_w, double abs_tol, double rel_tol, int64_t stride) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "hatch.patch_overlap: cuda kernel not written yet");
+  const char* op = "patch_overlap";
+  const GeometryDims dims =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_cuda(op, "depth", depth);
+  const c10::cuda::CUDAGuard guard(depth.device());
+  const int64_t B = dims.B, V = dims.V, P = dims.P;
+  const PixelGrid g = PixelGrid::make(dims.H, dims.W, grid_h, grid_w, stride);
+  check_count_limits(op, g);
+
+  // Float64 projection numbers, computed (and validated: singular K, bad poses) on the CPU.
+  const at::Tensor proj = pair_projections(op, K, cam_to_world).to(depth.device()).contiguous();
+  const at::Tensor d = depth.contiguous();
+  const auto int_opts = depth.options().dtype(at::kInt);
+
+  at::Tensor den = at::zeros({B, V, P}, int_opts);
+  launch_cell_valid_counts(d, g, B * V, den);
+  at::Tensor counts = at::zeros({B, V, V, P, P}, int_opts);
+  launch_pair_counts(d, proj, Triples::every(B, V), g, abs_tol, rel_tol, counts);
+
+  at::Tensor out = at::empty({B, V, V, P, P}, depth.options());
+  const int64_t total = out.numel();
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "hatch_overlap_ratios", [&] {
+    overlap_ratios_kernel<scalar_t><<<blocks_for(total), kThreads, 0, current_stream()>>>(
+        counts.data_ptr<int32_t>(), den.data_ptr<int32_t>(), V, P, total, out.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
 }
 
 }  // namespace hatch::cuda

@@ -1,0 +1,99 @@
+"""The `hatch` command line.
+
+    hatch demo                      the whole recipe on synthetic data with the tiny model (this machine)
+    hatch train --config FILE       every stage of a config (resumes after an interruption)
+    hatch eval --model DIR --benchmark spar-mv|mindcube|mmsi|synthetic --data PATH
+    hatch data synth / hatch data show
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="run the stages of a HATCH config (resumable)")
+    p.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from hatch.pipeline.runner import run_from_file
+
+    run_from_file(args.config)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on a benchmark")
+    p.add_argument("--model", required=True, help="model directory (from_pretrained)")
+    p.add_argument("--benchmark", required=True, action="append",
+                   choices=["spar-mv", "mindcube", "mmsi", "synthetic"],
+                   help="benchmark format; repeat with --data for several")
+    p.add_argument("--data", required=True, action="append", help="benchmark file or directory")
+    p.add_argument("--out", default=None, help="output directory (default: <model>/eval)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--actor", action="store_true", help="prompt for actions then answer (ActoR)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from hatch.eval.run import evaluate_cli
+
+    if len(args.benchmark) != len(args.data):
+        raise SystemExit("hatch eval: give one --data per --benchmark "
+                         f"(got {len(args.benchmark)} benchmarks and {len(args.data)} data paths)")
+    evaluate_cli(args)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole recipe on synthetic data with the tiny model")
+    p.add_argument("--out", default="runs/demo", help="run and report directory")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from hatch.pipeline.demo import run_demo
+
+    report = run_demo(args.out, quick=args.quick)
+    print(f"hatch demo: report written to {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    try:
+        from hatch.data.cli import register as register_data
+    except ImportError:  # the data commands are optional in a partial checkout
+        register_data = None
+    if register_data is not None:
+        register_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from hatch.utils.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:  # one clear line, no traceback
+        print(f"hatch {args.command}: bad config: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hatch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

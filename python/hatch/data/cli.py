@@ -1,0 +1,125 @@
+"""`hatch data ...` commands: `register(subparsers)` adds them to the top-level `hatch` parser.
+
+    hatch data synth --out DIR --num N [--views V] [--size S] [--seed K] [--bench-num M]
+        N synthetic samples in the SPAR-7M-RGBD layout under DIR (DIR/synthetic/images/...,
+        DIR/qa_jsonl/train/...), plus M further samples (a disjoint part of the same seeded stream) as
+        benchmark files: DIR/benchmarks/spar_bench.jsonl, mindcube.jsonl, mmsi.parquet.
+    hatch data show SAMPLE --out PNG [--index I] [--grid G] [--top T]
+        SAMPLE: a SPAR-7M-RGBD root (e.g. DIR above; --index picks the record) or "synth[:SEED]"
+        (generates sample --index of that seed). Draws views, depth and the PaStA overlap lines.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CHUNK = 64   # samples held in memory at once while writing
+
+
+def _synth(args) -> int:
+    from tqdm import tqdm
+
+    from . import mindcube, mmsi, spar
+    from .synthetic import SceneConfig, iter_samples
+
+    cfg = SceneConfig(views=args.views, size=args.size).validate()
+    out = Path(args.out)
+    chunk = []
+    bar = tqdm(total=args.num, desc="synth", unit="sample")
+    first = True
+    for s in iter_samples(args.num, seed=args.seed, config=cfg):
+        chunk.append(s)
+        if len(chunk) == CHUNK:
+            spar.write_spar_rgbd(chunk, out, append=not first)
+            first, chunk = False, []
+        bar.update(1)
+    if chunk:
+        spar.write_spar_rgbd(chunk, out, append=not first)
+    bar.close()
+    if args.bench_num > 0:
+        bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
+                          total=args.bench_num, desc="benchmarks", unit="sample"))
+        bdir = out / "benchmarks"
+        spar.write_spar_bench(bench, bdir / "spar_bench.jsonl")
+        mc = [s for s in bench if s.category in mindcube.COUNTED]
+        if mc:
+            mindcube.write_mindcube(mc, bdir / "mindcube.jsonl")
+        choice = [s for s in bench if s.answer_type == "mc"]
+        if choice:
+            mmsi.write_mmsi(choice, bdir / "mmsi.parquet")
+    print(f"hatch data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
+    return 0
+
+
+def _show(args) -> int:
+    from .show import draw_sample
+
+    src = str(args.sample)
+    if src.startswith("synth"):
+        from .synthetic import SceneConfig, generate_sample
+
+        seed = int(src.split(":", 1)[1]) if ":" in src else 0
+        sample = generate_sample(args.index, seed, SceneConfig(views=args.views, size=args.size))
+    else:
+        from .spar import iter_spar_rgbd
+
+        sample = next((s for k, s in enumerate(iter_spar_rgbd(src, strict=True)) if k == args.index), None)
+        if sample is None:
+            print(f"hatch data show: {src} has no record {args.index}", file=sys.stderr)
+            return 2
+    out = draw_sample(sample, args.out, grid=args.grid, top=args.top)
+    print(f"hatch data show: {sample.id} -> {out}")
+    return 0
+
+
+def _positive(x: str) -> int:
+    v = int(x)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {x}")
+    return v
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `data synth` and `data show` to a top-level `hatch` subparsers object."""
+    p = subparsers.add_parser("data", help="synthetic data and dataset tools")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    s = sub.add_parser("synth", help="generate synthetic multi-view samples (SPAR-7M-RGBD layout)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--num", type=_positive, required=True, help="training samples")
+    s.add_argument("--views", type=int, default=2, help="cameras per sample (2-4)")
+    s.add_argument("--size", type=int, default=224, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bench-num", type=_positive, default=None,
+                   help="extra samples written as benchmark files (default min(num, 100))")
+    s.set_defaults(func=lambda a: _synth(_fill_bench(a)))
+
+    w = sub.add_parser("show", help="draw a sample's views, depth and cell overlaps to a PNG")
+    w.add_argument("sample", help='a SPAR-7M-RGBD root directory, or "synth[:SEED]"')
+    w.add_argument("--out", required=True, help="PNG to write")
+    w.add_argument("--index", type=_positive, default=0, help="which record / synthetic index")
+    w.add_argument("--grid", type=int, default=4, help="cells per side")
+    w.add_argument("--top", type=int, default=8, help="overlap lines per view pair")
+    w.add_argument("--views", type=int, default=2, help="(synth) cameras")
+    w.add_argument("--size", type=int, default=224, help="(synth) image side")
+    w.set_defaults(func=_show)
+    return p
+
+
+def _fill_bench(args):
+    if args.bench_num is None:
+        args.bench_num = min(args.num, 100)
+    return args
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (`python -m hatch.data.cli data synth ...`) for trying the commands."""
+    parser = argparse.ArgumentParser(prog="hatch")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The configuration of a HATCH run (`hatch train --config FILE`), checked completely at load time.
+
+    model: tiny                 # "tiny" (built offline) or a local Qwen2.5-VL directory
+    output_dir: runs/hatch
+    stages: [pasta, qa_sft, actor_sft, grpo, eval]
+    data: {kind: synthetic, num_train: 64, num_eval: 16, views: 2, size: 112}
+    pasta: {max_steps: 60, learning_rate: 1.0e-3}          # hatch.pasta.stage.PastaConfig fields
+    qa_sft: {max_steps: 40}                                # hatch.actor.sft.SFTOptions fields
+    actor_sft: {max_steps: 80}                             # hatch.actor.sft.SFTOptions fields
+    grpo: {max_steps: 30, num_generations: 4}              # hatch.actor.grpo.GRPOOptions fields
+    eval: {synthetic: true, benchmarks: [{name: spar-mv, path: /data/spar_bench}]}
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hatch.utils.config import ConfigError, check, from_dict, load_mapping
+
+STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
+# Filled in by the runner (or taken from the `data` section), never by a stage's own section.
+_RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
+                  "train_seed", "eval_seed"}
+
+
+@dataclass
+class DataSection:
+    kind: Literal["synthetic", "spar"] = "synthetic"
+    path: str | None = None           # SPAR-7M-RGBD root (kind: spar)
+    split: str | None = None          # qa_jsonl split to read (kind: spar); None = all
+    num_train: int = 64               # synthetic: samples generated for training
+    num_eval: int = 16                # held-out samples (synthetic: a disjoint seed range)
+    views: int = 2
+    size: int = 112
+    seed: int = 0
+    actor_fraction: float = 0.1       # the ActoR cold start uses this share of the training data
+
+    def __post_init__(self):
+        check(self.num_train >= 1, "data.num_train", f"must be >= 1, got {self.num_train}")
+        check(self.num_eval >= 1, "data.num_eval", f"must be >= 1, got {self.num_eval}")
+        check(2 <= self.views <= 4, "data.views", f"must be 2, 3 or 4, got {self.views}")
+        check(self.size >= 56, "data.size", f"must be >= 56 pixels, got {self.size}")
+        check(0 < self.actor_fraction <= 1, "data.actor_fraction",
+              f"must be in (0, 1], got {self.actor_fraction}")
+        if self.kind == "spar":
+            check(self.path is not None, "data.path", "is required when data.kind is 'spar'")
+            check(Path(self.path).is_dir(), "data.path", f"no such directory: {self.path}")
+
+
+@dataclass
+class BenchmarkSpec:
+    name: Literal["spar-mv", "mindcube", "mmsi", "synthetic"]
+    path: str
+
+    def __post_init__(self):
+        check(Path(self.path).exists(), f"eval.benchmarks[{self.name}].path", f"not found: {self.path}")
+
+
+@dataclass
+class EvalSection:
+    synthetic: bool = True            # evaluate on the held-out samples of `data`
+    benchmarks: list[BenchmarkSpec] = field(default_factory=list)
+    actor: bool = True                # ActoR prompt (actions, then the answer)
+    max_new_tokens: int = 160
+    batch_size: int = 8
+    limit: int | None = None          # at most this many questions per benchmark
+
+    def __post_init__(self):
+        check(self.max_new_tokens >= 1, "eval.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.limit is None or self.limit >= 1, "eval.limit", f"must be >= 1, got {self.limit}")
+
+
+@dataclass
+class HatchConfig:
+    model: str = "tiny"
+    output_dir: str = "runs/hatch"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    data: DataSection = field(default_factory=DataSection)
+    pasta: dict[str, Any] = field(default_factory=dict)
+    qa_sft: dict[str, Any] = field(default_factory=dict)
+    actor_sft: dict[str, Any] = field(default_factory=dict)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def __post_init__(self):
+        unknown = [s for s in self.stages if s not in STAGES]
+        check(not unknown, "stages", f"unknown stage(s) {unknown} (known: {list(STAGES)})")
+        check(len(set(self.stages)) == len(self.stages), "stages", f"a stage is listed twice: {self.stages}")
+        order = [STAGES.index(s) for s in self.stages]
+        check(order == sorted(order), "stages", f"must follow the recipe's order {list(STAGES)}")
+        check(bool(self.stages), "stages", "is empty: name at least one stage")
+        if self.model != "tiny":
+            check(Path(self.model).is_dir(), "model",
+                  f"{self.model!r} is neither 'tiny' nor a local model directory")
+        # Each stage's settings are checked now against the stage's own options class, so that a typo
+        # fails before hours of earlier stages have run.
+        for name in ("pasta", "qa_sft", "actor_sft", "grpo"):
+            stage_options(name, getattr(self, name))
+
+
+def _options_class(name: str):
+    if name == "pasta":
+        from hatch.pasta.stage import PastaConfig
+
+        return PastaConfig
+    if name in ("qa_sft", "actor_sft"):
+        from hatch.actor.sft import SFTOptions
+
+        return SFTOptions
+    from hatch.actor.grpo import GRPOOptions
+
+    return GRPOOptions
+
+
+def stage_options(name: str, values: dict[str, Any], **runner: Any):
+    """The options object of stage `name` from the config section `values` (+ runner-set fields)."""
+    cls = _options_class(name)
+    user_fields = {f.name for f in dataclasses.fields(cls)} - _RUNNER_FIELDS
+    unknown = sorted(set(values) - user_fields)
+    if unknown:
+        raise ConfigError(f"{name}: unknown key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(user_fields))})")
+    no_default = {f.name for f in dataclasses.fields(cls)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    filled = {k: "<set by the runner>" for k in no_default & _RUNNER_FIELDS}
+    filled.update({k: v for k, v in runner.items() if k in _RUNNER_FIELDS})
+    try:
+        opts = from_dict(cls, {**values, **filled}, where=name)
+        validate = getattr(opts, "validate", None)
+        if callable(validate):
+            validate()
+        return opts
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> HatchConfig:
+    data = load_mapping(path)
+    if overrides:
+        data = {**data, **overrides}
+    return from_dict(HatchConfig, data, where="config")

@@ -1,0 +1,257 @@
+"""Runs a HATCH config stage by stage, resumably.
+
+Layout of a run directory:
+
+    <output_dir>/config.json          the config as resolved (a rerun with a different config refuses)
+    <output_dir>/state.json           finished stages: their model directory and metrics (atomic writes)
+    <output_dir>/model_init/          the built-in tiny model (model: tiny), written atomically
+    <output_dir>/stages/<stage>/      each stage's work; its final model in model/ (atomic), metrics
+
+A stage is marked done only after its outputs are complete, so a run killed at any point (kill -9
+included) redoes at most the stage it was in, never a finished one, and never reads a torn file:
+models are written into a temporary directory and renamed into place, weights as safetensors.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from hatch.data.record import Sample
+from hatch.utils.config import ConfigError
+from hatch.utils.io import atomic_directory, atomic_write_json, clean_partials, read_json
+
+from .config import HatchConfig, load_config, stage_options
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    model_dir: Path | None          # the model the next stage starts from (None: unchanged)
+    metrics: dict = field(default_factory=dict)
+
+
+class Run:
+    """One run directory: the config, the data (built lazily, deterministic) and the stage state."""
+
+    def __init__(self, cfg: HatchConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self._train: list[Sample] | None = None
+        self._eval: list[Sample] | None = None
+
+    # ------------------------------------------------------------------ data
+    def _load_data(self) -> None:
+        d = self.cfg.data
+        if d.kind == "synthetic":
+            from hatch.data.synthetic import SceneConfig, iter_samples
+
+            scene = SceneConfig(views=d.views, size=d.size)
+            self._train = list(iter_samples(d.num_train, seed=d.seed, config=scene))
+            # Held-out samples: indices after the training ones, so never seen in training.
+            self._eval = list(iter_samples(d.num_eval, seed=d.seed, config=scene, start=d.num_train))
+        else:
+            from hatch.data.spar import read_spar_rgbd
+
+            samples, _ = read_spar_rgbd(d.path, split=d.split)
+            if len(samples) < 2:
+                raise ConfigError(f"data.path: {d.path} holds {len(samples)} readable samples; need >= 2")
+            n_eval = min(d.num_eval, len(samples) // 2)
+            self._train, self._eval = samples[:-n_eval], samples[-n_eval:]
+
+    @property
+    def train(self) -> list[Sample]:
+        if self._train is None:
+            self._load_data()
+        return self._train
+
+    @property
+    def held_out(self) -> list[Sample]:
+        if self._eval is None:
+            self._load_data()
+        return self._eval
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.json"
+
+    def state(self) -> dict:
+        return read_json(self.state_path, default={"stages": {}})
+
+    def mark_done(self, stage: str, result: StageResult, seconds: float) -> None:
+        state = self.state()
+        state["stages"][stage] = {"done": True, "seconds": round(seconds, 1),
+                                  "model_dir": str(result.model_dir) if result.model_dir else None,
+                                  "metrics": result.metrics}
+        atomic_write_json(self.state_path, state)
+
+    def initial_model(self) -> Path:
+        if self.cfg.model != "tiny":
+            return Path(self.cfg.model)
+        path = self.out / "model_init"
+        if not (path / "config.json").exists():
+            from hatch.models.tiny import build_tiny_model
+
+            with atomic_directory(path) as tmp:
+                build_tiny_model(tmp, seed=self.cfg.seed)
+        return path
+
+
+def save_model(model, processor, path: Path) -> Path:
+    """Atomically writes a (LoRA-merged) model and its processor to `path` (safetensors)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+    return path
+
+
+# ---------------------------------------------------------------------- stages
+def _pasta(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
+    from hatch.pasta.stage import run_pasta_stage
+
+    opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir),
+                         output_dir=str(stage_dir / "work"))
+    metrics = run_pasta_stage(opts, run.train, run.held_out)
+    from hatch.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(metrics["checkpoint"])
+    final = save_model(model, processor, stage_dir / "model")
+    return StageResult(final, {k: v for k, v in metrics.items() if k != "checkpoint"})
+
+
+def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]) -> StageResult:
+    from hatch.actor.sft import run_sft
+    from hatch.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(model_dir)
+    opts = stage_options(name, getattr(run.cfg, name))
+    trainer = run_sft(model, processor, rows, stage_dir / "work", opts)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    final = save_model(trainer.model, processor, stage_dir / "model")
+    return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
+                               "first_loss": losses[0] if losses else None,
+                               "last_loss": losses[-1] if losses else None})
+
+
+def _qa_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
+    from hatch.actor.formatting import qa_sft_row
+
+    return _sft(run, model_dir, stage_dir, "qa_sft", [qa_sft_row(s) for s in run.train])
+
+
+def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
+    from hatch.actor.formatting import cold_start_row
+    from hatch.actor.recipe import held_out_rewards
+    from hatch.models.loading import load_model_and_processor
+
+    n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
+    result = _sft(run, model_dir, stage_dir, "actor_sft", [cold_start_row(s) for s in run.train[:n]])
+    model, processor = load_model_and_processor(result.model_dir)
+    rewards = held_out_rewards(model, processor, run.held_out, run.cfg.eval.max_new_tokens,
+                               run.cfg.eval.batch_size)
+    result.metrics.update({f"held_out_{k}": v for k, v in rewards.items()})
+    return result
+
+
+def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
+    from hatch.actor.formatting import grpo_row
+    from hatch.actor.grpo import run_grpo
+    from hatch.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(model_dir)
+    opts = stage_options("grpo", run.cfg.grpo)
+    trainer = run_grpo(model, processor, [grpo_row(s) for s in run.train], stage_dir / "work", opts)
+    logs = [e for e in trainer.state.log_history if "rewards/format_reward/mean" in e]
+    metrics: dict = {"steps": trainer.state.global_step,
+                     "reward_log": str(stage_dir / "work" / "reward_log.json"),
+                     "plot": str(stage_dir / "work" / "rewards.png") if opts.plot else None}
+    for name in ("action", "answer", "format"):
+        vals = [e[f"rewards/{name}_reward/mean"] for e in logs]
+        k = max(1, len(vals) // 5)
+        metrics[f"{name}_reward_first"] = sum(vals[:k]) / k if vals else None
+        metrics[f"{name}_reward_last"] = sum(vals[-k:]) / k if vals else None
+    final = save_model(trainer.model, processor, stage_dir / "model")
+    return StageResult(final, metrics)
+
+
+def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
+    from hatch.eval.run import evaluate_samples, load_benchmark, write_results
+    from hatch.models.loading import load_model_and_processor
+
+    e = run.cfg.eval
+    model, processor = load_model_and_processor(model_dir)
+    records = []
+    if e.synthetic:
+        held = run.held_out[:e.limit] if e.limit else run.held_out
+        records += evaluate_samples(model, processor, held, "synthetic", actor=e.actor,
+                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+    for b in e.benchmarks:
+        samples = load_benchmark(b.name, b.path, e.limit)
+        records += evaluate_samples(model, processor, samples, b.name, actor=e.actor,
+                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+    summary = write_results(stage_dir, "hatch (this run)", records)
+    return StageResult(None, {"summary": summary, "results": str(stage_dir / "results.json")})
+
+
+STAGE_FUNCS: dict[str, Callable[[Run, Path, Path], StageResult]] = {
+    "pasta": _pasta, "qa_sft": _qa_sft, "actor_sft": _actor_sft, "grpo": _grpo, "eval": _eval}
+
+
+def _check_same_config(run: Run) -> None:
+    saved = read_json(run.out / "config.json")
+    now = asdict(run.cfg)
+    if saved is not None and saved != now:
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise ConfigError(f"output_dir {run.out} holds a run with a different config (changed: "
+                          f"{', '.join(changed)}); use another output_dir or delete that one")
+    if saved is None:
+        atomic_write_json(run.out / "config.json", now)
+
+
+def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> dict:
+    """Runs every stage of `cfg` not yet done in its output_dir; returns the final state."""
+    run = Run(cfg)
+    run.out.mkdir(parents=True, exist_ok=True)
+    _check_same_config(run)
+    for leftover in clean_partials(run.out):
+        log.info("removed the leftover of an interrupted write: %s", leftover)
+    model_dir = run.initial_model()
+    done = run.state()["stages"]
+    for k, stage in enumerate(cfg.stages, 1):
+        head = f"[{k}/{len(cfg.stages)}] {stage}"
+        if done.get(stage, {}).get("done"):
+            model_dir = Path(done[stage]["model_dir"] or model_dir)
+            progress(f"{head}: done in an earlier run, skipped")
+            continue
+        progress(f"{head}: running (from {model_dir})")
+        start = time.time()
+        result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / stage)
+        seconds = time.time() - start
+        run.mark_done(stage, result, seconds)
+        model_dir = result.model_dir or model_dir
+        progress(f"{head}: finished in {seconds:.0f}s — {_brief(result.metrics)}")
+    state = run.state()
+    state["final_model"] = str(model_dir)
+    atomic_write_json(run.state_path, state)
+    return state
+
+
+def _brief(metrics: dict) -> str:
+    items = []
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            items.append(f"{k}={v:.3g}")
+        elif isinstance(v, (int, bool)) and not isinstance(v, dict):
+            items.append(f"{k}={v}")
+    return ", ".join(items[:8]) or "ok"
+
+
+def run_from_file(path: str | Path) -> dict:
+    return run_pipeline(load_config(path))
