@@ -102,6 +102,11 @@ def markdown(rows: list[dict], meta: dict, plots: list[Path] | None = None,
         lines += [f"* device-to-device copy bandwidth: {meta['copy_bandwidth_Bps'] / 1e9:.0f} GB/s", ""]
     lines += targets_table(rows, meta, device)
     lines += ["## Results", ""] + results_table(rows)
+    missed = [t.text for t, v in evaluate(rows, meta, device) if v.verdict == "MISS"]
+    if missed or meta.get("notes"):
+        lines += ["## Closing note", ""]
+        lines += [f"* missed: {m}" for m in missed] + [""]
+        lines += [meta.get("notes") or "*Why: not written yet (`--notes FILE` adds it).*", ""]
     if plots:
         lines += ["## Plots", ""]
         for p in plots:

@@ -113,6 +113,8 @@ def parse_args(argv=None):
                     "(default: 12 GiB on CPU, 80%% of the GPU's memory on CUDA; quick: 1 GiB)")
     ap.add_argument("--target-s", type=float, help="seconds of counted repetitions per (case, provider)")
     ap.add_argument("--threads", type=int, help="torch threads per worker (default: all cores; quick: 1)")
+    ap.add_argument("--notes", type=Path, metavar="FILE", help="markdown for the closing note (why targets "
+                    "were missed); stored in the data file")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--update-readme", action="store_true", help="put the table into benchmarks/README.md")
     return ap.parse_args(argv)
@@ -122,6 +124,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_data:
         rows, meta = read_data(args.from_data)
+        if args.notes:
+            meta["notes"] = args.notes.read_text()
         out = args.out if "--out" in (argv or sys.argv) else args.from_data.parent
         md = render(rows, meta, out, args.from_data.stem, plots=not args.no_plots)
         print(md.read_text())
@@ -156,7 +160,8 @@ def main(argv=None) -> int:
             "copy_bandwidth_Bps": measure_bandwidth(args.device),
             "command": "python -m benchmarks.report " + " ".join(shlex.quote(a) for a in
                                                                    (argv if argv is not None else sys.argv[1:])),
-            "duration_s": time.time() - t0}
+            "duration_s": time.time() - t0,
+            "notes": args.notes.read_text() if args.notes else ""}
     stem = f"results_{args.device}" + ("_quick" if args.quick else "")
     data = write_data(rows, meta, args.out, stem)
     md = render(rows, meta, args.out, stem, plots=not args.no_plots)

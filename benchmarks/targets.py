@@ -35,9 +35,14 @@ def time_ratio(base: dict, other: dict) -> float:
     return base["time_median_ms"] / other["time_median_ms"]
 
 
+# Peaks below this count as this much in ratios: the RSS method resolves a few hundred KiB at best (other
+# small allocations of the process), so a 0.1 MiB peak must not make a 20000x "saving".
+MEM_FLOOR = 1024 ** 2
+
+
 def mem_ratio(base: dict, other: dict) -> float:
-    """How many times less peak memory `other` needs than `base` (a page, 4 KiB, at least)."""
-    return max(base["peak_mem_bytes"], 4096) / max(other["peak_mem_bytes"], 4096)
+    """How many times less peak memory `other` needs than `base` (peaks floored at MEM_FLOOR)."""
+    return max(base["peak_mem_bytes"], MEM_FLOOR) / max(other["peak_mem_bytes"], MEM_FLOOR)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import pytest
 from benchmarks.cases import Case
 from benchmarks.harness import ROW_FIELDS, Settings, run_cases
 from benchmarks.render import markdown, with_ratios
+from benchmarks.targets import MEM_FLOOR
 
 
 @pytest.mark.timeout(120)
@@ -52,7 +53,7 @@ def test_harness_rows_schema_values_and_ratios(tmp_path):
             base = naive[r["pass"]]
             assert r["speedup"] == pytest.approx(base["time_median_ms"] / r["time_median_ms"])
             assert r["mem_saving"] == pytest.approx(
-                max(base["peak_mem_bytes"], 4096) / max(r["peak_mem_bytes"], 4096))
+                max(base["peak_mem_bytes"], MEM_FLOOR) / max(r["peak_mem_bytes"], MEM_FLOOR))
         else:
             assert r["speedup"] is None and r["mem_saving"] is None
     md = markdown(rows, {"device": "cpu"})
