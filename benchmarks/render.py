@@ -123,6 +123,7 @@ def plot_sweeps(rows: list[dict], out_dir: Path, device: str, prefix: str | None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -146,6 +147,9 @@ def plot_sweeps(rows: list[dict], out_dir: Path, device: str, prefix: str | None
         for ax, ylabel in ((ax_t, f"{pass_} time (ms)"), (ax_m, "peak memory (MiB)")):
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.set_xticks(sorted({xof(r) for r in sel}))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
