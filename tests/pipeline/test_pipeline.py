@@ -56,6 +56,20 @@ def test_demo_quick_report(tmp_path):
     assert "HATCH 3B (paper)" in md and "## PaStA" in md and "## GRPO" in md
     assert (out / "report" / "grpo_rewards.png").stat().st_size > 1000
     assert (out / "report" / "pasta_matches.png").stat().st_size > 1000
+    # `hatch eval` on the final model and two benchmark files written by the demo.
+    model = out / "stages" / "grpo" / "model"
+    ev = subprocess.run([sys.executable, "-m", "hatch.cli", "eval", "--model", str(model), "--actor",
+                         "--benchmark", "mmsi", "--data", str(out / "benchmarks" / "mmsi.parquet"),
+                         "--benchmark", "mindcube", "--data", str(out / "benchmarks" / "mindcube.jsonl"),
+                         "--limit", "3", "--max-new-tokens", "8", "--out", str(tmp_path / "ev")],
+                        env=ENV, capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["summary"]["mmsi"]["n"] == 3 and results["summary"]["mindcube"]["n"] <= 3
+    assert "Overall" not in results["summary"]                # only two of the three benchmarks
+    assert all(r["answer_type"] == "mc" for r in results["records"] if r["benchmark"] == "mmsi")
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert "MMSI-Bench Avg" in md and "MindCube-Tiny Avg" in md and "HATCH 3B (paper)" in md
     # Every stage's model is stored as safetensors, nothing as a pickle.
     for stage in ("pasta", "qa_sft", "actor_sft", "grpo"):
         files = {p.suffix for p in (out / "stages" / stage / "model").iterdir()}
