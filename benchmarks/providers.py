@@ -88,15 +88,13 @@ def kornia_patch_overlap(depth, K, cam_to_world, grid_h=4, grid_w=None, abs_tol=
     from kornia.geometry.depth import depth_to_3d_v2
     from kornia.geometry.linalg import inverse_transformation, transform_points
 
-    from hatch_ext.reference import cell_index
+    from hatch_ext.reference import overlap_from_projection, taking_part
 
     grid_w = grid_h if grid_w is None else grid_w
     B, V, H, W = depth.shape
-    N, P, dt, dev = H * W, grid_h * grid_w, depth.dtype, depth.device
+    N, dt = H * W, depth.dtype
     K, T = K.to(dt), cam_to_world.to(dt)
-    rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
-    take = (rr % stride == 0) & (cc % stride == 0)
-    valid = torch.isfinite(depth) & (depth > 0) & take
+    valid = taking_part(depth, stride)
     d = torch.where(valid, depth, torch.zeros_like(depth))
 
     # kornia wants one batch dim: (B*V, H, W) depth with (B*V, 3, 3) intrinsics.
@@ -106,28 +104,8 @@ def kornia_patch_overlap(depth, K, cam_to_world, grid_h=4, grid_w=None, abs_tol=
     T_ca = T_inv[:, None] @ T[:, :, None]                                           # [B, V(a), V(c), 4, 4]
     X_c = transform_points(T_ca.reshape(-1, 4, 4), pts.reshape(-1, N, 3)).reshape(B, V, V, N, 3)
     uv = project_points(X_c, K[:, None, :, None].expand(B, V, V, 1, 3, 3))         # [B, V, V, N, 2]
-    z = X_c[..., 2]
-    col_f, row_f = torch.floor(uv[..., 0] + 0.5), torch.floor(uv[..., 1] + 0.5)
-    inside = (z > 1e-6) & (col_f >= 0) & (col_f < W) & (row_f >= 0) & (row_f < H)
-    col = torch.where(inside, col_f, torch.zeros_like(col_f)).long()
-    row = torch.where(inside, row_f, torch.zeros_like(row_f)).long()
-
-    D_c = torch.gather(depth.reshape(B, 1, V, N).expand(B, V, V, N), -1, row * W + col)
-    D_ok = torch.isfinite(D_c) & (D_c > 0)
-    D_c = torch.where(D_ok, D_c, torch.zeros_like(D_c))
-    visible = inside & D_ok & ((z - D_c).abs() <= abs_tol + rel_tol * D_c)
-    visible = visible & valid.reshape(B, V, 1, N)
-    visible = visible & ~torch.eye(V, dtype=torch.bool, device=dev)[None, :, :, None]
-
-    cell_a = cell_index(rr, cc, H, W, grid_h, grid_w).reshape(N)
-    cell_c = cell_index(row, col, H, W, grid_h, grid_w)
-    num = torch.zeros(B, V, V, P * P, dtype=dt, device=dev)
-    num.scatter_add_(-1, cell_a * P + cell_c, visible.to(dt))
-    den = torch.zeros(B, V, P, dtype=dt, device=dev)
-    den.scatter_add_(-1, cell_a.expand(B, V, N), valid.reshape(B, V, N).to(dt))
-    den = den[:, :, None, :, None]
-    M = num.reshape(B, V, V, P, P)
-    return torch.where(den > 0, M / den.clamp_min(1), torch.zeros_like(M))
+    return overlap_from_projection(depth, valid, X_c[..., 2], uv[..., 0], uv[..., 1], grid_h, grid_w,
+                                   abs_tol, rel_tol)
 
 
 class Kornia(Provider):

@@ -22,34 +22,26 @@ def cell_index(rows: Tensor, cols: Tensor, H: int, W: int, grid_h: int, grid_w: 
     return (rows * grid_h // H) * grid_w + (cols * grid_w // W)
 
 
-def patch_overlap(depth: Tensor, K: Tensor, cam_to_world: Tensor, grid_h: int = GRID,
-                  grid_w: int | None = None, abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL,
-                  stride: int = STRIDE) -> Tensor:
-    grid_w = grid_h if grid_w is None else grid_w
+def taking_part(depth: Tensor, stride: int) -> Tensor:
+    """[B, V, H, W] bool: pixels with valid depth (finite, > 0) on the stride grid."""
+    H, W = depth.shape[-2:]
+    rr, cc = torch.meshgrid(torch.arange(H, device=depth.device), torch.arange(W, device=depth.device),
+                            indexing="ij")
+    take = (rr % stride == 0) & (cc % stride == 0)
+    return torch.isfinite(depth) & (depth > 0) & take
+
+
+def overlap_from_projection(depth: Tensor, valid: Tensor, z: Tensor, u: Tensor, v: Tensor,
+                            grid_h: int, grid_w: int, abs_tol: float, rel_tol: float) -> Tensor:
+    """DESIGN.md's visibility test and overlap (steps 1-2) once every pixel of every view a has been
+    projected into every view c: z (depth in c), u (column), v (row) are [B, V(a), V(c), H*W], u and v
+    before rounding (any value where z <= 1e-6). valid: [B, V, H, W] pixels taking part. Returns M."""
     B, V, H, W = depth.shape
     N, P = H * W, grid_h * grid_w
     dt, dev = depth.dtype, depth.device
-    K = K.to(dt)
-    T = cam_to_world.to(dt)
-
-    rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
-    take = (rr % stride == 0) & (cc % stride == 0)
-    valid = torch.isfinite(depth) & (depth > 0) & take                      # [B, V, H, W]
-    d = torch.where(valid, depth, torch.zeros_like(depth)).reshape(B, V, 1, N)
-
-    # Unproject every pixel of every view: X_a = d K_a^-1 (u, v, 1), u = column, v = row.
-    pix = torch.stack([cc, rr, torch.ones_like(rr)]).to(dt).reshape(3, N)
-    X_a = (torch.linalg.inv(K) @ pix) * d                                    # [B, V, 3, N]
-    X_w = T[..., :3, :3] @ X_a + T[..., :3, 3:]                              # [B, V, 3, N]
-    T_inv = torch.linalg.inv(T)
-    # Into every view c: [B, V(a), V(c), 3, N].
-    X_c = T_inv[:, None, :, :3, :3] @ X_w[:, :, None] + T_inv[:, None, :, :3, 3:]
-    z = X_c[..., 2, :]
-    proj = K[:, None] @ X_c
     front = z > 1e-6
-    z_safe = torch.where(front, z, torch.ones_like(z))
-    col_f = torch.floor(proj[..., 0, :] / z_safe + 0.5)
-    row_f = torch.floor(proj[..., 1, :] / z_safe + 0.5)
+    col_f = torch.floor(u + 0.5)
+    row_f = torch.floor(v + 0.5)
     inside = front & (col_f >= 0) & (col_f < W) & (row_f >= 0) & (row_f < H)
     col = torch.where(inside, col_f, torch.zeros_like(col_f)).long()
     row = torch.where(inside, row_f, torch.zeros_like(row_f)).long()
@@ -63,6 +55,7 @@ def patch_overlap(depth: Tensor, K: Tensor, cam_to_world: Tensor, grid_h: int = 
     visible = visible & valid.reshape(B, V, 1, N)
     visible = visible & ~torch.eye(V, dtype=torch.bool, device=dev)[None, :, :, None]
 
+    rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     cell_a = cell_index(rr, cc, H, W, grid_h, grid_w).reshape(N)
     cell_c = cell_index(row, col, H, W, grid_h, grid_w)                     # [B, V, V, N]
     num = torch.zeros(B, V, V, P * P, dtype=dt, device=dev)
@@ -72,6 +65,33 @@ def patch_overlap(depth: Tensor, K: Tensor, cam_to_world: Tensor, grid_h: int = 
     den = den[:, :, None, :, None]
     M = num.reshape(B, V, V, P, P)
     return torch.where(den > 0, M / den.clamp_min(1), torch.zeros_like(M))
+
+
+def patch_overlap(depth: Tensor, K: Tensor, cam_to_world: Tensor, grid_h: int = GRID,
+                  grid_w: int | None = None, abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL,
+                  stride: int = STRIDE) -> Tensor:
+    grid_w = grid_h if grid_w is None else grid_w
+    B, V, H, W = depth.shape
+    N = H * W
+    dt, dev = depth.dtype, depth.device
+    K = K.to(dt)
+    T = cam_to_world.to(dt)
+    valid = taking_part(depth, stride)                                       # [B, V, H, W]
+    d = torch.where(valid, depth, torch.zeros_like(depth)).reshape(B, V, 1, N)
+
+    # Unproject every pixel of every view: X_a = d K_a^-1 (u, v, 1), u = column, v = row.
+    rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    pix = torch.stack([cc, rr, torch.ones_like(rr)]).to(dt).reshape(3, N)
+    X_a = (torch.linalg.inv(K) @ pix) * d                                    # [B, V, 3, N]
+    X_w = T[..., :3, :3] @ X_a + T[..., :3, 3:]                              # [B, V, 3, N]
+    T_inv = torch.linalg.inv(T)
+    # Into every view c: [B, V(a), V(c), 3, N].
+    X_c = T_inv[:, None, :, :3, :3] @ X_w[:, :, None] + T_inv[:, None, :, :3, 3:]
+    z = X_c[..., 2, :]
+    proj = K[:, None] @ X_c
+    z_safe = torch.where(z > 1e-6, z, torch.ones_like(z))
+    return overlap_from_projection(depth, valid, z, proj[..., 0, :] / z_safe, proj[..., 1, :] / z_safe,
+                                   grid_h, grid_w, abs_tol, rel_tol)
 
 
 def normalize(emb: Tensor) -> Tensor:
