@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hatch.pipeline.config import load_config
@@ -104,6 +105,20 @@ def test_resume_after_kill_mid_stage(tmp_path):
     state = json.loads((out / "state.json").read_text())
     assert state["stages"]["qa_sft"]["done"] and state["stages"]["qa_sft"]["metrics"]["steps"] == 30
     assert pasta_model.stat().st_mtime_ns == mtime          # the finished stage was not redone
+
+    # The resumed run ends with exactly the weights of a run that was never interrupted.
+    from safetensors.torch import load_file
+
+    ref_out = tmp_path / "uninterrupted"
+    ref_cfg = _write(tmp_path, output_dir=str(ref_out), stages=["pasta", "qa_sft"])
+    ref = subprocess.run([sys.executable, "-m", "hatch.cli", "train", "--config", str(ref_cfg)],
+                         env=ENV, capture_output=True, text=True, timeout=1200)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    resumed = load_file(out / "stages" / "qa_sft" / "model" / "model.safetensors")
+    straight = load_file(ref_out / "stages" / "qa_sft" / "model" / "model.safetensors")
+    assert resumed.keys() == straight.keys()
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k
 
 
 @pytest.mark.parametrize("change, message", [

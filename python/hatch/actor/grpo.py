@@ -45,6 +45,7 @@ class GRPOOptions:
     sigma_pos: float = DEFAULT_SIGMA_POS   # metres, R_act position scale
     sigma_ang: float = DEFAULT_SIGMA_ANG   # degrees, R_act heading scale
     logging_steps: int = 1
+    save_steps: int | None = None          # Trainer checkpoints every N steps (resume points); None: none
     seed: int = 0
     use_cpu: bool | None = None
     bf16: bool = False
@@ -141,7 +142,8 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         per_device_train_batch_size=opt.batch_size, num_generations=opt.num_generations,
         max_completion_length=opt.max_completion_length, temperature=opt.temperature, beta=opt.beta,
         reward_weights=[opt.lambda_act, opt.lambda_ans, opt.lambda_fmt], logging_steps=opt.logging_steps,
-        seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16, report_to="none", save_strategy="no",
+        seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16, report_to="none",
+        save_strategy="steps" if opt.save_steps else "no", save_steps=opt.save_steps or 500,
         disable_tqdm=True, dataloader_num_workers=0,
         generation_kwargs={"suppress_tokens": vision_token_ids(processor)}, **opt.extra)
     trainer = _trainer_class()(

@@ -52,3 +52,24 @@ def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | N
     model.eval()
     processor = load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
     return model, processor
+
+
+def restore_weights(model, checkpoint: str | Path | None):
+    """Loads the weights of a Trainer `checkpoint-N` directory into `model` (in place) before a resumed
+    `trainer.train(resume_from_checkpoint=...)`.
+
+    Why: transformers 5 saves Qwen2.5-VL checkpoints under the original key names (`visual.*`,
+    `model.layers.*`) and `Trainer._load_from_checkpoint` loads them non-strictly without the key
+    mapping, so on its own a resume silently keeps the stage's *starting* weights. `from_pretrained`
+    applies the mapping. LoRA checkpoints (adapter files only) are left to the Trainer/peft path.
+    """
+    if checkpoint is None:
+        return model
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "adapter_model.safetensors").exists() or not (checkpoint / "config.json").exists():
+        return model
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    first = next(target.parameters())
+    saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
+    target.load_state_dict(saved.state_dict(), strict=True)
+    return model

@@ -35,7 +35,7 @@ from torch import Tensor
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hatch.data.record import Sample
-from hatch.models.loading import load_model_and_processor
+from hatch.models.loading import load_model_and_processor, restore_weights
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TAU_T
 
 from .cells import cell_embeddings_from_pixels, core_model, processor_inputs
@@ -352,6 +352,9 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         before = evaluate(model)
         results.update({f"before_{k}": before[k] for k in ("top1", "mean_rank")})
 
+    # A resumed run continues from the checkpoint's weights (the "before" metrics stay those of the
+    # stage's starting model); see restore_weights for why the Trainer alone would not restore them.
+    restore_weights(model, config.resume_from_checkpoint)
     check_llm = config.check_llm_unchanged
     if check_llm is None:
         visual = sum(p.numel() for p in core_model(model).visual.parameters())

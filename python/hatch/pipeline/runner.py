@@ -140,10 +140,14 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     from hatch.actor.sft import run_sft
     from hatch.models.loading import load_model_and_processor
 
+    from hatch.models.loading import restore_weights
+
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options(name, getattr(run.cfg, name))
     work = stage_dir / "work"
-    trainer = run_sft(model, processor, rows, work, opts, resume_from_checkpoint=resume_point(work, name))
+    ckpt = resume_point(work, name)
+    trainer = run_sft(restore_weights(model, ckpt), processor, rows, work, opts,
+                      resume_from_checkpoint=ckpt)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     final = save_model(trainer.model, processor, stage_dir / "model")
     return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
@@ -176,11 +180,14 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.actor.grpo import run_grpo
     from hatch.models.loading import load_model_and_processor
 
+    from hatch.models.loading import restore_weights
+
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options("grpo", run.cfg.grpo)
     work = stage_dir / "work"
-    trainer = run_grpo(model, processor, [grpo_row(s) for s in run.train], work, opts,
-                       resume_from_checkpoint=resume_point(work, "grpo"))
+    ckpt = resume_point(work, "grpo")
+    trainer = run_grpo(restore_weights(model, ckpt), processor, [grpo_row(s) for s in run.train], work,
+                       opts, resume_from_checkpoint=ckpt)
     logs = [e for e in trainer.state.log_history if "rewards/format_reward/mean" in e]
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
