@@ -24,6 +24,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, required=True, help="per process")
     p.add_argument("--global-batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--per-rank-mean", action="store_true",
+                   help="negative control: skip the cross-rank mean (each rank's own mean, DDP-averaged)")
     a = p.parse_args()
 
     local_counts: list[int] = []
@@ -31,7 +33,7 @@ def main() -> None:
 
     def recording(loss, num_valid):
         local_counts.append(int(num_valid))
-        return original(loss, num_valid)
+        return (loss, num_valid) if a.per_rank_mean else original(loss, num_valid)
 
     stage.global_mean_loss = recording     # PastaTrainer.compute_loss looks the name up at call time
     config = stage.PastaConfig(
