@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,14 +187,46 @@ def pasta_loss(model, batch: dict[str, Tensor], config: PastaConfig | None = Non
     """
     c = config or PastaConfig(model_dir="", output_dir="")
     depth = batch["depth"]
-    emb = cell_embeddings_from_pixels(model, batch["pixel_values"], batch["image_grid_thw"], depth.shape[1],
-                                      c.grid, c.grid)
+    emb = _cell_embeddings(model, batch["pixel_values"], batch["image_grid_thw"], depth.shape[1], c.grid)
     dev = emb.device
     # Outside autocast: under bf16 mixed precision the similarity would otherwise be formed in bf16.
     with torch.autocast(device_type=dev.type, enabled=False):
         return patch_align(emb.float(), depth.to(dev), batch["K"].to(dev), batch["cam_to_world"].to(dev),
                            c.grid, c.grid, c.tau_t, c.tau_p, c.abs_tol, c.rel_tol, c.stride, c.min_overlap,
                            return_num_valid=return_num_valid)
+
+
+def _unwrap(model):
+    """The model inside distributed wrappers (DDP's and DeepSpeed's engine keep it in `.module`)."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel) or (
+            type(model).__name__ == "DeepSpeedEngine"):
+        model = model.module
+    return model
+
+
+def _cell_embeddings(model, pixel_values: Tensor, image_grid_thw: Tensor, views: int, grid: int) -> Tensor:
+    """Cell embeddings [B, V, P, D] (see `cell_embeddings_from_pixels`), through the model's own call when
+    training is distributed.
+
+    DDP syncs gradients only for a forward that went through its wrapper, DeepSpeed's engine likewise, and
+    FSDP gathers sharded parameters in hooks of the modules' calls. The embeddings are not the model's
+    `forward`, so for this one call the inner model's `forward` is shadowed by an instance attribute that
+    computes them, and the outermost module (the wrapper, or the FSDP root) is called.
+    """
+    import torch.distributed as dist
+
+    inner = _unwrap(model)
+    if inner is model and not (dist.is_available() and dist.is_initialized()):
+        return cell_embeddings_from_pixels(model, pixel_values, image_grid_thw, views, grid, grid)
+
+    def embed(pixel_values, image_grid_thw):
+        return cell_embeddings_from_pixels(inner, pixel_values, image_grid_thw, views, grid, grid)
+
+    inner.forward = embed
+    try:
+        return model(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
+    finally:
+        del inner.forward
 
 
 def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None) -> Tensor:
@@ -212,6 +245,35 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")
     return weight * pasta_loss(model, batch, config)
+
+
+def global_mean_loss(loss: Tensor, num_valid: Tensor | int) -> tuple[Tensor, Tensor | int]:
+    """Turn this process's mean over its valid rows into its share of the mean over ALL processes' rows.
+
+    `loss` = local_sum / max(local_count, 1) as `patch_align(..., return_num_valid=True)` returns it, and
+    `num_valid` = local_count. Under torch.distributed (initialized, world size W > 1) the counts are
+    all-reduced (SUM) and the loss becomes local_sum / max(global_count, 1) * W: DDP, FSDP and DeepSpeed
+    average gradients over the W ranks, so the averaged gradient is that of global_sum / global_count, the
+    gradient of a 1-process run on the whole global batch, even when ranks hold different numbers of valid
+    rows (a mean of per-rank means would weight a rank's rows by 1 / its own count). Averaging the returned
+    loss over ranks (as Trainer does for the logged `loss`) gives the global mean too.
+
+    Returns (loss, count): with one process, the inputs unchanged; otherwise the rescaled loss and the
+    global valid-row count (a tensor). The count carries no gradient; every rank must call this (a
+    collective), in the same order.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return loss, num_valid
+    world = dist.get_world_size()
+    local = torch.as_tensor(num_valid, device=loss.device).to(torch.float64)
+    # gloo and NCCL both reduce float64; a count < 2^53 is exact.
+    total = local.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    local_sum = loss * local.to(loss.dtype)      # 0 (with a graph, zero gradient) when no local row is valid
+    scale = world / total.clamp_min(1.0)
+    return local_sum * scale.to(loss.dtype), total.to(torch.int64)
 
 
 # ------------------------------------------------------------------------------------- trainable
@@ -249,8 +311,10 @@ class PastaTrainer(Trainer):
 
     def __init__(self, *args, pasta_config: PastaConfig, **kwargs):
         super().__init__(*args, **kwargs)
-        # The loss is a mean over one micro-batch's valid rows (no token count): let Trainer divide it by
-        # the accumulation steps, as it does for models without loss kwargs.
+        # The loss is a mean over one micro-batch's valid rows, taken over all processes (see
+        # `global_mean_loss`): let Trainer divide it by the accumulation steps, as it does for models without
+        # loss kwargs. So with gradient accumulation, each micro-step's global mean counts equally (the same
+        # as a 1-process run with the same accumulation), not each valid row of the whole optimizer step.
         self.model_accepts_loss_kwargs = False
         self.pasta_config = pasta_config
         self._valid_rows: list[float] = []
@@ -268,6 +332,7 @@ class PastaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True)
+        loss, num_valid = global_mean_loss(loss, num_valid)
         self._valid_rows.append(float(num_valid))
         return (loss, None) if return_outputs else loss
 
@@ -348,7 +413,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
                                       config.abs_tol, config.rel_tol, config.stride, config.min_overlap)
 
     results: dict = {}
-    if config.evaluate_before:
+    # Under a multi-process launch only rank 0 evaluates (RANK is set by accelerate / torchrun).
+    if config.evaluate_before and int(os.environ.get("RANK", "0")) == 0:
         before = evaluate(model)
         results.update({f"before_{k}": before[k] for k in ("top1", "mean_rank")})
 
@@ -390,6 +456,13 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         del frozen, after_state
 
     final = out / "final"
+    accelerator = trainer.accelerator
+    if not accelerator.is_main_process:
+        # Multi-process launch: the ranks hold identical weights after training; only rank 0 saves,
+        # evaluates and writes (the others would race on the same files).
+        accelerator.wait_for_everyone()
+        return {"steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
+                "train_seconds": train_seconds, "llm_unchanged": llm_unchanged, "checkpoint": str(final)}
     model.save_pretrained(final)
     processor.save_pretrained(final)
     after = evaluate(model)
@@ -405,6 +478,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
 
         plot_matches(model, processor, eval_samples[0], config.grid, out / "matches.png",
                      abs_tol=config.abs_tol, rel_tol=config.rel_tol, stride=config.stride)
+    accelerator.wait_for_everyone()
     return results
 
 

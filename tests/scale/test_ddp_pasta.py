@@ -1,0 +1,88 @@
+"""The PaStA stage under `accelerate launch` with 2 CPU processes (gloo) trains the same weights as one
+process on the same global batch: the loss is the mean over all valid rows of the global batch, also
+when the ranks hold different numbers of valid rows."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "tests" / "scale" / "pasta_run.py"
+CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
+STEPS, GLOBAL_BATCH = 3, 4
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                       reason="torch.distributed with the gloo backend is not available in this torch build"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(out: Path, tiny_dir, procs: int, *extra: str) -> list[dict]:
+    """Run pasta_run.py on `procs` processes; returns each rank's record."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    args = [str(RUN), "--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
+            "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs), *extra]
+    launch = [sys.executable]
+    if procs > 1:
+        launch += ["-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+                   "--num_processes", str(procs), "--main_process_port", str(_free_port())]
+    r = subprocess.run(launch + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"run on {procs} process(es) failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]
+
+
+def _vision(model_dir: Path) -> dict[str, torch.Tensor]:
+    state = load_file(model_dir / "model.safetensors")
+    return {k: v for k, v in state.items() if "visual." in k}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ddp_pasta")
+    one = _run(base / "one", tiny_dir, 1)
+    two = _run(base / "two", tiny_dir, 2)
+    return base, one, two
+
+
+def test_two_processes_train_the_same_weights_as_one(runs, tiny_dir):
+    base, one, two = runs
+    # the ranks saw different numbers of valid rows (the case a mean of per-rank means gets wrong) ...
+    counts0, counts1 = two[0]["local_counts"], two[1]["local_counts"]
+    assert len(counts0) == len(counts1) == STEPS and counts0 != counts1, (counts0, counts1)
+    # ... that add up to the 1-process run's rows per step (same global batch per step)
+    assert [a + b for a, b in zip(counts0, counts1)] == one[0]["local_counts"]
+    assert two[0]["steps"] == two[1]["steps"] == one[0]["steps"] == STEPS
+    # the logged loss is the global mean: the same as on one process
+    assert abs(two[0]["train_loss"] - one[0]["train_loss"]) < 1e-5
+    v1, v2, v0 = _vision(base / "one" / "final"), _vision(base / "two" / "final"), _vision(Path(tiny_dir))
+    assert v1.keys() == v2.keys() and len(v1) > 10
+    moved = max((v1[k] - v0[k]).abs().max().item() for k in v1)
+    assert moved > 1e-3                                  # training changed the weights ...
+    for k in v1:                                         # ... identically on 1 and 2 processes
+        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m: f"{k}: {m}")
+
+
+def test_mean_of_per_rank_means_differs(runs, tiny_dir):
+    """Negative control: without the cross-rank count, the 2-process weights move away from the
+    1-process ones (so the test above can fail)."""
+    base, _, _ = runs
+    _run(base / "naive", tiny_dir, 2, "--per-rank-mean")
+    v1, vn = _vision(base / "one" / "final"), _vision(base / "naive" / "final")
+    assert max((vn[k] - v1[k]).abs().max().item() for k in v1) > 1e-4
