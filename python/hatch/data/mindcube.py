@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from .common import DataError, ReadSummary, RecordError, handle, join_options, require, where, write_image
-from .spar import _bench_files, _load_records, _scene_name, load_images_field, parse_answer
+from .common import DataError, RecordError, join_options, require, write_image
+from .spar import _scene_name, load_images_field, parse_answer, read_bench_records
 from .record import Sample
 
 SETTINGS = ("around", "rotation", "among", "translation")
@@ -30,31 +30,22 @@ def setting_of(rid: str) -> str:
 
 def read_mindcube(path, strict: bool = False, image_root=None):
     """Read MindCube JSONL records (a file or a directory of .jsonl files)."""
-    summary = ReadSummary(f"MindCube {path}")
-    samples = []
-    for f in _bench_files(Path(path), exts=(".jsonl", ".json")):
-        base = Path(image_root) if image_root else f.parent
-        for n, rec in _load_records(f):
-            try:
-                if isinstance(rec, RecordError):
-                    raise rec
-                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
-                rid = str(require(rec, "id", at))
-                question = require(rec, "question", at, str)
-                answer = str(require(rec, "gt_answer", at)).strip()
-                imgs = load_images_field(require(rec, "images", at), base, at, "images")
-                stem, options, answer, atype = parse_answer(question, answer, "select", at)
-                setting = setting_of(rid)
-                if not setting:
-                    raise RecordError(f"{at}: field 'id': {rid!r} names none of the settings {SETTINGS}",
-                                      "unknown setting")
-                samples.append(Sample(images=imgs, question=stem, options=options, answer=answer,
-                                      answer_type=atype, task=f"mindcube_{setting}", category=setting,
-                                      source="mindcube", id=rid))
-                summary.read += 1
-            except RecordError as e:
-                handle(e, summary, strict)
-    return samples, summary.log()
+
+    def parse(rec, at, base, f, n) -> Sample:
+        rid = str(require(rec, "id", at))
+        question = require(rec, "question", at, str)
+        answer = str(require(rec, "gt_answer", at)).strip()
+        imgs = load_images_field(require(rec, "images", at), base, at, "images")
+        stem, options, answer, atype = parse_answer(question, answer, "select", at)
+        setting = setting_of(rid)
+        if not setting:
+            raise RecordError(f"{at}: field 'id': {rid!r} names none of the settings {SETTINGS}",
+                              "unknown setting")
+        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
+                      task=f"mindcube_{setting}", category=setting, source="mindcube", id=rid)
+
+    return read_bench_records(path, f"MindCube {path}", parse, exts=(".jsonl", ".json"), strict=strict,
+                              image_root=image_root)
 
 
 def write_mindcube(samples, path, append: bool = False) -> Path:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DataError, ReadSummary, RecordError, encode_png, handle, join_options, require, where
+from .common import DataError, encode_png, join_options, require
 from .record import Sample
-from .spar import _bench_files, _load_records, load_images_field, parse_answer
+from .spar import load_images_field, parse_answer, read_bench_records
 
 CATEGORIES = ("Positional", "Attribute", "Motion", "MSR")
 
@@ -46,25 +46,18 @@ def category_of(question_type: str) -> str:
 
 def read_mmsi(path, strict: bool = False):
     """Read MMSI-Bench rows from a parquet file or a directory of them."""
-    summary = ReadSummary(f"MMSI-Bench {path}")
-    samples = []
-    for f in _bench_files(Path(path), exts=(".parquet",)):
-        for n, rec in _load_records(f):
-            try:
-                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
-                rid = require(rec, "id", at)
-                qtype = require(rec, "question_type", at, str)
-                question = require(rec, "question", at, str)
-                answer = str(require(rec, "answer", at)).strip()
-                imgs = load_images_field(require(rec, "images", at), f.parent, at, "images")
-                stem, options, answer, atype = parse_answer(question, answer, "select", at)
-                samples.append(Sample(images=imgs, question=stem, options=options, answer=answer,
-                                      answer_type=atype, task=qtype, category=category_of(qtype),
-                                      source="mmsi", id=str(rid)))
-                summary.read += 1
-            except RecordError as e:
-                handle(e, summary, strict)
-    return samples, summary.log()
+
+    def parse(rec, at, base, f, n) -> Sample:
+        rid = require(rec, "id", at)
+        qtype = require(rec, "question_type", at, str)
+        question = require(rec, "question", at, str)
+        answer = str(require(rec, "answer", at)).strip()
+        imgs = load_images_field(require(rec, "images", at), base, at, "images")
+        stem, options, answer, atype = parse_answer(question, answer, "select", at)
+        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
+                      task=qtype, category=category_of(qtype), source="mmsi", id=str(rid))
+
+    return read_bench_records(path, f"MMSI-Bench {path}", parse, exts=(".parquet",), strict=strict)
 
 
 def write_mmsi(samples, path) -> Path:

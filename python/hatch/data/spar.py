@@ -329,6 +329,28 @@ def _bench_files(path: Path, exts=(".jsonl", ".json", ".parquet")) -> list[Path]
     return files
 
 
+def read_bench_records(path, source: str, parse, exts=(".jsonl", ".json", ".parquet"),
+                       strict: bool = False, image_root=None):
+    """The loop every benchmark reader shares: each record of each file under `path` goes through
+    `parse(rec, at, base, f, n) -> Sample` (`at` names file and record for errors, `base` is the image
+    root: `image_root` or the file's directory). A RecordError from a record becomes a counted skip, or a
+    DataError with `strict`. Returns (samples, summary)."""
+    summary = ReadSummary(source)
+    samples = []
+    for f in _bench_files(Path(path), exts):
+        base = Path(image_root) if image_root else f.parent
+        for n, rec in _load_records(f):
+            try:
+                if isinstance(rec, RecordError):
+                    raise rec
+                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
+                samples.append(parse(rec, at, base, f, n))
+                summary.read += 1
+            except RecordError as e:
+                handle(e, summary, strict)
+    return samples, summary.log()
+
+
 def load_images_field(value, base: Path, at: str, name: str = "image") -> list[np.ndarray]:
     """Decode an image field: a path / bytes / {"bytes"|"path"} dict, or a list of them."""
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -361,28 +383,18 @@ def read_spar_bench(path, strict: bool = False, image_root=None):
 
     Image paths are relative to `image_root` (default: the records file's directory). Returns
     (samples, summary); `category` is the level (Low / Middle / High)."""
-    summary = ReadSummary(f"SPAR-Bench {path}")
-    samples = []
-    for f in _bench_files(Path(path)):
-        base = Path(image_root) if image_root else f.parent
-        for n, rec in _load_records(f):
-            try:
-                if isinstance(rec, RecordError):
-                    raise rec
-                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
-                question = require(rec, "question", at, str)
-                task = require(rec, "task", at, str)
-                answer = str(require(rec, "answer", at)).strip()
-                imgs = load_images_field(require(rec, "image", at), base, at)
-                stem, options, answer, atype = parse_answer(question, answer, None, at)
-                level = str(rec.get("level") or level_of(task))
-                samples.append(Sample(images=imgs, question=stem, options=options, answer=answer,
-                                      answer_type=atype, task=task, category=level, source="spar_bench",
-                                      id=str(rec.get("id", f"{f.stem}_{n}"))))
-                summary.read += 1
-            except RecordError as e:
-                handle(e, summary, strict)
-    return samples, summary.log()
+
+    def parse(rec, at, base, f, n) -> Sample:
+        question = require(rec, "question", at, str)
+        task = require(rec, "task", at, str)
+        answer = str(require(rec, "answer", at)).strip()
+        imgs = load_images_field(require(rec, "image", at), base, at)
+        stem, options, answer, atype = parse_answer(question, answer, None, at)
+        level = str(rec.get("level") or level_of(task))
+        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
+                      task=task, category=level, source="spar_bench", id=str(rec.get("id", f"{f.stem}_{n}")))
+
+    return read_bench_records(path, f"SPAR-Bench {path}", parse, strict=strict, image_root=image_root)
 
 
 def write_spar_bench(samples, path, embed_images: bool = False, append: bool = False) -> Path:
