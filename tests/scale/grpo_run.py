@@ -38,6 +38,8 @@ from hatch.actor.rewards import completion_text
 from hatch.data.synthetic import generate
 from hatch.models.loading import load_model_and_processor
 
+from _ddp_weights import save_weights
+
 
 EOS_BIAS = 5.5      # logit bias: P(EOS) ~ e^5.5 / (vocab + e^5.5) ~ 0.2 per token for the random tiny model
 
@@ -107,13 +109,6 @@ def trainer_class_with_row_seeds(seed: int, local_row_seeds: bool, record: list)
     return lambda: RowSeededGRPOTrainer
 
 
-def _save(model, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(path))
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -149,14 +144,14 @@ def main() -> None:
     out = Path(a.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        _save(model, out / "start.safetensors")
+        save_weights(model, out / "start.safetensors")
     trainer = grpo.run_grpo(model, processor, rows, out, opt)
 
     (out / f"rank{rank}.json").write_text(json.dumps(
         {"log_history": trainer.state.log_history, "completions": record,
          "world_size": trainer.accelerator.num_processes}, default=float))
     if rank == 0:
-        _save(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")
+        save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")
 
 
 if __name__ == "__main__":

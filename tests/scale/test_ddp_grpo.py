@@ -9,10 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-
 from _ddp_launch import ROOT, launch, needs_gloo
+from _ddp_weights import max_weight_diff
 
 RUN = ROOT / "tests" / "scale" / "grpo_run.py"
 STEPS, GLOBAL_BATCH, GENERATIONS = 3, 8, 4
@@ -37,12 +35,6 @@ def _steps(record: dict) -> list[dict]:
 def _completions(records: list[dict]) -> dict[tuple[int, int], list[int]]:
     """{(step, global row): token ids} over all ranks."""
     return {(c["step"], c["row"]): c["completion"] for r in records for c in r["completions"]}
-
-
-def _max_weight_diff(a: Path, b: Path) -> float:
-    wa, wb = load_file(a), load_file(b)
-    assert wa.keys() == wb.keys() and len(wa) > 10
-    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +67,9 @@ def test_two_processes_log_and_train_as_one(runs, tiny_dir):
             assert ea[key] == pytest.approx(e1[key], abs=2e-5), (e1["step"], key, ea[key], e1[key])
     assert any(abs(e["loss"]) > 1e-3 for e in s1)        # the loss is not trivially 0 ...
     assert all(e["grad_norm"] > 1e-2 for e in s1)        # ... and there is a gradient
-    moved = _max_weight_diff(base / "one" / "final.safetensors", base / "one" / "start.safetensors")
+    moved = max_weight_diff(base / "one" / "final.safetensors", base / "one" / "start.safetensors")
     assert moved > 1e-2                                    # training changed the weights ...
-    diff = _max_weight_diff(base / "two" / "final.safetensors", base / "one" / "final.safetensors")
+    diff = max_weight_diff(base / "two" / "final.safetensors", base / "one" / "final.safetensors")
     assert diff < 1e-6, (diff, moved)                      # ... identically on 1 and 2 processes
 
 
@@ -89,4 +81,4 @@ def test_per_rank_generation_seeds_differ(runs, tiny_dir):
     naive = _run(base / "naive", tiny_dir, 2, "--local-row-seeds")
     assert _completions(naive) != _completions(one)
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(_steps(naive[0]), _steps(one[0]))) > 1e-3
-    assert _max_weight_diff(base / "naive" / "final.safetensors", base / "one" / "final.safetensors") > 1e-3
+    assert max_weight_diff(base / "naive" / "final.safetensors", base / "one" / "final.safetensors") > 1e-3

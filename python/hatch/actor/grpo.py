@@ -100,7 +100,10 @@ def _trainer_class():
                 raise TypeError(f"aux_loss_fn must return a scalar tensor, got "
                                 f"{type(aux).__name__}{'' if not isinstance(aux, torch.Tensor) else tuple(aux.shape)}")
             mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["pasta_loss"].append(aux.detach().float().item())
+            # The logged value is the mean over ranks (every rank calls compute_loss in lockstep, so the
+            # gather is collective); with one process it is this process's value.
+            self._metrics[mode]["pasta_loss"].append(
+                self.accelerator.gather(aux.detach().float().reshape(1)).mean().item())
             # TRL scales its loss for gradient accumulation itself; scale the aux term the same way.
             norm = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             return loss + self.aux_weight * aux.to(loss.dtype) / norm
@@ -151,6 +154,8 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
         aux_weight=opt.aux_weight, aux_columns=opt.aux_columns)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if not trainer.accelerator.is_main_process:   # the log history is the same on every rank: write it once
+        return trainer
     write_reward_log(trainer.state.log_history, output_dir / "reward_log.json")
     if opt.plot:
         from .plot import plot_rewards

@@ -54,6 +54,27 @@ def make_lora_config(lora: dict | None):
     return LoraConfig(**kw)
 
 
+def _token_mean_trainer_class():
+    from trl import SFTTrainer
+
+    class TokenMeanSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss is the mean over all completion tokens of the optimizer step, on every rank.
+
+        Qwen2.5-VL declares `accepts_loss_kwargs = False`, so `Trainer` hands `compute_loss` no
+        `num_items_in_batch` and SFTTrainer falls back to each micro-batch's own token mean: DDP then averages
+        per-process means (a token of a process with few completion tokens weighs more) and gradient
+        accumulation averages per-micro-batch means. SFTTrainer computes the loss itself (fused LM head) and
+        divides by `num_items_in_batch` when it gets one, summed over the accumulation window and, with
+        `average_tokens_across_devices` (default), over processes; so the flag is set for the trainer.
+        """
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = True
+
+    return TokenMeanSFTTrainer
+
+
 def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
             options: SFTOptions | None = None, eval_rows: Sequence[dict] | None = None,
             resume_from_checkpoint: str | None = None):
@@ -86,7 +107,7 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         save_steps=opt.save_steps or 500, seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16,
         max_length=None, completion_only_loss=True, report_to="none", disable_tqdm=True,
         dataloader_num_workers=0, **opt.extra)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=processor, peft_config=make_lora_config(opt.lora))
+    trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                                          processing_class=processor, peft_config=make_lora_config(opt.lora))
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

@@ -1,0 +1,21 @@
+"""Model weights as safetensors files, for the multi-process tests' 1-vs-2-process comparisons."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_weights(model, path: Path) -> None:
+    """All of `model`'s state (cloned, so tied weights save as separate tensors) to `path`."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    """Largest absolute difference over all tensors of two weight files with the same keys."""
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a), load_file(b)
+    assert wa.keys() == wb.keys() and len(wa) > 10, (sorted(wa)[:5], sorted(wb)[:5])
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
