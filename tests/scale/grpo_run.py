@@ -109,6 +109,37 @@ def trainer_class_with_row_seeds(seed: int, local_row_seeds: bool, record: list)
     return lambda: RowSeededGRPOTrainer
 
 
+AUX_WEIGHT = 0.1
+
+
+def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
+    """grpo_row of synthetic scenes whose views overlap (PaStA's "near" tasks), plus depth, K, cam_to_world."""
+    from hatch.data.synthetic import SceneConfig, iter_samples
+    from hatch.pasta.stage import near_tasks
+
+    cfg = SceneConfig(views=2, size=size, tasks=near_tasks())
+    return [{**grpo_row(s), "depth": np.asarray(s.depth, np.float32).tolist(), "K": np.asarray(s.K).tolist(),
+             "cam_to_world": np.asarray(s.cam_to_world).tolist()} for s in iter_samples(num, seed=seed, config=cfg)]
+
+
+def make_aux_loss(global_mean: bool):
+    """aux_loss_fn for run_grpo: the PaStA loss of the batch's prompts (every completion's row: each prompt
+    counts num_generations times, which leaves a mean over rows unchanged)."""
+    from hatch.pasta.stage import global_mean_loss, pasta_aux_loss, pasta_loss
+
+    def aux(model, inputs):
+        batch = {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"],
+                 "depth": torch.tensor(np.asarray(inputs["depth"]), dtype=torch.float32),
+                 "K": torch.tensor(np.asarray(inputs["K"]), dtype=torch.float64),
+                 "cam_to_world": torch.tensor(np.asarray(inputs["cam_to_world"]), dtype=torch.float64)}
+        if not global_mean:
+            return pasta_aux_loss(model, batch, AUX_WEIGHT)
+        loss, num_valid = pasta_loss(model, batch, return_num_valid=True)
+        return AUX_WEIGHT * global_mean_loss(loss, num_valid)[0]
+
+    return aux
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -120,6 +151,10 @@ def main() -> None:
     p.add_argument("--max-completion-length", type=int, default=8)
     p.add_argument("--loss-type", default=None, help="GRPOConfig.loss_type (default: TRL's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=56)
+    p.add_argument("--aux", choices=("none", "per-rank", "global"), default="none",
+                   help="PaStA auxiliary loss (weight AUX_WEIGHT): per-rank: hatch.pasta.stage.pasta_aux_loss "
+                        "(mean over this rank's valid rows); global: over the global batch's valid rows")
     p.add_argument("--optim", default="sgd", help="TrainingArguments.optim (sgd: the weights' change is "
                    "lr x the gradient, so comparing weights compares gradients; Adam would hide a constant "
                    "factor and amplify rounding in near-zero gradient entries)")
@@ -136,16 +171,21 @@ def main() -> None:
 
     model, processor = load_model_and_processor(a.model_dir)
     prompts = a.global_batch // a.num_generations * a.steps        # unique prompts the run consumes
-    rows = [grpo_row(s) for s in generate(prompts, views=2, size=56, seed=a.seed)]
+    if a.aux == "none":
+        rows = [grpo_row(s) for s in generate(prompts, views=2, size=a.image_size, seed=a.seed)]
+    else:
+        rows = geometry_rows(prompts, a.image_size, a.seed)
     extra = {"optim": a.optim, **({"loss_type": a.loss_type} if a.loss_type else {})}
     opt = grpo.GRPOOptions(max_steps=a.steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
                            num_generations=a.num_generations, max_completion_length=a.max_completion_length,
-                           seed=a.seed, plot=False, extra=extra)
+                           seed=a.seed, plot=False, extra=extra,
+                           aux_columns=() if a.aux == "none" else ("depth", "K", "cam_to_world"))
     out = Path(a.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         save_weights(model, out / "start.safetensors")
-    trainer = grpo.run_grpo(model, processor, rows, out, opt)
+    trainer = grpo.run_grpo(model, processor, rows, out, opt,
+                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "global"))
 
     (out / f"rank{rank}.json").write_text(json.dumps(
         {"log_history": trainer.state.log_history, "completions": record,

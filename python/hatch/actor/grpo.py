@@ -95,7 +95,7 @@ def _trainer_class():
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.aux_loss_fn is None:
                 return loss
-            aux = self.aux_loss_fn(model, inputs)
+            aux = _keeping_instance_forwards(self.accelerator.unwrap_model(model), self.aux_loss_fn, model, inputs)
             if not isinstance(aux, torch.Tensor) or aux.dim() != 0:
                 raise TypeError(f"aux_loss_fn must return a scalar tensor, got "
                                 f"{type(aux).__name__}{'' if not isinstance(aux, torch.Tensor) else tuple(aux.shape)}")
@@ -109,6 +109,23 @@ def _trainer_class():
             return loss + self.aux_weight * aux.to(loss.dtype) / norm
 
     return HatchGRPOTrainer
+
+
+def _keeping_instance_forwards(module: torch.nn.Module, fn: Callable, *args):
+    """fn(*args), then put back every `forward` instance attribute of `module`'s submodules that fn replaced.
+
+    TRL installs its fused LM head as an instance attribute `model.forward`; an aux loss that runs the vision
+    tower through the (DDP-)wrapped model by shadowing the inner `forward` and deleting the shadow afterwards
+    (`hatch.pasta.stage._cell_embeddings` does, with more than one process) would otherwise drop TRL's
+    forward, and the next policy forward fails ("no attribute 'log_probs'").
+    """
+    saved = [(m, m.__dict__["forward"]) for m in module.modules() if "forward" in m.__dict__]
+    try:
+        return fn(*args)
+    finally:
+        for m, forward in saved:
+            if m.__dict__.get("forward") is not forward:
+                m.forward = forward
 
 
 def reward_functions(options: GRPOOptions) -> list[Callable]:
@@ -140,6 +157,12 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     if missing:
         raise ValueError(f"GRPO rows need the gold columns of formatting.grpo_row; missing {sorted(missing)}")
     output_dir = Path(output_dir)
+    # The aux loss runs a second forward through the DDP wrapper before the backward. With
+    # find_unused_parameters, DDP marks every parameter the second forward did not use (the LLM) as unused,
+    # and the policy loss's backward then marks them ready a second time (a RuntimeError). Every trainable
+    # parameter gets a gradient from the policy loss, so the search for unused ones is not needed.
+    ddp_defaults = ({"ddp_find_unused_parameters": False}
+                    if aux_loss_fn is not None and "ddp_find_unused_parameters" not in opt.extra else {})
     config = GRPOConfig(
         output_dir=str(output_dir), max_steps=opt.max_steps, learning_rate=opt.learning_rate,
         per_device_train_batch_size=opt.batch_size, num_generations=opt.num_generations,
@@ -148,7 +171,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16, report_to="none",
         save_strategy="steps" if opt.save_steps else "no", save_steps=opt.save_steps or 500,
         disable_tqdm=True, dataloader_num_workers=0,
-        generation_kwargs={"suppress_tokens": vision_token_ids(processor)}, **opt.extra)
+        generation_kwargs={"suppress_tokens": vision_token_ids(processor)}, **ddp_defaults, **opt.extra)
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(opt), args=config, train_dataset=ds,
         processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
