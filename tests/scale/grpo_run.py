@@ -4,8 +4,13 @@ B/2 per rank on 2; TRL's RepeatSampler draws the same global prompt order for bo
 
     python tests/scale/grpo_run.py --model-dir TINY --output-dir OUT --batch-size 8 --steps 2
 
-Writes OUT/rank{R}.json (this rank's `log_history` and the completions it sampled, by global row) and, on
-rank 0, OUT/final.safetensors (the trained weights).
+Writes OUT/rank{R}.json (this rank's `log_history`, the completions it sampled, by global row, and with
+`--aux global` its valid PaStA rows per micro-step) and, on rank 0, OUT/start.safetensors and
+OUT/final.safetensors (the weights before and after).
+
+`--aux per-rank|global` adds the PaStA auxiliary loss (weight 0.1) on scenes whose views overlap:
+`per-rank` is `hatch.pasta.stage.pasta_aux_loss` as shipped (this rank's mean over its valid rows), `global`
+the same loss through `global_mean_loss` (the mean over the global batch's valid rows, as the PaStA stage).
 
 Two things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
 its normalisation stay as they are:
@@ -122,7 +127,7 @@ def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
              "cam_to_world": np.asarray(s.cam_to_world).tolist()} for s in iter_samples(num, seed=seed, config=cfg)]
 
 
-def make_aux_loss(global_mean: bool):
+def make_aux_loss(global_mean: bool, valid_rows: list):
     """aux_loss_fn for run_grpo: the PaStA loss of the batch's prompts (every completion's row: each prompt
     counts num_generations times, which leaves a mean over rows unchanged)."""
     from hatch.pasta.stage import global_mean_loss, pasta_aux_loss, pasta_loss
@@ -135,6 +140,7 @@ def make_aux_loss(global_mean: bool):
         if not global_mean:
             return pasta_aux_loss(model, batch, AUX_WEIGHT)
         loss, num_valid = pasta_loss(model, batch, return_num_valid=True)
+        valid_rows.append(int(num_valid))            # this rank's, before the cross-rank sum
         return AUX_WEIGHT * global_mean_loss(loss, num_valid)[0]
 
     return aux
@@ -165,6 +171,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     record: list[dict] = []
+    valid_rows: list[int] = []
     grpo._trainer_class = trainer_class_with_row_seeds(a.seed, a.local_row_seeds, record)
     real = grpo.reward_functions
     grpo.reward_functions = lambda opt: [*real(opt)[:2], dense_test_reward]
@@ -185,10 +192,10 @@ def main() -> None:
     if rank == 0:
         save_weights(model, out / "start.safetensors")
     trainer = grpo.run_grpo(model, processor, rows, out, opt,
-                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "global"))
+                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "global", valid_rows))
 
     (out / f"rank{rank}.json").write_text(json.dumps(
-        {"log_history": trainer.state.log_history, "completions": record,
+        {"log_history": trainer.state.log_history, "completions": record, "aux_valid_rows": valid_rows,
          "world_size": trainer.accelerator.num_processes}, default=float))
     if rank == 0:
         save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")
