@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from _ddp_launch import ROOT, launch, needs_gloo
 from _ddp_weights import max_weight_diff
 
@@ -114,8 +115,9 @@ def test_aux_loss_with_global_mean_trains_as_one_process(runs, aux_one, tiny_dir
     _assert_same_run(base, "aux_two", "aux_one", two, aux_one, COMPARED + ("pasta_loss",))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="hatch.pasta.stage.pasta_aux_loss takes each rank's own mean over its "
-                   "valid rows: under DDP the term is a mean of per-rank means (see docs/multi_gpu.md)")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "hatch.pasta.stage.pasta_aux_loss takes each rank's own mean over its valid rows: under DDP the term is "
+    "a mean of per-rank means (see docs/multi_gpu.md)"))
 def test_pasta_aux_loss_as_shipped_trains_as_one_process(runs, aux_one, tiny_dir):
     base = runs[0]
     two = _run(base / "aux_rank", tiny_dir, 2, "--aux", "per-rank", *AUX)
