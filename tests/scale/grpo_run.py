@@ -12,7 +12,7 @@ OUT/final.safetensors (the weights before and after).
 `per-rank` is `hatch.pasta.stage.pasta_aux_loss` as shipped (this rank's mean over its valid rows), `global`
 the same loss through `global_mean_loss` (the mean over the global batch's valid rows, as the PaStA stage).
 
-Two things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
+Three things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
 its normalisation stay as they are:
 
 * Generation is made independent of how the rows are split over processes. TRL samples all of a process's
@@ -26,6 +26,11 @@ its normalisation stay as they are:
 * R_fmt is replaced by a dense test reward (distinct characters / characters of the completion): the
   random tiny model never writes a parseable ActoR completion, so the real rewards are all 0, every
   group's advantages 0, and nothing would train.
+* An EOS logit bias in generation (EOS_BIAS) ends completions at random lengths, so the ranks hold different
+  numbers of completion tokens, which is what the loss normalisation must get right.
+
+The optimizer defaults to SGD: the weights' change is then lr x the gradient, so comparing the weights
+compares the gradients (Adam would hide a constant factor and magnify rounding in near-zero entries).
 """
 from __future__ import annotations
 
