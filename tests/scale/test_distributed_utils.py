@@ -2,7 +2,6 @@
 the items once, gathering restores their order, `on_main` runs once and hands its result (or its error) to
 every rank."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
