@@ -50,3 +50,30 @@ def test_lora_under_sharding_is_refused():
     with pytest.raises(NotImplementedError, match="LoRA.*DEEPSPEED|DEEPSPEED.*LoRA|use DDP or DeepSpeed ZeRO-2"):
         gather_full_state(SimpleNamespace(accelerator=acc, model=lora, model_wrapped=lora))
     assert acc.gathered == []
+
+
+@pytest.mark.parametrize("env, engine", [
+    ({}, None), ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, None),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3")])
+def test_pipeline_refuses_lora_under_sharding_before_training(monkeypatch, tmp_path, env, engine):
+    """A LoRA stage under FSDP / ZeRO-3 fails at start (not after hours of training, at the save)."""
+    from hatch.pipeline.config import HatchConfig
+    from hatch.pipeline.runner import run_pipeline
+    from hatch.utils.config import ConfigError
+
+    for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    cfg = HatchConfig(output_dir=str(tmp_path / "run"), stages=["grpo"], grpo={"lora": {"r": 4}})
+    if engine is None:
+        from hatch.pipeline import runner
+
+        monkeypatch.setattr(runner, "_prepare", lambda run: (_ for _ in ()).throw(RuntimeError("got past")))
+        with pytest.raises(RuntimeError, match="got past"):
+            run_pipeline(cfg)
+    else:
+        with pytest.raises(ConfigError, match=f"grpo: LoRA cannot be merged and saved under {engine}"):
+            run_pipeline(cfg)
+        assert not (tmp_path / "run").exists()                # refused before writing anything

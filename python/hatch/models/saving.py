@@ -6,6 +6,7 @@ write shards (or empty placeholders); the full state dict must be gathered first
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -20,6 +21,19 @@ def is_sharded(accelerator) -> bool:
         plugin = accelerator.state.deepspeed_plugin
         return plugin is not None and int(plugin.zero_stage) == 3
     return False
+
+
+def launched_sharded() -> str | None:
+    """The sharding engine `accelerate launch` was told to use ("FSDP" or "DeepSpeed ZeRO-3"), or None.
+
+    Read from the environment the launcher sets, so a run can refuse what it cannot save before training.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "FSDP"
+    if (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        return "DeepSpeed ZeRO-3"
+    return None
 
 
 def gather_full_state(trainer) -> dict[str, Any] | None:

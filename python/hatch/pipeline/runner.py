@@ -265,6 +265,22 @@ def _check_same_config(run: Run) -> None:
         atomic_write_json(run.out / "config.json", now)
 
 
+def _check_engine(cfg: HatchConfig) -> None:
+    """Refuse, before any training, what cannot be saved at the end: a merged LoRA model under FSDP or
+    ZeRO-3 (the adapters would have to be merged into gathered shards; see hatch.models.saving)."""
+    from hatch.models.saving import launched_sharded
+
+    engine = launched_sharded()
+    if engine is None:
+        return
+    lora = [s for s in cfg.stages if (s == "pasta" and cfg.pasta.get("tune") == "lora")
+            or (s in ("qa_sft", "actor_sft", "grpo") and getattr(cfg, s).get("lora"))]
+    if lora:
+        raise ConfigError(f"{', '.join(lora)}: LoRA cannot be merged and saved under {engine} (sharded "
+                          "parameters); launch with configs/accelerate/ddp_8gpu.yaml or "
+                          "deepspeed_zero2_8gpu.yaml, or train these stages without LoRA")
+
+
 def _prepare(run: Run) -> str:
     """Main process: the run directory, its config, the initial model; returns the model's directory."""
     run.out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +295,7 @@ def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> d
 
     Also under `accelerate launch` with several processes (see the module doc)."""
     run = Run(cfg)
+    _check_engine(cfg)
     dist.init_distributed()
     say = progress if dist.is_main() else (lambda _msg: None)
     if cfg.threads:
