@@ -235,7 +235,8 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
 
     `batch` holds `pixel_values` and `image_grid_thw` of all the batch's images (sample-major, as the
     processor returns them for the prompts) and the geometry `depth` [B, V, Hd, Wd], `K`, `cam_to_world`.
-    With weight 0 nothing is computed and a zero scalar (no graph) is returned.
+    With weight 0 nothing is computed and a zero scalar (no graph) is returned. Under a multi-process
+    launch it is a collective (see `global_mean_loss`): every rank must call it in the same step.
     """
     if weight == 0:
         return torch.zeros((), device=batch["pixel_values"].device)
@@ -245,7 +246,11 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
     if missing:
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")
-    return weight * pasta_loss(model, batch, config)
+    loss, num_valid = pasta_loss(model, batch, config, return_num_valid=True)
+    # Under several processes: the mean over the valid rows of the global batch (every rank calls this in
+    # the same micro-step, as the SFT / GRPO trainers' compute_loss does).
+    loss, _ = global_mean_loss(loss, num_valid)
+    return weight * loss
 
 
 def global_mean_loss(loss: Tensor, num_valid: Tensor | int) -> tuple[Tensor, Tensor | int]:
