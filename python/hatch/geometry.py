@@ -125,14 +125,17 @@ def heading(yaw: float, up=UP_Z) -> np.ndarray:
 def yaw_pitch(T, up=UP_Z) -> tuple[float, float]:
     """(yaw, pitch) in radians of a camera-to-world pose's viewing direction (its +z axis).
     Roll is ignored. A camera looking straight up/down has an undefined yaw: we return the yaw of its
-    image 'up' direction (-y axis) then, which keeps the result continuous for our uses."""
+    image 'up' direction (-y axis) when looking down and of its image 'down' (+y) when looking up: the
+    limits of a no-roll pose's yaw as its pitch goes to -90 / +90 degrees, so the result stays continuous."""
     T = np.asarray(T, dtype=np.float64)
     e1, e2, u = up_basis(up)
     f = T[:3, 2]
     pitch = float(np.arcsin(np.clip(f.dot(u), -1.0, 1.0)))
     h = f - f.dot(u) * u
     if np.linalg.norm(h) < 1e-9:
-        h = -T[:3, 1]
+        # Tilting a no-roll camera up swings its image 'down' axis towards the old heading, tilting it
+        # down swings its image 'up' axis there.
+        h = T[:3, 1] if f.dot(u) > 0 else -T[:3, 1]
     return float(np.arctan2(h.dot(e2), h.dot(e1))), pitch
 
 

@@ -87,3 +87,22 @@ def test_reproject_identity_lands_on_itself():
     vis, rows, cols, z = geo.visible_in(d, K, np.eye(4), d, K, np.eye(4))
     assert not vis[0, 0] and vis.sum() == 255
     np.testing.assert_array_equal(rows[1:, :], np.mgrid[1:16, 0:16][0])
+
+
+@pytest.mark.parametrize("up", [(0, 0, 1), (0.3, 0.2, 0.9)])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_yaw_of_a_camera_looking_straight_up_or_down_is_the_limit_of_tilting(up, sign):
+    """Straight up / down the yaw is undefined; the fallback must be the limit of tilting a no-roll camera
+    with that yaw (it was 180 degrees off looking up)."""
+    _, _, u = geo.up_basis(up)
+    for yaw_deg in (0.0, 37.0, 150.0, -100.0):
+        tilted = geo.pose_from_yaw_pitch([1, 2, 3], math.radians(yaw_deg), sign * math.radians(89.0), up)
+        vertical = tilted.copy()
+        right = tilted[:3, 0]                             # the same for every pitch of this yaw
+        vertical[:3, 2] = sign * u
+        vertical[:3, 1] = np.cross(vertical[:3, 2], right)
+        yaw, pitch = geo.yaw_pitch(vertical, up)
+        assert math.degrees(pitch) == pytest.approx(sign * 90)
+        diff = (math.degrees(yaw) - yaw_deg + 180) % 360 - 180
+        assert abs(diff) < 1e-6, (yaw_deg, math.degrees(yaw))
+        assert math.degrees(geo.yaw_pitch(tilted, up)[0]) == pytest.approx(yaw_deg)

@@ -5,12 +5,12 @@ B/2 per rank on 2; TRL's RepeatSampler draws the same global prompt order for bo
     python tests/scale/grpo_run.py --model-dir TINY --output-dir OUT --batch-size 8 --steps 2
 
 Writes OUT/rank{R}.json (this rank's `log_history`, the completions it sampled, by global row, and with
-`--aux global` its valid PaStA rows per micro-step) and, on rank 0, OUT/start.safetensors and
+`--aux` its valid PaStA rows per micro-step) and, on rank 0, OUT/start.safetensors and
 OUT/final.safetensors (the weights before and after).
 
-`--aux per-rank|global` adds the PaStA auxiliary loss (weight 0.1) on scenes whose views overlap:
-`per-rank` is `hatch.pasta.stage.pasta_aux_loss` as shipped (this rank's mean over its valid rows), `global`
-the same loss through `global_mean_loss` (the mean over the global batch's valid rows, as the PaStA stage).
+`--aux global|per-rank` adds the PaStA auxiliary loss (weight 0.1) on scenes whose views overlap:
+`global` is `hatch.pasta.stage.pasta_aux_loss` (the mean over the global batch's valid rows), `per-rank`
+the negative control (each rank's own mean over its valid rows, which DDP then averages).
 
 Three things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
 its normalisation stay as they are:
@@ -132,21 +132,27 @@ def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
              "cam_to_world": np.asarray(s.cam_to_world).tolist()} for s in iter_samples(num, seed=seed, config=cfg)]
 
 
-def make_aux_loss(global_mean: bool, valid_rows: list):
-    """aux_loss_fn for run_grpo: the PaStA loss of the batch's prompts (every completion's row: each prompt
-    counts num_generations times, which leaves a mean over rows unchanged)."""
-    from hatch.pasta.stage import global_mean_loss, pasta_aux_loss, pasta_loss
+def make_aux_loss(per_rank_mean: bool, valid_rows: list):
+    """aux_loss_fn for run_grpo: `hatch.pasta.stage.pasta_aux_loss` on the batch's prompts (every completion's
+    row: each prompt counts num_generations times, which leaves a mean over rows unchanged). Records this
+    rank's valid rows per micro-step (before the cross-rank sum). `per_rank_mean` (the negative control):
+    each rank's own mean over its valid rows instead of the global batch's."""
+    import hatch.pasta.stage as stage
+
+    original = stage.global_mean_loss
+
+    def recording(loss, num_valid):
+        valid_rows.append(int(num_valid))
+        return (loss, num_valid) if per_rank_mean else original(loss, num_valid)
+
+    stage.global_mean_loss = recording     # pasta_aux_loss looks the name up at call time
 
     def aux(model, inputs):
         batch = {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"],
                  "depth": torch.tensor(np.asarray(inputs["depth"]), dtype=torch.float32),
                  "K": torch.tensor(np.asarray(inputs["K"]), dtype=torch.float64),
                  "cam_to_world": torch.tensor(np.asarray(inputs["cam_to_world"]), dtype=torch.float64)}
-        if not global_mean:
-            return pasta_aux_loss(model, batch, AUX_WEIGHT)
-        loss, num_valid = pasta_loss(model, batch, return_num_valid=True)
-        valid_rows.append(int(num_valid))            # this rank's, before the cross-rank sum
-        return AUX_WEIGHT * global_mean_loss(loss, num_valid)[0]
+        return stage.pasta_aux_loss(model, batch, AUX_WEIGHT)
 
     return aux
 
@@ -163,9 +169,9 @@ def main() -> None:
     p.add_argument("--loss-type", default=None, help="GRPOConfig.loss_type (default: TRL's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=56)
-    p.add_argument("--aux", choices=("none", "per-rank", "global"), default="none",
-                   help="PaStA auxiliary loss (weight AUX_WEIGHT): per-rank: hatch.pasta.stage.pasta_aux_loss "
-                        "(mean over this rank's valid rows); global: over the global batch's valid rows")
+    p.add_argument("--aux", choices=("none", "global", "per-rank"), default="none",
+                   help="PaStA auxiliary loss (weight AUX_WEIGHT): global: hatch.pasta.stage.pasta_aux_loss "
+                        "(mean over the global batch's valid rows); per-rank: each rank's own mean")
     p.add_argument("--optim", default="sgd", help="TrainingArguments.optim (sgd: the weights' change is "
                    "lr x the gradient, so comparing weights compares gradients; Adam would hide a constant "
                    "factor and amplify rounding in near-zero gradient entries)")
@@ -197,7 +203,7 @@ def main() -> None:
     if rank == 0:
         save_weights(model, out / "start.safetensors")
     trainer = grpo.run_grpo(model, processor, rows, out, opt,
-                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "global", valid_rows))
+                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "per-rank", valid_rows))
 
     (out / f"rank{rank}.json").write_text(json.dumps(
         {"log_history": trainer.state.log_history, "completions": record, "aux_valid_rows": valid_rows,

@@ -177,13 +177,13 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
         aux_weight=opt.aux_weight, aux_columns=opt.aux_columns)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    if not trainer.accelerator.is_main_process:   # the log history is the same on every rank: write it once
-        return trainer
-    write_reward_log(trainer.state.log_history, output_dir / "reward_log.json")
-    if opt.plot:
-        from .plot import plot_rewards
+    if trainer.accelerator.is_main_process:     # the log is already aggregated over ranks (TRL gathers)
+        write_reward_log(trainer.state.log_history, output_dir / "reward_log.json")
+        if opt.plot:
+            from .plot import plot_rewards
 
-        plot_rewards(trainer.state.log_history, output_dir / "rewards.png")
+            plot_rewards(trainer.state.log_history, output_dir / "rewards.png")
+    trainer.accelerator.wait_for_everyone()
     return trainer
 
 

@@ -31,9 +31,15 @@ log = logging.getLogger(__name__)
 def held_out_rewards(model, processor, samples: Sequence[Sample], max_new_tokens: int,
                      batch_size: int = 8) -> dict[str, float]:
     """Mean format / answer / action rewards of greedy completions on `samples`, overall and per view count
-    (keys "format@2views", ...: more views mean more pair blocks, so the format is harder)."""
+    (keys "format@2views", ...: more views mean more pair blocks, so the format is harder). Under a
+    multi-process launch every rank must call it (the samples are split across ranks)."""
+    from ..utils import distributed as dist
+
     rows = [grpo_row(s) for s in samples]
-    comps = generate_completions(model, processor, rows, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    # Under a multi-process launch each rank generates for its share of the samples.
+    comps = dist.gather_list(generate_completions(model, processor, dist.shard(rows),
+                                                  max_new_tokens=max_new_tokens, batch_size=batch_size),
+                             len(rows))
     result = evaluate_rewards(comps, rows)
     for v in sorted({r["num_views"] for r in rows}):
         idx = [k for k, r in enumerate(rows) if r["num_views"] == v]

@@ -37,6 +37,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hatch.data.record import Sample
 from hatch.models.loading import load_model_and_processor, restore_weights
+from hatch.models.saving import gather_full_state
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TAU_T
 
 from .cells import cell_embeddings_from_pixels, core_model, processor_inputs
@@ -234,7 +235,8 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
 
     `batch` holds `pixel_values` and `image_grid_thw` of all the batch's images (sample-major, as the
     processor returns them for the prompts) and the geometry `depth` [B, V, Hd, Wd], `K`, `cam_to_world`.
-    With weight 0 nothing is computed and a zero scalar (no graph) is returned.
+    With weight 0 nothing is computed and a zero scalar (no graph) is returned. Under a multi-process
+    launch it is a collective (see `global_mean_loss`): every rank must call it in the same step.
     """
     if weight == 0:
         return torch.zeros((), device=batch["pixel_values"].device)
@@ -244,7 +246,11 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
     if missing:
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")
-    return weight * pasta_loss(model, batch, config)
+    loss, num_valid = pasta_loss(model, batch, config, return_num_valid=True)
+    # Under several processes: the mean over the valid rows of the global batch (every rank calls this in
+    # the same micro-step, as the SFT / GRPO trainers' compute_loss does).
+    loss, _ = global_mean_loss(loss, num_valid)
+    return weight * loss
 
 
 def global_mean_loss(loss: Tensor, num_valid: Tensor | int) -> tuple[Tensor, Tensor | int]:
@@ -443,28 +449,33 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     train_out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
 
+    final = out / "final"
+    accelerator = trainer.accelerator
+    # Under FSDP / ZeRO-3 the parameters are sharded: gather them (every rank) before rank 0 saves.
+    full_state = gather_full_state(trainer)
+    if not accelerator.is_main_process:
+        # Multi-process launch: only rank 0 saves, evaluates and writes (the others would race on the
+        # same files); the others wait so that `final/` exists when they return.
+        accelerator.wait_for_everyone()
+        return {"steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
+                "train_seconds": train_seconds, "llm_unchanged": None, "checkpoint": str(final)}
+    model = accelerator.unwrap_model(trainer.model)
     if config.tune == "lora":
-        model = trainer.model.merge_and_unload()
+        model = model.merge_and_unload()
+    if full_state is not None:
+        model.save_pretrained(final, state_dict=full_state)
+        # the in-memory model is a shard: evaluate (and check) the saved, whole one
+        model, _ = load_model_and_processor(final, dtype=torch.float32, device=device)
     else:
-        model = trainer.model
+        model.save_pretrained(final)
+    processor.save_pretrained(final)
     model.eval()
     llm_unchanged = None
     if frozen is not None:
         after_state = llm_state(model)
         llm_unchanged = after_state.keys() == frozen.keys() and all(
-            torch.equal(after_state[k], frozen[k]) for k in frozen)
+            torch.equal(after_state[k], frozen[k].to(after_state[k].device)) for k in frozen)
         del frozen, after_state
-
-    final = out / "final"
-    accelerator = trainer.accelerator
-    if not accelerator.is_main_process:
-        # Multi-process launch: the ranks hold identical weights after training; only rank 0 saves,
-        # evaluates and writes (the others would race on the same files).
-        accelerator.wait_for_everyone()
-        return {"steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
-                "train_seconds": train_seconds, "llm_unchanged": llm_unchanged, "checkpoint": str(final)}
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
     after = evaluate(model)
     results.update({f"after_{k}": after[k] for k in ("top1", "mean_rank")})
     results.update({"chance_top1": after["chance_top1"], "chance_rank": after["chance_rank"],

@@ -10,6 +10,11 @@ Layout of a run directory:
 A stage is marked done only after its outputs are complete, so a run killed at any point (kill -9
 included) redoes at most the stage it was in, never a finished one, and never reads a torn file:
 models are written into a temporary directory and renamed into place, weights as safetensors.
+
+Under `accelerate launch` (several processes) every rank runs every stage's training, evaluation is split
+across the ranks, and only the main process writes the run directory (`hatch.utils.distributed.on_main`):
+an error there stops every rank with its message. A rank that dies kills the launch (torchrun stops the
+others); the next launch resumes exactly as after a single-process kill.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Callable
 
 from hatch.data.record import Sample
 from hatch.utils.checkpoints import latest_complete_checkpoint
+from hatch.utils import distributed as dist
 from hatch.utils.config import ConfigError
 from hatch.utils.io import atomic_directory, atomic_write_json, clean_partials, read_json
 
@@ -104,21 +110,48 @@ class Run:
 
 
 def resume_point(work_dir: Path, stage: str, progress: Callable[[str], None] = print) -> str | None:
-    """The last complete Trainer checkpoint of an interrupted stage, announced; None to start afresh."""
-    ckpt = latest_complete_checkpoint(work_dir)
-    if ckpt is not None:
+    """The last complete Trainer checkpoint of an interrupted stage, announced; None to start afresh.
+
+    The main process looks (and removes a checkpoint torn by a kill); every rank gets its answer."""
+    ckpt = dist.on_main(lambda: latest_complete_checkpoint(work_dir))
+    if ckpt is not None and dist.is_main():
         progress(f"{stage}: resuming from {ckpt}")
     return str(ckpt) if ckpt else None
 
 
-def save_model(model, processor, path: Path) -> Path:
-    """Atomically writes a (LoRA-merged) model and its processor to `path` (safetensors)."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    with atomic_directory(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-    return path
+def save_trained(trainer, processor, path: Path) -> Path:
+    """Atomically writes the trainer's (LoRA-merged) model and `processor` to `path` (safetensors).
+
+    Every rank calls it: under FSDP or DeepSpeed ZeRO-3 the parameters are sharded across ranks and are
+    gathered (a collective) into a full state dict that the main process writes.
+    """
+    from hatch.models.saving import gather_full_state
+
+    state = gather_full_state(trainer)
+
+    def write() -> str:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        with atomic_directory(path) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True,
+                                  **({"state_dict": state} if state is not None else {}))
+            processor.save_pretrained(tmp)
+        return str(path)
+
+    return Path(dist.on_main(write))
+
+
+def _copy_model_dir(src: Path, dst: Path) -> Path:
+    """Main process: atomically copies a saved model directory to `dst`; every rank gets `dst`."""
+    import shutil
+
+    def copy() -> str:
+        with atomic_directory(dst) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        return str(dst)
+
+    return Path(dist.on_main(copy))
 
 
 # ---------------------------------------------------------------------- stages
@@ -128,19 +161,14 @@ def _pasta(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     work = stage_dir / "work"
     opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir), output_dir=str(work),
                          resume_from_checkpoint=resume_point(work, "pasta"))
-    metrics = run_pasta_stage(opts, run.train, run.held_out)
-    from hatch.models.loading import load_model_and_processor
-
-    model, processor = load_model_and_processor(metrics["checkpoint"])
-    final = save_model(model, processor, stage_dir / "model")
+    metrics = run_pasta_stage(opts, run.train, run.held_out)     # every rank trains; rank 0 evaluates
+    final = _copy_model_dir(Path(metrics["checkpoint"]), stage_dir / "model")
     return StageResult(final, {k: v for k, v in metrics.items() if k != "checkpoint"})
 
 
 def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]) -> StageResult:
     from hatch.actor.sft import run_sft
-    from hatch.models.loading import load_model_and_processor
-
-    from hatch.models.loading import restore_weights
+    from hatch.models.loading import load_model_and_processor, restore_weights
 
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options(name, getattr(run.cfg, name))
@@ -148,8 +176,8 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     ckpt = resume_point(work, name)
     trainer = run_sft(restore_weights(model, ckpt), processor, rows, work, opts,
                       resume_from_checkpoint=ckpt)
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    final = save_model(trainer.model, processor, stage_dir / "model")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]   # averaged over ranks
+    final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
                                "first_loss": losses[0] if losses else None,
                                "last_loss": losses[-1] if losses else None})
@@ -168,7 +196,7 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
     n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
     result = _sft(run, model_dir, stage_dir, "actor_sft", [cold_start_row(s) for s in run.train[:n]])
-    model, processor = load_model_and_processor(result.model_dir)
+    model, processor = load_model_and_processor(result.model_dir, device=dist.local_device())
     rewards = held_out_rewards(model, processor, run.held_out, run.cfg.eval.max_new_tokens,
                                run.cfg.eval.batch_size)
     result.metrics.update({f"held_out_{k}": v for k, v in rewards.items()})
@@ -178,9 +206,7 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.actor.formatting import grpo_row
     from hatch.actor.grpo import run_grpo
-    from hatch.models.loading import load_model_and_processor
-
-    from hatch.models.loading import restore_weights
+    from hatch.models.loading import load_model_and_processor, restore_weights
 
     model, processor = load_model_and_processor(model_dir)
     opts = stage_options("grpo", run.cfg.grpo)
@@ -197,7 +223,7 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
         k = max(1, len(vals) // 5)
         metrics[f"{name}_reward_first"] = sum(vals[:k]) / k if vals else None
         metrics[f"{name}_reward_last"] = sum(vals[-k:]) / k if vals else None
-    final = save_model(trainer.model, processor, stage_dir / "model")
+    final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, metrics)
 
 
@@ -206,17 +232,21 @@ def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.models.loading import load_model_and_processor
 
     e = run.cfg.eval
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_model_and_processor(model_dir, device=dist.local_device())
+
+    def evaluate(samples, name):
+        # Each rank answers its share of the questions; the records come back in order on every rank.
+        local = evaluate_samples(model, processor, dist.shard(samples), name, actor=e.actor,
+                                 max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                                 progress=dist.is_main())
+        return dist.gather_list(local, len(samples))
+
     records = []
     if e.synthetic:
-        held = run.held_out[:e.limit] if e.limit else run.held_out
-        records += evaluate_samples(model, processor, held, "synthetic", actor=e.actor,
-                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
+        records += evaluate(run.held_out[:e.limit] if e.limit else run.held_out, "synthetic")
     for b in e.benchmarks:
-        samples = load_benchmark(b.name, b.path, e.limit)
-        records += evaluate_samples(model, processor, samples, b.name, actor=e.actor,
-                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
-    summary = write_results(stage_dir, "hatch (this run)", records)
+        records += evaluate(load_benchmark(b.name, b.path, e.limit), b.name)
+    summary = dist.on_main(lambda: write_results(stage_dir, "hatch (this run)", records))
     return StageResult(None, {"summary": summary, "results": str(stage_dir / "results.json")})
 
 
@@ -235,36 +265,68 @@ def _check_same_config(run: Run) -> None:
         atomic_write_json(run.out / "config.json", now)
 
 
-def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> dict:
-    """Runs every stage of `cfg` not yet done in its output_dir; returns the final state."""
-    run = Run(cfg)
+def _check_engine(cfg: HatchConfig) -> None:
+    """Refuse, before any training, what cannot be saved at the end: a merged LoRA model under FSDP or
+    ZeRO-3 (the adapters would have to be merged into gathered shards; see hatch.models.saving)."""
+    from hatch.models.saving import launched_sharded
+
+    engine = launched_sharded()
+    if engine is None:
+        return
+    lora = [s for s in cfg.stages if (s == "pasta" and cfg.pasta.get("tune") == "lora")
+            or (s in ("qa_sft", "actor_sft", "grpo") and getattr(cfg, s).get("lora"))]
+    if lora:
+        raise ConfigError(f"{', '.join(lora)}: LoRA cannot be merged and saved under {engine} (sharded "
+                          "parameters); launch with configs/accelerate/ddp_8gpu.yaml or "
+                          "deepspeed_zero2_8gpu.yaml, or train these stages without LoRA")
+
+
+def _prepare(run: Run) -> str:
+    """Main process: the run directory, its config, the initial model; returns the model's directory."""
     run.out.mkdir(parents=True, exist_ok=True)
+    _check_same_config(run)
+    for leftover in clean_partials(run.out):
+        log.info("removed the leftover of an interrupted write: %s", leftover)
+    return str(run.initial_model())
+
+
+def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> dict:
+    """Runs every stage of `cfg` not yet done in its output_dir; returns the final state.
+
+    Also under `accelerate launch` with several processes (see the module doc)."""
+    run = Run(cfg)
+    _check_engine(cfg)
+    dist.init_distributed()
+    say = progress if dist.is_main() else (lambda _msg: None)
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    _check_same_config(run)
-    for leftover in clean_partials(run.out):
-        log.info("removed the leftover of an interrupted write: %s", leftover)
-    model_dir = run.initial_model()
-    done = run.state()["stages"]
+    model_dir = Path(dist.on_main(lambda: _prepare(run)))
+    done = dist.on_main(lambda: run.state()["stages"])
+    if dist.world_size() > 1:
+        say(f"{dist.world_size()} processes: every rank trains, rank 0 writes {run.out}")
     for k, stage in enumerate(cfg.stages, 1):
         head = f"[{k}/{len(cfg.stages)}] {stage}"
         if done.get(stage, {}).get("done"):
             model_dir = Path(done[stage]["model_dir"] or model_dir)
-            progress(f"{head}: done in an earlier run, skipped")
+            say(f"{head}: done in an earlier run, skipped")
             continue
-        progress(f"{head}: running (from {model_dir})")
+        say(f"{head}: running (from {model_dir})")
         start = time.time()
         result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / stage)
         seconds = time.time() - start
-        run.mark_done(stage, result, seconds)
+        dist.on_main(lambda: run.mark_done(stage, result, seconds))
         model_dir = result.model_dir or model_dir
-        progress(f"{head}: finished in {seconds:.0f}s — {_brief(result.metrics)}")
-    state = run.state()
-    state["final_model"] = str(model_dir)
-    atomic_write_json(run.state_path, state)
-    return state
+        say(f"{head}: finished in {seconds:.0f}s — {_brief(result.metrics)}")
+
+    def finish() -> dict:
+        state = run.state()
+        state["final_model"] = str(model_dir)
+        atomic_write_json(run.state_path, state)
+        return state
+
+    return dist.on_main(finish)
 
 
 def _brief(metrics: dict) -> str:

@@ -1,0 +1,53 @@
+"""Saving a model that a Trainer trained, whatever engine distributed it.
+
+Under DDP (or one process) every rank holds the whole model and the main process can save it as it is.
+Under FSDP and DeepSpeed ZeRO-3 each rank holds a shard of the parameters: saving rank 0's module would
+write shards (or empty placeholders); the full state dict must be gathered first, by every rank.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def is_sharded(accelerator) -> bool:
+    """True when the parameters are split across ranks (FSDP, or DeepSpeed with ZeRO stage 3)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return True
+    if kind == DistributedType.DEEPSPEED:
+        plugin = accelerator.state.deepspeed_plugin
+        return plugin is not None and int(plugin.zero_stage) == 3
+    return False
+
+
+def launched_sharded() -> str | None:
+    """The sharding engine `accelerate launch` was told to use ("FSDP" or "DeepSpeed ZeRO-3"), or None.
+
+    Read from the environment the launcher sets, so a run can refuse what it cannot save before training.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        return "FSDP"
+    if (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"):
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
+def gather_full_state(trainer) -> dict[str, Any] | None:
+    """The full state dict of `trainer`'s model when it is sharded (on the main process; other ranks get
+    whatever accelerate returns there), else None (the module itself can be saved).
+
+    A collective: every rank must call it. LoRA under a sharded engine is refused (merging adapters into
+    gathered weights is not implemented): train LoRA under DDP or ZeRO-2, or save the adapters themselves.
+    """
+    accelerator = trainer.accelerator
+    if not is_sharded(accelerator):
+        return None
+    if hasattr(accelerator.unwrap_model(trainer.model), "merge_and_unload"):
+        raise NotImplementedError(
+            f"saving a merged LoRA model under {accelerator.distributed_type.value} (sharded parameters) is not "
+            "supported; use DDP or DeepSpeed ZeRO-2 for LoRA runs")
+    return accelerator.get_state_dict(trainer.model_wrapped)
