@@ -136,3 +136,25 @@ def test_time_aware_cosine():
     assert all(math.isclose(a, b, abs_tol=1e-9) for a, b in zip(slow, want)), slow
     fast = factors(1e-9)                        # the clock runs out first: decayed right after warm-up
     assert fast[:2] == pytest.approx([1 / 3, 2 / 3]) and max(fast[2:]) < 1e-6
+
+
+def test_embeddings_through_a_wrapper_keep_an_installed_forward(tiny):
+    """Through a wrapper (DDP in real runs; DataParallel on CPU here) the cell embeddings go through the
+    wrapper's call, and an instance `forward` someone installed (TRL's GRPOTrainer does) survives."""
+    from hatch.pasta.cells import cell_embeddings_from_pixels
+    from hatch.pasta.stage import _cell_embeddings
+
+    model, processor = tiny
+    batch = PastaCollator(processor)(make_samples(PastaConfig(model_dir="", output_dir=""), 1, seed=3))
+    args = (batch["pixel_values"], batch["image_grid_thw"], 2, 4)
+    with torch.no_grad():
+        direct = cell_embeddings_from_pixels(model, *args, 4)
+        installed = lambda *a, **k: "installed"                      # noqa: E731
+        model.forward = installed
+        try:
+            torch.testing.assert_close(_cell_embeddings(torch.nn.DataParallel(model), *args), direct)
+            assert model.__dict__.get("forward") is installed
+        finally:
+            del model.forward
+        torch.testing.assert_close(_cell_embeddings(torch.nn.DataParallel(model), *args), direct)
+        assert "forward" not in model.__dict__

@@ -1,8 +1,16 @@
-"""Launching multi-process test runs: a free port and a clean environment (no inherited rank variables,
-offline hub, one thread per process on the 2-core CI machine)."""
+"""Launching multi-process test runs: a free port, a clean environment (no inherited rank variables,
+offline hub, one thread per process on the 2-core CI machine), a script on 1 process or on 2 CPU processes
+(gloo) under `accelerate launch` with the shipped cpu_2proc.yaml."""
+from __future__ import annotations
+
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
@@ -24,7 +32,20 @@ def launch_env() -> dict:
 
 def accelerate_2proc(*args: str) -> list[str]:
     """The command prefix of a 2-process CPU launch with the shipped accelerate config."""
-    import sys
-
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
             "--num_processes", "2", "--main_process_port", str(free_port()), *args]
+
+
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build")
+
+
+def launch(script: Path, args: list[str], procs: int, timeout: float = 180) -> None:
+    """Run `script args` on `procs` processes (1: plain python; 2: accelerate launch with cpu_2proc.yaml);
+    fails the test with the tail of the output if it exits non-zero."""
+    if procs not in (1, 2):
+        raise ValueError(f"launch: procs must be 1 or 2 (cpu_2proc.yaml), got {procs}")
+    cmd = [sys.executable, str(script), *args] if procs == 1 else accelerate_2proc(str(script), *args)
+    r = subprocess.run(cmd, env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{script.name} on {procs} process(es) failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _ddp_launch import ROOT, launch, needs_gloo
+from scale_launch import ROOT, launch, needs_gloo
 from _ddp_weights import max_weight_diff
 
 RUN = ROOT / "tests" / "scale" / "grpo_run.py"

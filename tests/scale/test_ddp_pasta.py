@@ -2,49 +2,24 @@
 process on the same global batch: the loss is the mean over all valid rows of the global batch, also
 when the ranks hold different numbers of valid rows."""
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from scale_launch import ROOT, launch, needs_gloo
+
 RUN = ROOT / "tests" / "scale" / "pasta_run.py"
-CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"
 STEPS, GLOBAL_BATCH = 3, 4
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                       reason="torch.distributed with the gloo backend is not available in this torch build"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.slow, needs_gloo]
 
 
 def _run(out: Path, tiny_dir, procs: int, *extra: str) -> list[dict]:
     """Run pasta_run.py on `procs` processes; returns each rank's record."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    args = [str(RUN), "--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
-            "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs), *extra]
-    launch = [sys.executable]
-    if procs > 1:
-        launch += ["-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-                   "--num_processes", str(procs), "--main_process_port", str(_free_port())]
-    r = subprocess.run(launch + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"run on {procs} process(es) failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    launch(RUN, ["--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
+                 "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs), *extra], procs)
     return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]
 
 

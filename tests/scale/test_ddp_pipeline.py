@@ -11,17 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as tdist
 import yaml
 from safetensors.torch import load_file
 
-from scale_launch import ROOT, accelerate_2proc, launch_env
+from scale_launch import ROOT, accelerate_2proc, launch_env, needs_gloo
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (tdist.is_available() and tdist.is_gloo_available()),
-                       reason="torch.distributed with the gloo backend is not available in this torch build"),
-]
+pytestmark = [pytest.mark.slow, needs_gloo]
 
 CONFIG = {
     "model": "tiny", "threads": 1,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from _ddp_launch import ROOT, launch, needs_gloo
+from scale_launch import ROOT, launch, needs_gloo
 from _ddp_weights import max_weight_diff
 
 RUN = ROOT / "tests" / "scale" / "sft_run.py"

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch.distributed as tdist
 
 from hatch.utils import distributed as dist
+from scale_launch import free_port, launch_env, needs_gloo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +24,8 @@ def test_single_process_is_the_identity(monkeypatch):
         dist.on_main(lambda: 1 / 0)
 
 
-@pytest.mark.skipif(not (tdist.is_available() and tdist.is_gloo_available()), reason="needs gloo")
+@needs_gloo
 def test_two_processes(tmp_path):
-    from scale_launch import free_port, launch_env
-
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(free_port()), str(ROOT / "tests" / "scale" / "distributed_run.py"), str(tmp_path)]
     r = subprocess.run(cmd, env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)

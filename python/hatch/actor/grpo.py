@@ -95,7 +95,7 @@ def _trainer_class():
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.aux_loss_fn is None:
                 return loss
-            aux = _keeping_instance_forwards(self.accelerator.unwrap_model(model), self.aux_loss_fn, model, inputs)
+            aux = self.aux_loss_fn(model, inputs)
             if not isinstance(aux, torch.Tensor) or aux.dim() != 0:
                 raise TypeError(f"aux_loss_fn must return a scalar tensor, got "
                                 f"{type(aux).__name__}{'' if not isinstance(aux, torch.Tensor) else tuple(aux.shape)}")
@@ -109,23 +109,6 @@ def _trainer_class():
             return loss + self.aux_weight * aux.to(loss.dtype) / norm
 
     return HatchGRPOTrainer
-
-
-def _keeping_instance_forwards(module: torch.nn.Module, fn: Callable, *args):
-    """fn(*args), then put back every `forward` instance attribute of `module`'s submodules that fn replaced.
-
-    TRL installs its fused LM head as an instance attribute `model.forward`; an aux loss that runs the vision
-    tower through the (DDP-)wrapped model by shadowing the inner `forward` and deleting the shadow afterwards
-    (`hatch.pasta.stage._cell_embeddings` does, with more than one process) would otherwise drop TRL's
-    forward, and the next policy forward fails ("no attribute 'log_probs'").
-    """
-    saved = [(m, m.__dict__["forward"]) for m in module.modules() if "forward" in m.__dict__]
-    try:
-        return fn(*args)
-    finally:
-        for m, forward in saved:
-            if m.__dict__.get("forward") is not forward:
-                m.forward = forward
 
 
 def reward_functions(options: GRPOOptions) -> list[Callable]:

@@ -223,11 +223,17 @@ def _cell_embeddings(model, pixel_values: Tensor, image_grid_thw: Tensor, views:
     def embed(pixel_values, image_grid_thw):
         return cell_embeddings_from_pixels(inner, pixel_values, image_grid_thw, views, grid, grid)
 
+    # Someone may have installed an instance `forward` already (TRL's GRPOTrainer does, for its fused LM
+    # head): put it back afterwards rather than deleting ours.
+    shadowed = inner.__dict__.get("forward")
     inner.forward = embed
     try:
         return model(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
     finally:
-        del inner.forward
+        if shadowed is None:
+            del inner.forward
+        else:
+            inner.forward = shadowed
 
 
 def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None) -> Tensor:
