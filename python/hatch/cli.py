@@ -20,8 +20,10 @@ def _add_train(sub) -> None:
 
 def _cmd_train(args) -> int:
     from hatch.pipeline.runner import run_from_file
+    from hatch.utils.distributed import shutdown
 
     run_from_file(args.config)
+    shutdown()      # under `accelerate launch`: leave the process group cleanly (see shutdown)
     return 0
 
 

@@ -214,3 +214,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from hatch.utils.distributed import shutdown
+
+    shutdown()       # leave the process group together (a rank exiting early can abort in teardown)

@@ -80,6 +80,21 @@ def barrier() -> None:
         d.barrier()
 
 
+def shutdown() -> None:
+    """Waits for every rank, then leaves the process group (no-op without one).
+
+    Call it at the end of a multi-process program: a rank that exits while the others still work, with its
+    gloo / NCCL threads alive, can abort in teardown ("terminate called without an active exception",
+    SIGABRT), and the launcher then reports a finished run as failed. (Gloo's worker threads may still
+    hold tensors while the interpreter finalizes: pytorch/pytorch#190489; seen here in CI, about one 2-process
+    run in ten under load, before every script called this.)
+    """
+    d = _dist()
+    if d:
+        d.barrier()
+        d.destroy_process_group()
+
+
 class MainProcessError(RuntimeError):
     """Raised on the other ranks when the main process failed inside `on_main`."""
 
