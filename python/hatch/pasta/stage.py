@@ -527,7 +527,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     overrides = {k: v for k, v in vars(a).items()
                  if v is not None and k not in ("model_dir", "tiny", "output_dir")}
     results = run_pasta_stage(PastaConfig(model_dir=model_dir, output_dir=a.output_dir, **overrides))
-    print(json.dumps(results, indent=2))
+    from hatch.utils.distributed import is_main, shutdown
+
+    if is_main():
+        print(json.dumps(results, indent=2))
+    shutdown()          # under `accelerate launch`: leave the process group cleanly
     return results
 
 
