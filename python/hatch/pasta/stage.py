@@ -519,16 +519,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if not a.tiny and not a.model_dir:
         p.error("give --model-dir or --tiny")
+    from hatch.utils.distributed import init_distributed, is_main, on_main, shutdown
+
+    init_distributed()          # no-op without a launcher
     model_dir = a.model_dir
     if a.tiny:
         from hatch.models.tiny import build_tiny_model
 
-        model_dir = str(build_tiny_model(Path(a.output_dir) / "tiny"))
+        # one rank builds it, the others wait for it
+        model_dir = on_main(lambda: str(build_tiny_model(Path(a.output_dir) / "tiny")))
     overrides = {k: v for k, v in vars(a).items()
                  if v is not None and k not in ("model_dir", "tiny", "output_dir")}
     results = run_pasta_stage(PastaConfig(model_dir=model_dir, output_dir=a.output_dir, **overrides))
-    from hatch.utils.distributed import is_main, shutdown
-
     if is_main():
         print(json.dumps(results, indent=2))
     shutdown()          # under `accelerate launch`: leave the process group cleanly
