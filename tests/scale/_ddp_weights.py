@@ -1,4 +1,5 @@
-"""Model weights as safetensors files, for the multi-process tests' 1-vs-2-process comparisons."""
+"""Model weights as safetensors files and each rank's record, for the multi-process tests' 1-vs-2-process
+comparisons."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,3 +20,16 @@ def max_weight_diff(a: Path, b: Path) -> float:
     wa, wb = load_file(a), load_file(b)
     assert wa.keys() == wb.keys() and len(wa) > 10, (sorted(wa)[:5], sorted(wb)[:5])
     return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
+def save_rank_outputs(trainer, out: Path, **record) -> None:
+    """OUT/rank{R}.json (the trainer's log history, the world size and `record`) on every rank, and the
+    trained weights OUT/final.safetensors on rank 0."""
+    import json
+
+    rank = trainer.accelerator.process_index
+    (out / f"rank{rank}.json").write_text(json.dumps(
+        {"log_history": trainer.state.log_history, "world_size": trainer.accelerator.num_processes, **record},
+        default=float))
+    if rank == 0:
+        save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")

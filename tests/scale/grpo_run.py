@@ -35,7 +35,6 @@ compares the gradients (Adam would hide a constant factor and magnify rounding i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from hatch.actor.rewards import completion_text
 from hatch.data.synthetic import generate
 from hatch.models.loading import load_model_and_processor
 
-from _ddp_weights import save_weights
+from _ddp_weights import save_rank_outputs, save_weights
 
 
 EOS_BIAS = 5.5      # logit bias: P(EOS) ~ e^5.5 / (vocab + e^5.5) ~ 0.2 per token for the random tiny model
@@ -205,11 +204,7 @@ def main() -> None:
     trainer = grpo.run_grpo(model, processor, rows, out, opt,
                             aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "per-rank", valid_rows))
 
-    (out / f"rank{rank}.json").write_text(json.dumps(
-        {"log_history": trainer.state.log_history, "completions": record, "aux_valid_rows": valid_rows,
-         "world_size": trainer.accelerator.num_processes}, default=float))
-    if rank == 0:
-        save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")
+    save_rank_outputs(trainer, out, completions=record, aux_valid_rows=valid_rows)
 
 
 if __name__ == "__main__":

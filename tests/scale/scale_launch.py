@@ -3,6 +3,7 @@ offline hub, one thread per process on the 2-core CI machine), a script on 1 pro
 (gloo) under `accelerate launch` with the shipped cpu_2proc.yaml."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -49,3 +50,13 @@ def launch(script: Path, args: list[str], procs: int, timeout: float = 180) -> N
     cmd = [sys.executable, str(script), *args] if procs == 1 else accelerate_2proc(str(script), *args)
     r = subprocess.run(cmd, env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{script.name} on {procs} process(es) failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+
+
+def run_ranks(script: Path, out: Path, model_dir, procs: int, steps: int, global_batch: int,
+              *extra: str) -> list[dict]:
+    """A comparison script (pasta_run.py, sft_run.py, grpo_run.py: same flags) on `procs` processes with the
+    same global batch per step (global_batch / procs per process); returns each rank's OUT/rank{R}.json."""
+    launch(script, ["--model-dir", str(model_dir), "--output-dir", str(out), "--steps", str(steps),
+                    "--global-batch", str(global_batch), "--batch-size", str(global_batch // procs), *extra],
+           procs)
+    return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]

@@ -13,7 +13,6 @@ mean over all loss tokens of the global batch only if the token count is summed 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hatch.actor.sft import SFTOptions, run_sft
 from hatch.data.synthetic import generate
 from hatch.models.loading import load_model_and_processor
 
-from _ddp_weights import save_weights
+from _ddp_weights import save_rank_outputs, save_weights
 
 
 def main() -> None:
@@ -64,11 +63,7 @@ def main() -> None:
                          "optim": a.optim, "train_sampling_strategy": "sequential",
                          "average_tokens_across_devices": not a.per_rank_mean})
     trainer = run_sft(model, processor, rows, out, opt)
-    (out / f"rank{rank}.json").write_text(json.dumps(
-        {"log_history": trainer.state.log_history, "local_tokens": local_tokens, "num_items_in_batch": items,
-         "world_size": trainer.accelerator.num_processes}, default=float))
-    if rank == 0:
-        save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")
+    save_rank_outputs(trainer, out, local_tokens=local_tokens, num_items_in_batch=items)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@ global batch, with TRL's default loss ("dapo": token sum over the global number 
 Generation is made independent of the split in grpo_run.py (each completion sampled under a seed of its
 global row); completions end at random lengths, so the ranks hold different numbers of completion tokens.
 """
-import json
 from pathlib import Path
 
 import pytest
 
-from scale_launch import ROOT, launch, needs_gloo
+from scale_launch import ROOT, needs_gloo, run_ranks
 from _ddp_weights import max_weight_diff
 
 RUN = ROOT / "tests" / "scale" / "grpo_run.py"
@@ -23,10 +22,7 @@ pytestmark = [pytest.mark.slow, needs_gloo]
 
 def _run(out: Path, tiny_dir, procs: int, *extra: str) -> list[dict]:
     """grpo_run.py on `procs` processes; returns each rank's record."""
-    launch(RUN, ["--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
-                 "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs),
-                 "--num-generations", str(GENERATIONS), *extra], procs)
-    return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]
+    return run_ranks(RUN, out, tiny_dir, procs, STEPS, GLOBAL_BATCH, "--num-generations", str(GENERATIONS), *extra)
 
 
 def _steps(record: dict) -> list[dict]:

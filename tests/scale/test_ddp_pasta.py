@@ -1,14 +1,13 @@
 """The PaStA stage under `accelerate launch` with 2 CPU processes (gloo) trains the same weights as one
 process on the same global batch: the loss is the mean over all valid rows of the global batch, also
 when the ranks hold different numbers of valid rows."""
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from scale_launch import ROOT, launch, needs_gloo
+from scale_launch import ROOT, needs_gloo, run_ranks
 
 RUN = ROOT / "tests" / "scale" / "pasta_run.py"
 STEPS, GLOBAL_BATCH = 3, 4
@@ -17,10 +16,8 @@ pytestmark = [pytest.mark.slow, needs_gloo]
 
 
 def _run(out: Path, tiny_dir, procs: int, *extra: str) -> list[dict]:
-    """Run pasta_run.py on `procs` processes; returns each rank's record."""
-    launch(RUN, ["--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
-                 "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs), *extra], procs)
-    return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]
+    """pasta_run.py on `procs` processes; returns each rank's record."""
+    return run_ranks(RUN, out, tiny_dir, procs, STEPS, GLOBAL_BATCH, *extra)
 
 
 def _vision(model_dir: Path) -> dict[str, torch.Tensor]:

@@ -2,12 +2,11 @@
 (gloo) logs the same per-step loss and gradient norm and trains the same weights as 1 process on the same
 global batch: the loss is the mean over all completion tokens of the global batch, also when the ranks hold
 different numbers of them (the teacher completions differ in length)."""
-import json
 from pathlib import Path
 
 import pytest
 
-from scale_launch import ROOT, launch, needs_gloo
+from scale_launch import ROOT, needs_gloo, run_ranks
 from _ddp_weights import max_weight_diff
 
 RUN = ROOT / "tests" / "scale" / "sft_run.py"
@@ -18,9 +17,7 @@ pytestmark = [pytest.mark.slow, needs_gloo]
 
 def _run(out: Path, tiny_dir, procs: int, *extra: str) -> list[dict]:
     """sft_run.py on `procs` processes; returns each rank's record."""
-    launch(RUN, ["--model-dir", str(tiny_dir), "--output-dir", str(out), "--steps", str(STEPS),
-                 "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // procs), *extra], procs)
-    return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]
+    return run_ranks(RUN, out, tiny_dir, procs, STEPS, GLOBAL_BATCH, *extra)
 
 
 def _steps(record: dict) -> list[dict]:
