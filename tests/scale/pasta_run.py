@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, required=True, help="per process")
     p.add_argument("--global-batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
     p.add_argument("--per-rank-mean", action="store_true",
                    help="negative control: skip the cross-rank mean (each rank's own mean, DDP-averaged)")
     a = p.parse_args()
@@ -38,8 +39,8 @@ def main() -> None:
     stage.global_mean_loss = recording     # PastaTrainer.compute_loss looks the name up at call time
     config = stage.PastaConfig(
         model_dir=a.model_dir, output_dir=a.output_dir, num_train=a.global_batch * a.steps, num_eval=2,
-        image_size=112, max_steps=a.steps, batch_size=a.batch_size, learning_rate=1e-3, warmup_steps=0,
-        lr_scheduler_type="constant", logging_steps=1, evaluate_before=False, plot=False,
+        image_size=112, max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
+        learning_rate=1e-3, warmup_steps=0, lr_scheduler_type="constant", logging_steps=1, evaluate_before=False, plot=False,
         check_llm_unchanged=False, eval_batch_size=2, seed=0,
         extra_training_args={"train_sampling_strategy": "sequential"})
     res = stage.run_pasta_stage(config)

@@ -53,10 +53,14 @@ def launch(script: Path, args: list[str], procs: int, timeout: float = 180) -> N
 
 
 def run_ranks(script: Path, out: Path, model_dir, procs: int, steps: int, global_batch: int,
-              *extra: str) -> list[dict]:
+              *extra: str, grad_accum: int = 1) -> list[dict]:
     """A comparison script (pasta_run.py, sft_run.py, grpo_run.py: same flags) on `procs` processes with the
-    same global batch per step (global_batch / procs per process); returns each rank's OUT/rank{R}.json."""
+    same global batch per optimizer step (global_batch / (procs × grad_accum) rows per process and
+    micro-step); returns each rank's OUT/rank{R}.json."""
+    per_micro = global_batch // (procs * grad_accum)
+    assert per_micro * procs * grad_accum == global_batch, (global_batch, procs, grad_accum)
+    accum = ["--grad-accum", str(grad_accum)] if grad_accum > 1 else []
     launch(script, ["--model-dir", str(model_dir), "--output-dir", str(out), "--steps", str(steps),
-                    "--global-batch", str(global_batch), "--batch-size", str(global_batch // procs), *extra],
+                    "--global-batch", str(global_batch), "--batch-size", str(per_micro), *accum, *extra],
            procs)
     return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]

@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, required=True, help="rows per process and step")
     p.add_argument("--global-batch", type=int, required=True, help="rows per step, all processes")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
     p.add_argument("--optim", default="sgd", help="TrainingArguments.optim (sgd: weights compare gradients)")
     p.add_argument("--learning-rate", type=float, default=0.5)
     p.add_argument("--per-rank-mean", action="store_true",
@@ -59,6 +60,7 @@ def main() -> None:
     if rank == 0:
         save_weights(model, out / "start.safetensors")
     opt = SFTOptions(max_steps=a.steps, learning_rate=a.learning_rate, batch_size=a.batch_size, warmup_steps=0,
+                     gradient_accumulation_steps=a.grad_accum,
                      lr_scheduler_type="constant", logging_steps=1, seed=0, extra={
                          "optim": a.optim, "train_sampling_strategy": "sequential",
                          "average_tokens_across_devices": not a.per_rank_mean})

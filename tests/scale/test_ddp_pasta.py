@@ -58,3 +58,17 @@ def test_mean_of_per_rank_means_differs(runs, tiny_dir):
     _run(base / "naive", tiny_dir, 2, "--per-rank-mean")
     v1, vn = _vision(base / "one" / "final"), _vision(base / "naive" / "final")
     assert max((vn[k] - v1[k]).abs().max().item() for k in v1) > 1e-4
+
+
+def test_gradient_accumulation_on_two_processes_matches_one(tiny_dir, tmp_path):
+    """2 micro-steps per optimizer step: each micro-step's loss is its global mean (over both ranks), and
+    Trainer averages the micro-steps, the same on 1 and 2 processes."""
+    one = run_ranks(RUN, tmp_path / "one", tiny_dir, 1, STEPS, GLOBAL_BATCH, grad_accum=2)
+    two = run_ranks(RUN, tmp_path / "two", tiny_dir, 2, STEPS, GLOBAL_BATCH, grad_accum=2)
+    c1, c0a, c0b = one[0]["local_counts"], two[0]["local_counts"], two[1]["local_counts"]
+    assert len(c1) == len(c0a) == 2 * STEPS and c0a != c0b
+    assert [a + b for a, b in zip(c0a, c0b)] == c1
+    assert abs(two[0]["train_loss"] - one[0]["train_loss"]) < 1e-5
+    v1, v2 = _vision(tmp_path / "one" / "final"), _vision(tmp_path / "two" / "final")
+    for k in v1:
+        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m: f"{k}: {m}")

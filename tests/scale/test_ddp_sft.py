@@ -58,3 +58,21 @@ def test_mean_of_per_rank_means_differs(runs, tiny_dir):
     naive = _run(base / "naive", tiny_dir, 2, "--per-rank-mean")
     assert naive[0]["num_items_in_batch"] == [float(t) for t in naive[0]["local_tokens"]]
     assert max_weight_diff(base / "naive" / "final.safetensors", base / "one" / "final.safetensors") > 1e-4
+
+
+def test_gradient_accumulation_on_two_processes_matches_one(tiny_dir, tmp_path):
+    """2 micro-steps per optimizer step: the loss is the token mean over both micro-steps of both ranks
+    (Trainer sums the token count over the accumulation window and the ranks), as on 1 process."""
+    one = run_ranks(RUN, tmp_path / "one", tiny_dir, 1, STEPS, GLOBAL_BATCH, grad_accum=2)
+    two = run_ranks(RUN, tmp_path / "two", tiny_dir, 2, STEPS, GLOBAL_BATCH, grad_accum=2)
+    t1, (t0a, t0b) = one[0]["local_tokens"], (two[0]["local_tokens"], two[1]["local_tokens"])
+    assert len(t1) == len(t0a) == len(t0b) == 2 * STEPS and t0a != t0b
+    assert [a + b for a, b in zip(t0a, t0b)] == t1                   # the same rows per micro-step
+    window = [t1[k] + t1[k + 1] for k in range(0, len(t1), 2)]       # tokens of one optimizer step
+    assert one[0]["num_items_in_batch"] == [float(w) for w in window for _ in range(2)]
+    assert two[0]["num_items_in_batch"] == two[1]["num_items_in_batch"] == one[0]["num_items_in_batch"]
+    for e1, e2 in zip(_steps(one[0]), _steps(two[0]), strict=True):
+        for key in ("loss", "grad_norm"):
+            assert e2[key] == pytest.approx(e1[key], abs=1e-5), (e1["step"], key, e2[key], e1[key])
+    diff = max_weight_diff(tmp_path / "two" / "final.safetensors", tmp_path / "one" / "final.safetensors")
+    assert diff < 1e-6, diff
