@@ -175,6 +175,7 @@ def main() -> None:
                    "lr x the gradient, so comparing weights compares gradients; Adam would hide a constant "
                    "factor and amplify rounding in near-zero gradient entries)")
     p.add_argument("--learning-rate", type=float, default=1.0)
+    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
     p.add_argument("--local-row-seeds", action="store_true",
                    help="negative control: seed generation by the local row (as a per-rank RNG would)")
     a = p.parse_args()
@@ -195,7 +196,7 @@ def main() -> None:
     extra = {"optim": a.optim, **({"loss_type": a.loss_type} if a.loss_type else {})}
     opt = grpo.GRPOOptions(max_steps=a.steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
                            num_generations=a.num_generations, max_completion_length=a.max_completion_length,
-                           seed=a.seed, plot=False, extra=extra,
+                           seed=a.seed, plot=False, extra=extra, lora={"r": a.lora_r} if a.lora_r else None,
                            aux_columns=() if a.aux == "none" else ("depth", "K", "cam_to_world"))
     out = Path(a.output_dir)
     rank = int(os.environ.get("RANK", "0"))

@@ -118,3 +118,19 @@ def test_aux_loss_per_rank_mean_differs(runs, aux_one, tiny_dir):
     two = _run(base / "aux_rank", tiny_dir, 2, "--aux", "per-rank", *AUX)
     assert max(abs(a["pasta_loss"] - b["pasta_loss"]) for a, b in zip(_steps(two[0]), _steps(aux_one[0]))) > 1e-3
     assert max_weight_diff(base / "aux_rank" / "final.safetensors", base / "aux_one" / "final.safetensors") > 1e-3
+
+
+def test_lora_on_two_processes_matches_one(tiny_dir, tmp_path):
+    """LoRA (the GPU recipe's GRPO setting) under DDP: the same logs and adapter weights as 1 process."""
+    one = _run(tmp_path / "one", tiny_dir, 1, "--lora-r", "4")
+    two = _run(tmp_path / "two", tiny_dir, 2, "--lora-r", "4")
+    for e1, e2 in zip(_steps(one[0]), _steps(two[0]), strict=True):
+        for key in COMPARED:
+            assert e2[key] == pytest.approx(e1[key], abs=2e-5), (e1["step"], key, e2[key], e1[key])
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(tmp_path / "one" / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
+    lora = [k for k in w1 if "lora_" in k]
+    assert lora and w1.keys() == w2.keys()
+    assert max(w1[k].abs().max().item() for k in lora if "lora_B" in k) > 1e-3   # the adapters trained
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-6
