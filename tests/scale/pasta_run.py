@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import hatch.pasta.stage as stage
+from hatch.models.saving import is_sharded
 
 
 def main() -> None:
@@ -37,6 +38,14 @@ def main() -> None:
         return (loss, num_valid) if a.per_rank_mean else original(loss, num_valid)
 
     stage.global_mean_loss = recording     # PastaTrainer.compute_loss looks the name up at call time
+    sharded: list[bool] = []
+    gather = stage.gather_full_state
+
+    def recording_gather(trainer):          # did the final save gather sharded parameters (FSDP, ZeRO-3)?
+        sharded.append(is_sharded(trainer.accelerator))
+        return gather(trainer)
+
+    stage.gather_full_state = recording_gather
     config = stage.PastaConfig(
         model_dir=a.model_dir, output_dir=a.output_dir, num_train=a.global_batch * a.steps, num_eval=2,
         image_size=112, max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
@@ -45,7 +54,7 @@ def main() -> None:
         extra_training_args={"train_sampling_strategy": "sequential"})
     res = stage.run_pasta_stage(config)
     rank = int(os.environ.get("RANK", "0"))
-    Path(a.output_dir, f"rank{rank}.json").write_text(json.dumps({"local_counts": local_counts, **{
+    Path(a.output_dir, f"rank{rank}.json").write_text(json.dumps({"local_counts": local_counts, "sharded": sharded, **{
         k: v for k, v in res.items() if isinstance(v, (int, float, str, bool)) or v is None}}))
 
 
