@@ -86,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from hatch.utils.config import ConfigError
+    from hatch.utils.distributed import MainProcessError
 
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:  # one clear line, no traceback
         print(f"hatch {args.command}: bad config: {e}", file=sys.stderr)
         return 2
+    except MainProcessError as e:  # the other ranks of a launch whose rank 0 failed (rank 0 said why)
+        print(f"hatch {args.command}: {e}", file=sys.stderr)
+        return 2 if ": ConfigError: " in str(e) else 1
     except KeyboardInterrupt:
         print(f"hatch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

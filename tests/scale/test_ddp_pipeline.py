@@ -120,3 +120,18 @@ def test_a_dead_process_leaves_a_checkpoint_the_next_launch_resumes(straight, tm
         for k in ref:
             torch.testing.assert_close(resumed[k], ref[k], atol=1e-6, rtol=0, msg=lambda m: f"{stage} {k}: {m}")
 
+
+
+def test_a_config_error_on_rank_0_stops_every_rank_with_one_line(straight, tmp_path):
+    """The run directory of `straight` holds another config: rank 0 finds out while preparing the run and
+    every rank stops with the message (exit 2, no traceback) instead of waiting in a collective."""
+    out, _ = straight
+    changed = {**CONFIG, "output_dir": str(out), "pasta": {**CONFIG["pasta"], "max_steps": 5}}
+    cfg = tmp_path / "changed.yaml"
+    cfg.write_text(yaml.safe_dump(changed))
+    r = subprocess.run(_train_cmd(cfg), env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "hatch train: bad config: output_dir" in r.stderr and "different config (changed: pasta)" in r.stderr
+    assert "the main process (rank 0) failed: ConfigError" in r.stderr          # rank 1's line
+    # no worker printed a traceback (the launcher itself reports the failed workers with one of its own)
+    assert not [line for line in r.stderr.splitlines() if line.strip().startswith("File") and "hatch" in line]
