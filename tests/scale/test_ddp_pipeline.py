@@ -136,3 +136,27 @@ def test_a_config_error_on_rank_0_stops_every_rank_with_one_line(straight, tmp_p
     # no worker printed a traceback (the launcher itself reports the failed workers with one of its own)
     # (workers' lines are prefixed with "[rankN]:")
     assert not [line for line in r.stderr.splitlines() if 'File "' in line and "/hatch/" in line]
+
+
+def test_hatch_eval_splits_the_questions_across_processes(straight, tmp_path):
+    """`hatch eval` under 2 processes: each rank answers half, rank 0 writes the same records (same greedy
+    completions, same order) as a 1-process `hatch eval`."""
+    import sys
+
+    from hatch.data import spar
+    from hatch.data.synthetic import SceneConfig, iter_samples
+
+    out, _ = straight
+    bench = tmp_path / "spar_bench.jsonl"
+    spar.write_spar_bench(list(iter_samples(5, seed=777, config=SceneConfig(views=2, size=56))), bench)
+    args = ["--model", str(out / "stages" / "grpo" / "model"), "--actor", "--benchmark", "spar-mv", "--data",
+            str(bench), "--max-new-tokens", "8"]
+    one = subprocess.run([sys.executable, "-m", "hatch.cli", "eval", *args, "--out", str(tmp_path / "one")],
+                         env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(accelerate_2proc("-m", "hatch.cli", "eval", *args, "--out", str(tmp_path / "two")),
+                         env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-6000:]
+    r1, r2 = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("one", "two"))
+    assert len(r1["records"]) == 5 and r2["records"] == r1["records"]
+    assert two.stdout.count("hatch eval: 5 ") == 1                   # rank 0 alone reports

@@ -73,6 +73,18 @@ def evaluate_samples(model, processor, samples: Sequence[Sample], benchmark: str
     return records
 
 
+def evaluate_split(model, processor, samples: Sequence[Sample], benchmark: str, actor: bool = False,
+                   max_new_tokens: int = 128, batch_size: int = 8) -> list[EvalRecord]:
+    """`evaluate_samples` with the questions split across the ranks of a multi-process launch: each rank
+    answers its share, and every rank gets all the records back in the samples' order. A collective under a
+    launch (every rank must call it); with one process, the same as `evaluate_samples`."""
+    from hatch.utils import distributed as dist
+
+    local = evaluate_samples(model, processor, dist.shard(samples), benchmark, actor=actor,
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, progress=dist.is_main())
+    return dist.gather_list(local, len(samples))
+
+
 def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRecord]) -> dict:
     """results.json (summary + every record) and results.md (the table beside the paper's rows)."""
     out = Path(out_dir)
@@ -90,16 +102,27 @@ def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRe
 
 
 def evaluate_cli(args) -> dict:
+    """`hatch eval`: on this rank's GPU when there is one; under `accelerate launch` the questions are split
+    across the processes and rank 0 writes the results."""
     from hatch.models.loading import load_model_and_processor
+    from hatch.utils import distributed as dist
 
-    model, processor = load_model_and_processor(args.model)
+    dist.init_distributed()
+    model, processor = load_model_and_processor(args.model, device=dist.local_device())
     records: list[EvalRecord] = []
     for bench, data in zip(args.benchmark, args.data):
         samples = load_benchmark(bench, data, args.limit)
-        print(f"hatch eval: {len(samples)} {TITLES.get(bench, bench)} questions from {data}")
-        records += evaluate_samples(model, processor, samples, bench, actor=args.actor,
-                                    max_new_tokens=args.max_new_tokens)
+        if dist.is_main():
+            print(f"hatch eval: {len(samples)} {TITLES.get(bench, bench)} questions from {data}")
+        records += evaluate_split(model, processor, samples, bench, actor=args.actor,
+                                  max_new_tokens=args.max_new_tokens)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
-    summary = write_results(out, Path(args.model).name, records)
-    print((out / "results.md").read_text())
+
+    def write() -> dict:
+        summary = write_results(out, Path(args.model).name, records)
+        print((out / "results.md").read_text())
+        return summary
+
+    summary = dist.on_main(write)
+    dist.shutdown()
     return summary

@@ -228,7 +228,7 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 
 def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
-    from hatch.eval.run import evaluate_samples, load_benchmark, write_results
+    from hatch.eval.run import evaluate_split, load_benchmark, write_results
     from hatch.models.loading import load_model_and_processor
 
     e = run.cfg.eval
@@ -236,10 +236,8 @@ def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
     def evaluate(samples, name):
         # Each rank answers its share of the questions; the records come back in order on every rank.
-        local = evaluate_samples(model, processor, dist.shard(samples), name, actor=e.actor,
-                                 max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                                 progress=dist.is_main())
-        return dist.gather_list(local, len(samples))
+        return evaluate_split(model, processor, samples, name, actor=e.actor, max_new_tokens=e.max_new_tokens,
+                              batch_size=e.batch_size)
 
     records = []
     if e.synthetic:
