@@ -21,6 +21,11 @@ REL_TOL = 0.05
 STRIDE = 1
 MIN_OVERLAP = 0.0
 
+# patch_align keeps the dense overlap [B, V, V, P, P] for backward when it takes at most this many bytes
+# (float32). Few cells per view (the paper's n = 4: P = 16) make it tiny, and keeping it saves backward the
+# per-pixel reprojection, which is then nearly all of its cost; larger P keep the O(B*V*P*D + P*P) path.
+DENSE_OVERLAP_MAX_BYTES = 16 * 2**20
+
 
 def patch_overlap(depth: Tensor, K: Tensor, cam_to_world: Tensor, grid_h: int = GRID,
                   grid_w: int | None = None, abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL,
@@ -92,7 +97,10 @@ def patch_align(emb: Tensor, depth: Tensor, K: Tensor, cam_to_world: Tensor, gri
 
     Equal to ``soft_infonce(emb, patch_overlap(depth, K, cam_to_world, ...), ...)`` but never builds the
     overlap or the similarity of all view pairs: both are formed one view pair at a time (and recomputed
-    in backward), so memory stays O(B*V*P*D + P*P).
+    in backward), so memory stays O(B*V*P*D + P*P). Exception: when a gradient is needed and the dense
+    overlap is small (<= DENSE_OVERLAP_MAX_BYTES, e.g. the paper's 4 x 4 cells), it is computed once and
+    kept, so that backward does not redo the reprojection (exactly that composition; see
+    :func:`keeps_dense_overlap`).
 
     Args:
         emb: `[B, V, P, D]` cell embeddings, P = grid_h*grid_w, cells in row-major grid order;
@@ -107,7 +115,24 @@ def patch_align(emb: Tensor, depth: Tensor, K: Tensor, cam_to_world: Tensor, gri
     (float32; float64 for float64 emb) holds logsumexp_j cos(e_a,i, e_c,j)/tau_p, saved for backward.
     """
     grid_w = grid_h if grid_w is None else grid_w
+    if keeps_dense_overlap(emb, depth, grid_h, grid_w):
+        # Same value and gradient (same kernels: reprojection, then the fused InfoNCE), backward cheaper.
+        overlap = patch_overlap(depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride)
+        return soft_infonce(emb, overlap, tau_t, tau_p, min_overlap, return_num_valid)
     loss, _, num_valid = torch.ops.hatch.patch_align(
         emb, depth, K, cam_to_world, grid_h, grid_w, float(tau_t), float(tau_p), float(abs_tol),
         float(rel_tol), stride, float(min_overlap))
     return (loss, num_valid) if return_num_valid else loss
+
+
+def keeps_dense_overlap(emb, depth, grid_h: int, grid_w: int) -> bool:
+    """Whether :func:`patch_align` computes the overlap once and keeps it for backward (see
+    DENSE_OVERLAP_MAX_BYTES): only when a gradient will be taken and the inputs are well-formed (anything
+    else goes to the fused op, whose checks name the bad argument)."""
+    if not (isinstance(emb, Tensor) and isinstance(depth, Tensor) and emb.requires_grad
+            and torch.is_grad_enabled() and emb.dim() == 4 and depth.dim() == 4):
+        return False
+    B, V, P = emb.shape[:3]
+    if P != grid_h * grid_w or tuple(depth.shape[:2]) != (B, V):
+        return False
+    return B * V * V * P * P * 4 <= DENSE_OVERLAP_MAX_BYTES
