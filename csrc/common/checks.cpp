@@ -119,6 +119,17 @@ void check_loss_params(const char* op, double tau_t, double tau_p, double min_ov
                     ": min_overlap must be finite and >= 0, got ", min_overlap);
 }
 
+GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::Tensor& depth,
+                               const at::Tensor& K, const at::Tensor& cam_to_world, int64_t grid_h,
+                               int64_t grid_w, double tau_t, double tau_p, double abs_tol,
+                               double rel_tol, int64_t stride, double min_overlap) {
+  const GeometryDims g =
+      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
+  check_loss_params(op, tau_t, tau_p, min_overlap);
+  return g;
+}
+
 void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
                  const at::Tensor& emb) {
   check_rank(op, "row_lse", row_lse, 4, "[B, V, V, P]");

@@ -24,6 +24,12 @@ void check_embeddings(const char* op, const at::Tensor& emb);
 void check_overlap(const char* op, const at::Tensor& overlap, const at::Tensor& emb);
 // tau_t, tau_p > 0 and finite; min_overlap finite and >= 0.
 void check_loss_params(const char* op, double tau_t, double tau_p, double min_overlap);
+// Everything patch_align / patch_align_backward take besides the saved tensors: the geometry, emb on
+// depth's device with its B, V, P, and the loss parameters. Returns the geometry's dims.
+GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::Tensor& depth,
+                               const at::Tensor& K, const at::Tensor& cam_to_world, int64_t grid_h,
+                               int64_t grid_w, double tau_t, double tau_p, double abs_tol,
+                               double rel_tol, int64_t stride, double min_overlap);
 // row_lse [B, V, V, P] and num_valid [] as produced by the forward op.
 void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
                  const at::Tensor& emb);

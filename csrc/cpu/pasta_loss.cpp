@@ -163,10 +163,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
     int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
     int64_t stride, double min_overlap) {
   constexpr const char* op = "patch_align";
-  const GeometryDims g =
-      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
-  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
-  check_loss_params(op, tau_t, tau_p, min_overlap);
+  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
+                                           tau_p, abs_tol, rel_tol, stride, min_overlap);
   return loss_forward(emb, reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
                       tau_t, tau_p, min_overlap);
 }
@@ -178,10 +176,8 @@ at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& e
                                 double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
   constexpr const char* op = "patch_align_backward";
-  const GeometryDims g =
-      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
-  check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
-  check_loss_params(op, tau_t, tau_p, min_overlap);
+  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
+                                           tau_p, abs_tol, rel_tol, stride, min_overlap);
   check_grad_loss(op, grad_loss, emb);
   check_saved(op, row_lse, num_valid, emb);
   return loss_backward(grad_loss, emb,

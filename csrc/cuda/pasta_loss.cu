@@ -503,10 +503,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
     int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
     int64_t stride, double min_overlap) {
   const char* op = "patch_align";
-  const GeometryDims dims =
-      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
-  check_embeddings(op, emb, dims.B, dims.V, dims.P, depth.device());
-  check_loss_params(op, tau_t, tau_p, min_overlap);
+  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
+                                              tau_p, abs_tol, rel_tol, stride, min_overlap);
   check_cuda(op, "depth", depth);
   const c10::cuda::CUDAGuard guard(emb.device());
   DepthTargets targets(op, depth, K, cam_to_world, dims, stride, abs_tol, rel_tol,
@@ -524,10 +522,8 @@ at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& e
                                 double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
   const char* op = "patch_align_backward";
-  const GeometryDims dims =
-      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
-  check_embeddings(op, emb, dims.B, dims.V, dims.P, depth.device());
-  check_loss_params(op, tau_t, tau_p, min_overlap);
+  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
+                                              tau_p, abs_tol, rel_tol, stride, min_overlap);
   check_saved(op, row_lse, num_valid, emb);
   check_cuda(op, "depth", depth);
   const c10::cuda::CUDAGuard guard(emb.device());

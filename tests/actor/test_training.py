@@ -7,7 +7,6 @@ import pytest
 import torch
 
 pytest.importorskip("trl")
-tiny = pytest.importorskip("hatch.models.tiny", reason="needs the tiny model (hatch.models.tiny)")
 
 from hatch.actor.formatting import grpo_row  # noqa: E402
 from hatch.actor.grpo import GRPOOptions, run_grpo  # noqa: E402
@@ -24,11 +23,6 @@ def _samples(n, seed, views):
     except ImportError:
         return random_samples(n, seed=seed, views=(views,))
     return generate(n, views=views, size=112, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return tiny.build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(autouse=True)

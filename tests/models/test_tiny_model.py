@@ -12,11 +12,6 @@ ACTOR_TEXT = ("<action>{from:0,to:1,action:[{turn right: 120 deg}{move forward: 
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
-
-
-@pytest.fixture(scope="module")
 def loaded(tiny_dir):
     return load_model_and_processor(tiny_dir)
 

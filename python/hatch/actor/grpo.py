@@ -170,6 +170,18 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     return trainer
 
 
+def reward_fifths(log_history: list[dict]) -> dict[str, tuple[float | None, float | None]]:
+    """{reward name: (mean of its first fifth of logged steps, mean of its last fifth)} for the action,
+    answer and format rewards (None, None when nothing was logged)."""
+    logs = [e for e in log_history if "rewards/format_reward/mean" in e]
+    result = {}
+    for name in ("action", "answer", "format"):
+        vals = [e[f"rewards/{name}_reward/mean"] for e in logs]
+        k = max(1, len(vals) // 5)
+        result[name] = (sum(vals[:k]) / k, sum(vals[-k:]) / k) if vals else (None, None)
+    return result
+
+
 def write_reward_log(log_history: list[dict], path: str | Path) -> Path:
     """Write the trainer's per-step log (rewards, loss, lengths...) as JSON; returns the path."""
     path = Path(path)

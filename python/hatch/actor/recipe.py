@@ -22,7 +22,7 @@ from typing import Sequence
 from ..data.record import Sample
 from .formatting import cold_start_row, grpo_row
 from .generation import evaluate_rewards, generate_completions
-from .grpo import GRPOOptions, run_grpo
+from .grpo import GRPOOptions, reward_fifths, run_grpo
 from .sft import SFTOptions, run_sft
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,9 @@ def run_recipe(model, processor, train: Sequence[Sample], held_out: Sequence[Sam
     gtrainer = run_grpo(model, processor, [grpo_row(s) for s in train], out_dir / "grpo", grpo,
                         aux_loss_fn=aux_loss_fn)
     summary["grpo_seconds"] = time.time() - t
-    logs = [e for e in gtrainer.state.log_history if "rewards/format_reward/mean" in e]
     summary["grpo_steps"] = gtrainer.state.global_step
-    for name in ("action", "answer", "format"):
-        vals = [e[f"rewards/{name}_reward/mean"] for e in logs]
-        k = max(1, len(vals) // 5)
-        summary[f"grpo_{name}_first_fifth"] = sum(vals[:k]) / k if vals else None
-        summary[f"grpo_{name}_last_fifth"] = sum(vals[-k:]) / k if vals else None
+    for name, (first, last) in reward_fifths(gtrainer.state.log_history).items():
+        summary[f"grpo_{name}_first_fifth"], summary[f"grpo_{name}_last_fifth"] = first, last
     summary["reward_log"] = str(out_dir / "grpo" / "reward_log.json")
     summary["plot"] = str(out_dir / "grpo" / "rewards.png") if grpo.plot else None
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

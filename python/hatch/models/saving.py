@@ -51,3 +51,15 @@ def gather_full_state(trainer) -> dict[str, Any] | None:
             f"saving a merged LoRA model under {accelerator.distributed_type.value} (sharded parameters) is not "
             "supported; use DDP or DeepSpeed ZeRO-2 for LoRA runs")
     return accelerator.get_state_dict(trainer.model_wrapped)
+
+
+def write_trained_model(trainer, path, full_state: dict[str, Any] | None):
+    """Main process: saves `trainer`'s model to `path` (safetensors), LoRA adapters merged, from
+    `full_state` when `gather_full_state` returned one (sharded engines); returns the model object saved
+    (under sharding, a shard: load `path` for the whole model)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(path, safe_serialization=True,
+                          **({"state_dict": full_state} if full_state is not None else {}))
+    return model

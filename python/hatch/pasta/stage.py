@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hatch.data.record import Sample
 from hatch.models.loading import load_model_and_processor, restore_weights
-from hatch.models.saving import gather_full_state
+from hatch.models.saving import gather_full_state, write_trained_model
+from hatch.utils.distributed import is_main
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TAU_T
 
 from .cells import cell_embeddings_from_pixels, core_model, processor_inputs
@@ -425,8 +425,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
                                       config.abs_tol, config.rel_tol, config.stride, config.min_overlap)
 
     results: dict = {}
-    # Under a multi-process launch only rank 0 evaluates (RANK is set by accelerate / torchrun).
-    if config.evaluate_before and int(os.environ.get("RANK", "0")) == 0:
+    # Under a multi-process launch only rank 0 evaluates.
+    if config.evaluate_before and is_main():
         before = evaluate(model)
         results.update({f"before_{k}": before[k] for k in ("top1", "mean_rank")})
 
@@ -465,15 +465,10 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         accelerator.wait_for_everyone()
         return {"steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
                 "train_seconds": train_seconds, "llm_unchanged": None, "checkpoint": str(final)}
-    model = accelerator.unwrap_model(trainer.model)
-    if config.tune == "lora":
-        model = model.merge_and_unload()
+    model = write_trained_model(trainer, final, full_state)
     if full_state is not None:
-        model.save_pretrained(final, state_dict=full_state)
         # the in-memory model is a shard: evaluate (and check) the saved, whole one
         model, _ = load_model_and_processor(final, dtype=torch.float32, device=device)
-    else:
-        model.save_pretrained(final)
     processor.save_pretrained(final)
     model.eval()
     llm_unchanged = None
@@ -519,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     a = p.parse_args(argv)
     if not a.tiny and not a.model_dir:
         p.error("give --model-dir or --tiny")
-    from hatch.utils.distributed import init_distributed, is_main, on_main, shutdown
+    from hatch.utils.distributed import init_distributed, on_main, shutdown
 
     init_distributed()          # no-op without a launcher
     model_dir = a.model_dir

@@ -125,17 +125,13 @@ def save_trained(trainer, processor, path: Path) -> Path:
     Every rank calls it: under FSDP or DeepSpeed ZeRO-3 the parameters are sharded across ranks and are
     gathered (a collective) into a full state dict that the main process writes.
     """
-    from hatch.models.saving import gather_full_state
+    from hatch.models.saving import gather_full_state, write_trained_model
 
     state = gather_full_state(trainer)
 
     def write() -> str:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
         with atomic_directory(path) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True,
-                                  **({"state_dict": state} if state is not None else {}))
+            write_trained_model(trainer, tmp, state)
             processor.save_pretrained(tmp)
         return str(path)
 
@@ -205,7 +201,7 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.actor.formatting import grpo_row
-    from hatch.actor.grpo import run_grpo
+    from hatch.actor.grpo import reward_fifths, run_grpo
     from hatch.models.loading import load_model_and_processor, restore_weights
 
     model, processor = load_model_and_processor(model_dir)
@@ -214,15 +210,11 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     ckpt = resume_point(work, "grpo")
     trainer = run_grpo(restore_weights(model, ckpt), processor, [grpo_row(s) for s in run.train], work,
                        opts, resume_from_checkpoint=ckpt)
-    logs = [e for e in trainer.state.log_history if "rewards/format_reward/mean" in e]
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
                      "plot": str(stage_dir / "work" / "rewards.png") if opts.plot else None}
-    for name in ("action", "answer", "format"):
-        vals = [e[f"rewards/{name}_reward/mean"] for e in logs]
-        k = max(1, len(vals) // 5)
-        metrics[f"{name}_reward_first"] = sum(vals[:k]) / k if vals else None
-        metrics[f"{name}_reward_last"] = sum(vals[-k:]) / k if vals else None
+    for name, (first, last) in reward_fifths(trainer.state.log_history).items():
+        metrics[f"{name}_reward_first"], metrics[f"{name}_reward_last"] = first, last
     final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, metrics)
 
