@@ -25,23 +25,6 @@ def same_qa(a, b, fields=FIELDS):
         assert getattr(a, f) == getattr(b, f), f
 
 
-def test_spar_rgbd_round_trip(samples, tmp_path):
-    spar.write_spar_rgbd(samples, tmp_path)
-    assert (tmp_path / "synthetic/images" / samples[0].id / "image_depth/0.png").exists()
-    back, summary = spar.read_spar_rgbd(tmp_path, split="train", strict=True)
-    assert summary.read == len(samples) and summary.skipped == 0
-    got = {s.id: s for s in back}
-    for a in samples:
-        b = got[a.id]
-        same_qa(a, b)
-        for x, y in zip(a.images, b.images):
-            np.testing.assert_array_equal(x, y)
-        assert np.abs(a.depth - b.depth).max() <= 0.0005 + 1e-6     # 1 mm quantisation
-        np.testing.assert_array_equal(a.K, b.K)
-        np.testing.assert_array_equal(a.cam_to_world, b.cam_to_world)
-        assert b.meta["scene"] == a.meta["scene"]
-
-
 def test_spar_bench_round_trip_jsonl_and_parquet(samples, tmp_path):
     for name in ("bench.jsonl", "bench.parquet"):
         spar.write_spar_bench(samples, tmp_path / name)
@@ -105,30 +88,6 @@ def test_spar_bench_fixture_and_skips(tmp_path):
         spar.read_spar_bench(f, strict=True)
     with pytest.raises(DataError, match="not found"):
         spar.read_spar_bench(tmp_path / "nope.jsonl")
-
-
-def test_spar_rgbd_missing_files_are_counted_or_raised(samples, tmp_path):
-    spar.write_spar_rgbd(samples[:3], tmp_path)
-    (tmp_path / "synthetic/images" / samples[1].id / "pose/2.txt").unlink()
-    got, summary = spar.read_spar_rgbd(tmp_path)
-    assert len(got) == 2 and summary.skipped == 1 and summary.reasons["missing pose file"] == 1
-    with pytest.raises(DataError, match=rf"{samples[1].id}.*field 'pose'"):
-        spar.read_spar_rgbd(tmp_path, strict=True)
-    # Without the geometry requirement the record is read, without geometry.
-    got, summary = spar.read_spar_rgbd(tmp_path, require_geometry=False)
-    assert len(got) == 3 and not next(s for s in got if s.id == samples[1].id).has_geometry
-    with pytest.raises(DataError, match="qa_jsonl"):
-        spar.read_spar_rgbd(tmp_path / "synthetic")
-    with pytest.raises(DataError, match="split 'val'"):
-        spar.read_spar_rgbd(tmp_path, split="val")
-
-
-def test_spar_rgbd_bad_pose_is_named(samples, tmp_path):
-    spar.write_spar_rgbd(samples[:1], tmp_path)
-    p = tmp_path / "synthetic/images" / samples[0].id / "pose/0.txt"
-    p.write_text("1 0 0 0\n0 1 0 0\n0 0 -1 0\n0 0 0 1\n")          # a reflection
-    with pytest.raises(DataError, match="reflection"):
-        spar.read_spar_rgbd(tmp_path, strict=True)
 
 
 def test_mindcube_fixture(tmp_path):

@@ -6,7 +6,8 @@ import hatch_ext
 import hatch_ext.reference as ref
 from hatch.data.cli import main
 from hatch.data.show import cell_overlap, draw_sample, top_pairs
-from hatch.data.spar import read_spar_bench, read_spar_rgbd
+from hatch.data.spar import read_spar_bench
+from hatch.data.spar7m import read_spar_rgbd
 from hatch.data.mindcube import read_mindcube
 from hatch.data.mmsi import read_mmsi
 from hatch.data.synthetic import generate

@@ -135,3 +135,40 @@ def rows_to_dataset(rows: Sequence[dict]):
         raise ValueError("rows_to_dataset got no rows")
     return Dataset.from_list(list(rows))
 
+
+
+class LazyRows:
+    """rows[i] = make_row(samples[i]), computed when asked for: a map-style dataset for TRL's trainers that
+    never holds more than a batch of decoded images (samples may be a lazily decoding `SparSamples`).
+
+    A sample the row cannot be made from (e.g. an open-ended answer for an ActoR row, ValueError) is counted
+    in `problems` and replaced by the next one (cyclically), so a few such records never stop a run; more
+    than `max_substitutes` in a row raise."""
+
+    def __init__(self, samples: Sequence[Sample], make_row, max_substitutes: int = 32):
+        self.samples = samples
+        self.make_row = make_row
+        self.max_substitutes = max_substitutes
+        self.problems: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"LazyRows index {i} out of range for {n} rows")
+        last = None
+        for attempt in range(min(self.max_substitutes, n)):
+            try:
+                return self.make_row(self.samples[(i + attempt) % n])
+            except ValueError as e:
+                last = e
+                key = type(e).__name__
+                self.problems[key] = self.problems.get(key, 0) + 1
+        raise ValueError(f"{min(self.max_substitutes, n)} samples in a row from index {i} cannot be made into "
+                         f"{getattr(self.make_row, '__name__', 'rows')}; last: {last}")

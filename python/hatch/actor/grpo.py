@@ -135,8 +135,10 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     from .formatting import rows_to_dataset
 
     opt = options or GRPOOptions()
-    ds = rows if hasattr(rows, "column_names") else rows_to_dataset(rows)
-    missing = {"prompt", "images", "answer", "answer_type", "gold_motions"} - set(ds.column_names)
+    ds = rows if hasattr(rows, "column_names") else (
+        rows_to_dataset(rows) if isinstance(rows, (list, tuple)) else lazy_dataset(rows))
+    columns = getattr(ds, "column_names_of_rows", None) or ds.column_names
+    missing = {"prompt", "images", "answer", "answer_type", "gold_motions"} - set(columns)
     if missing:
         raise ValueError(f"GRPO rows need the gold columns of formatting.grpo_row; missing {sorted(missing)}")
     output_dir = Path(output_dir)
@@ -168,6 +170,23 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
             plot_rewards(trainer.state.log_history, output_dir / "rewards.png")
     trainer.accelerator.wait_for_everyone()
     return trainer
+
+
+def lazy_dataset(rows):
+    """A `datasets.Dataset` (GRPOTrainer takes no other map-style kind) whose rows are made when indexed:
+    it stores only row numbers, and a transform calls `rows[i]` (e.g. a `formatting.LazyRows` over lazily
+    decoded samples), so the images of the whole training set are never in memory at once."""
+    from datasets import Dataset
+
+    first = rows[0]
+
+    def transform(batch: dict) -> dict:
+        made = [rows[int(i)] for i in batch["_row"]]
+        return {k: [m[k] for m in made] for k in first}
+
+    ds = Dataset.from_dict({"_row": list(range(len(rows)))}).with_transform(transform)
+    ds.column_names_of_rows = list(first)     # what the rows hold (ds.column_names is ["_row"])
+    return ds
 
 
 def reward_fifths(log_history: list[dict]) -> dict[str, tuple[float | None, float | None]]:

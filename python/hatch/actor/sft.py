@@ -93,10 +93,16 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
     from .formatting import rows_to_dataset
 
     opt = options or SFTOptions()
-    train_ds = rows if hasattr(rows, "column_names") else rows_to_dataset(rows)
-    eval_ds = None if eval_rows is None else (eval_rows if hasattr(eval_rows, "column_names")
-                                              else rows_to_dataset(eval_rows))
-    missing = {"prompt", "completion", "images"} - set(train_ds.column_names)
+
+    def as_dataset(r):
+        # a datasets.Dataset or a lazy map-style dataset (formatting.LazyRows) is used as it is; a list of rows
+        # becomes a datasets.Dataset
+        return r if hasattr(r, "column_names") or not isinstance(r, (list, tuple)) else rows_to_dataset(r)
+
+    train_ds = as_dataset(rows)
+    eval_ds = None if eval_rows is None else as_dataset(eval_rows)
+    columns = train_ds.column_names if hasattr(train_ds, "column_names") else list(train_ds[0])
+    missing = {"prompt", "completion", "images"} - set(columns)
     if missing:
         raise ValueError(f"SFT rows need columns prompt, completion, images; missing {sorted(missing)}")
     config = SFTConfig(

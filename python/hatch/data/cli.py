@@ -1,9 +1,13 @@
 """`hatch data ...` commands: `register(subparsers)` adds them to the top-level `hatch` parser.
 
     hatch data synth --out DIR --num N [--views V] [--size S] [--seed K] [--bench-num M]
-        N synthetic samples in the SPAR-7M-RGBD layout under DIR (DIR/synthetic/images/...,
-        DIR/qa_jsonl/train/...), plus M further samples (a disjoint part of the same seeded stream) as
-        benchmark files: DIR/benchmarks/spar_bench.jsonl, mindcube.jsonl, mmsi.parquet.
+        N synthetic samples in the SPAR-7M-RGBD layout with DIR as spar/ (DIR/synthetic/images/<scene>/...,
+        DIR/synthetic/qa_jsonl/train/<task>/<kind>/<kind>_<N>.jsonl), plus M further samples (a disjoint part
+        of the same seeded stream) as benchmark files: DIR/benchmarks/spar_bench.jsonl, mindcube.jsonl,
+        mmsi.parquet.
+    hatch data stats ROOT [--split S] [--check-files] [--json FILE]
+        What a SPAR-7M download holds: records per source / task / answer folder, views per record,
+        geometry and markers present, skipped records by reason.
     hatch data show SAMPLE --out PNG [--index I] [--grid G] [--top T]
         SAMPLE: a SPAR-7M-RGBD root (e.g. DIR above; --index picks the record) or "synth[:SEED]"
         (generates sample --index of that seed). Draws views, depth and the PaStA overlap lines.
@@ -14,29 +18,23 @@ import argparse
 import sys
 from pathlib import Path
 
-CHUNK = 64   # samples held in memory at once while writing
-
-
 def _synth(args) -> int:
     from tqdm import tqdm
 
     from . import mindcube, mmsi, spar
+    from .spar7m.writer import SparWriter
     from .synthetic import SceneConfig, iter_samples
 
     cfg = SceneConfig(views=args.views, size=args.size).validate()
     out = Path(args.out)
-    chunk = []
-    bar = tqdm(total=args.num, desc="synth", unit="sample")
-    first = True
-    for s in iter_samples(args.num, seed=args.seed, config=cfg):
-        chunk.append(s)
-        if len(chunk) == CHUNK:
-            spar.write_spar_rgbd(chunk, out, append=not first)
-            first, chunk = False, []
-        bar.update(1)
-    if chunk:
-        spar.write_spar_rgbd(chunk, out, append=not first)
-    bar.close()
+    if (out / "synthetic" / "qa_jsonl" / "train").exists():
+        print(f"hatch data synth: {out / 'synthetic' / 'qa_jsonl' / 'train'} exists already; use a new --out",
+              file=sys.stderr)
+        return 2
+    with SparWriter(out, source="synthetic", split="train") as writer:
+        for s in tqdm(iter_samples(args.num, seed=args.seed, config=cfg), total=args.num, desc="synth",
+                      unit="sample"):
+            writer.add(s)
     if args.bench_num > 0:
         bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
                           total=args.bench_num, desc="benchmarks", unit="sample"))
@@ -62,7 +60,7 @@ def _show(args) -> int:
         seed = int(src.split(":", 1)[1]) if ":" in src else 0
         sample = generate_sample(args.index, seed, SceneConfig(views=args.views, size=args.size))
     else:
-        from .spar import iter_spar_rgbd
+        from .spar7m import iter_spar_rgbd
 
         sample = next((s for k, s in enumerate(iter_spar_rgbd(src, strict=True)) if k == args.index), None)
         if sample is None:
@@ -70,6 +68,22 @@ def _show(args) -> int:
             return 2
     out = draw_sample(sample, args.out, grid=args.grid, top=args.top)
     print(f"hatch data show: {sample.id} -> {out}")
+    return 0
+
+
+def _stats(args) -> int:
+    from .common import DataError
+    from .spar7m.stats import dataset_stats, format_stats, write_stats
+
+    try:
+        st = dataset_stats(args.root, split=args.split, tasks=args.tasks, check_files=args.check_files,
+                           limit=args.limit)
+    except DataError as e:
+        print(f"hatch data stats: {e}", file=sys.stderr)
+        return 2
+    print(format_stats(st))
+    if args.json:
+        print(f"hatch data stats: wrote {write_stats(st, args.json)}")
     return 0
 
 
@@ -81,7 +95,7 @@ def _positive(x: str) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add `data synth` and `data show` to a top-level `hatch` subparsers object."""
+    """Add `data synth`, `data show` and `data stats` to a top-level `hatch` subparsers object."""
     p = subparsers.add_parser("data", help="synthetic data and dataset tools")
     sub = p.add_subparsers(dest="data_command", required=True)
 
@@ -104,6 +118,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     w.add_argument("--views", type=int, default=2, help="(synth) cameras")
     w.add_argument("--size", type=int, default=224, help="(synth) image side")
     w.set_defaults(func=_show)
+
+    t = sub.add_parser("stats", help="what a SPAR-7M(-RGBD) download holds, and which records are unusable")
+    t.add_argument("root", help="the spar/ directory of the download, or one spar/<source>/")
+    t.add_argument("--split", default=None, help="one qa_jsonl split (default: all)")
+    t.add_argument("--tasks", nargs="+", default=None, help="task names and/or groups (multi_view, ...)")
+    t.add_argument("--check-files", action="store_true", help="also check that every frame file exists")
+    t.add_argument("--limit", type=_positive, default=None, help="stop after this many records")
+    t.add_argument("--json", default=None, help="also write the statistics as JSON here")
+    t.set_defaults(func=_stats)
     return p
 
 

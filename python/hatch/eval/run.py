@@ -32,7 +32,9 @@ def load_benchmark(benchmark: str, path: str | Path, limit: int | None = None) -
     elif benchmark == "mmsi":
         samples, _ = mmsi.read_mmsi(path)
     elif benchmark == "synthetic":
-        samples, _ = spar.read_spar_rgbd(path, require_geometry=False)
+        from hatch.data.spar7m import read_spar_rgbd
+
+        samples, _ = read_spar_rgbd(path, require_geometry=False)
     else:
         raise ValueError(f"hatch eval: unknown benchmark {benchmark!r} "
                          "(expected spar-mv, mindcube, mmsi or synthetic)")

@@ -41,6 +41,14 @@ def geometry_tensors(samples: Sequence[Sample]) -> tuple[Tensor, Tensor, Tensor]
     return depth, K, T
 
 
+def _groups(samples: list[Sample]) -> list[list[Sample]]:
+    """The samples split by (view count, depth size), the shapes one patch_overlap call can stack."""
+    groups: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.num_views, None if s.depth is None else tuple(s.depth.shape)), []).append(s)
+    return list(groups.values())
+
+
 def match_statistics(emb: Tensor, overlap: Tensor, min_overlap: float = MIN_OVERLAP) -> dict[str, Tensor]:
     """Per valid row: `hit` (bool), `rank` (1-based), `chance` (tie fraction), from emb [B, V, P, D] and
     overlap M [B, V, V, P, P]."""
@@ -67,8 +75,8 @@ def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: in
     Args:
         model: a Qwen2.5-VL model (possibly peft-wrapped); run without gradients in eval mode.
         processor: its processor (image sizes follow the processor's bounds).
-        samples: samples with geometry; samples are batched `batch_size` at a time, each batch must share
-            its view count and depth shape.
+        samples: samples with geometry (a list or a lazily decoding sequence), `batch_size` at a time;
+            samples of different view counts or depth sizes are measured in separate groups.
         grid: n (n x n cells per image).
 
     Returns:
@@ -82,12 +90,14 @@ def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: in
     try:
         with torch.no_grad():
             for start in range(0, len(samples), batch_size):
-                batch = samples[start:start + batch_size]
-                emb = cell_embeddings(model, processor, batch, grid)
-                depth, K, T = geometry_tensors(batch)
-                M = patch_overlap(depth, K, T, grid, grid, abs_tol, rel_tol, stride)
-                for k, v in match_statistics(emb.cpu(), M.cpu(), min_overlap).items():
-                    stats[k].append(v)
+                # decoded once here (samples may decode lazily); mixed view counts / depth sizes in groups
+                loaded = list(samples[start:start + batch_size])
+                for batch in _groups(loaded):
+                    emb = cell_embeddings(model, processor, batch, grid)
+                    depth, K, T = geometry_tensors(batch)
+                    M = patch_overlap(depth, K, T, grid, grid, abs_tol, rel_tol, stride)
+                    for k, v in match_statistics(emb.cpu(), M.cpu(), min_overlap).items():
+                        stats[k].append(v)
     finally:
         model.train(was_training)
     hit, rank, chance = (torch.cat(stats[k]) for k in ("hit", "rank", "chance"))

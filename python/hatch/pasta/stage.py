@@ -92,6 +92,9 @@ class PastaConfig:
     max_grad_norm: float = 1.0
     bf16: str | bool = "auto"            # "auto": bf16 autocast iff a bf16-capable GPU is used
     device: str | None = None            # None: CUDA when available, else CPU
+    num_workers: int = 0                 # DataLoader workers (decoding real frames overlaps training)
+    min_pixels: int | None = None        # image-token budget (None: the checkpoint's own bounds)
+    max_pixels: int | None = None
     # bookkeeping
     logging_steps: int = 10
     save_steps: int = 0                  # Trainer checkpoints every N steps (0: only the final model)
@@ -167,15 +170,37 @@ def _synthetic_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]
                      desc=f"synthetic scenes (seed {seed})", leave=False))
 
 
+def geometry_groups(samples: Sequence[Sample]) -> list[list[int]]:
+    """Indices of the samples grouped by (view count, depth-map size), in first-seen order: the loss stacks
+    each group into [b, V, ...] tensors (real data mixes 2- to 5-view records and sources' depth sizes)."""
+    groups: dict[tuple, list[int]] = {}
+    for k, s in enumerate(samples):
+        groups.setdefault((s.num_views, None if s.depth is None else tuple(s.depth.shape)), []).append(k)
+    return list(groups.values())
+
+
 class PastaCollator:
-    """Samples -> {pixel_values, image_grid_thw, depth, K, cam_to_world} (all views, sample-major)."""
+    """Samples -> {pixel_values, image_grid_thw, depth, K, cam_to_world} (all views, sample-major).
+
+    When the samples differ in view count or depth size, `depth` / `K` / `cam_to_world` are replaced by
+    `geometry_groups`: one {"samples", "depth", "K", "cam_to_world"} per group (see `geometry_groups`) and
+    `num_views` [B]; the loss is then the mean over the valid rows of all groups."""
 
     def __init__(self, processor):
         self.processor = processor
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, Tensor]:
+        samples = list(samples)
         batch = processor_inputs(self.processor, samples)
-        batch["depth"], batch["K"], batch["cam_to_world"] = geometry_tensors(samples)
+        groups = geometry_groups(samples)
+        if len(groups) == 1:
+            batch["depth"], batch["K"], batch["cam_to_world"] = geometry_tensors(samples)
+            return batch
+        batch["num_views"] = torch.tensor([s.num_views for s in samples])
+        batch["geometry_groups"] = []
+        for idx in groups:
+            d, K, T = geometry_tensors([samples[k] for k in idx])
+            batch["geometry_groups"].append({"samples": torch.tensor(idx), "depth": d, "K": K, "cam_to_world": T})
         return batch
 
 
@@ -187,14 +212,37 @@ def pasta_loss(model, batch: dict[str, Tensor], config: PastaConfig | None = Non
     The cell embeddings are cast to float32 for the loss (tiny [B, V, P, D]; keeps bf16 runs exact).
     """
     c = config or PastaConfig(model_dir="", output_dir="")
+    if "geometry_groups" in batch:
+        return _grouped_pasta_loss(model, batch, c, return_num_valid)
     depth = batch["depth"]
     emb = _cell_embeddings(model, batch["pixel_values"], batch["image_grid_thw"], depth.shape[1], c.grid)
+    return _align(emb, depth, batch["K"], batch["cam_to_world"], c, return_num_valid)
+
+
+def _align(emb: Tensor, depth: Tensor, K: Tensor, T: Tensor, c: PastaConfig, return_num_valid: bool):
     dev = emb.device
     # Outside autocast: under bf16 mixed precision the similarity would otherwise be formed in bf16.
     with torch.autocast(device_type=dev.type, enabled=False):
-        return patch_align(emb.float(), depth.to(dev), batch["K"].to(dev), batch["cam_to_world"].to(dev),
-                           c.grid, c.grid, c.tau_t, c.tau_p, c.abs_tol, c.rel_tol, c.stride, c.min_overlap,
-                           return_num_valid=return_num_valid)
+        return patch_align(emb.float(), depth.to(dev), K.to(dev), T.to(dev), c.grid, c.grid, c.tau_t, c.tau_p,
+                           c.abs_tol, c.rel_tol, c.stride, c.min_overlap, return_num_valid=return_num_valid)
+
+
+def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bool):
+    """The mean over the valid rows of every (view count, depth size) group of a mixed batch: one vision
+    forward for all images, one `patch_align` per group, sums and counts combined."""
+    cells = _cell_embeddings(model, batch["pixel_values"], batch["image_grid_thw"], 1, c.grid)[:, 0]
+    starts = torch.cumsum(batch["num_views"].cpu(), 0) - batch["num_views"].cpu()     # first image per sample
+    total, count = None, 0
+    for g in batch["geometry_groups"]:
+        V = g["depth"].shape[1]
+        rows = (starts[g["samples"].cpu()][:, None] + torch.arange(V)).reshape(-1).to(cells.device)
+        emb = cells[rows].reshape(len(g["samples"]), V, *cells.shape[1:])
+        loss, n = _align(emb, g["depth"], g["K"], g["cam_to_world"], c, True)
+        part = loss * n                                   # this group's sum over its valid rows
+        total = part if total is None else total + part
+        count = count + n
+    loss = total / max(float(count), 1.0)
+    return (loss, count) if return_num_valid else loss
 
 
 def _unwrap(model):
@@ -249,6 +297,8 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"pasta_aux_loss: weight must be a finite number >= 0, got {weight}")
     missing = [k for k in ("pixel_values", "image_grid_thw", "depth", "K", "cam_to_world") if k not in batch]
+    if "geometry_groups" in batch:
+        missing = [k for k in ("pixel_values", "image_grid_thw", "num_views") if k not in batch]
     if missing:
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")
@@ -411,7 +461,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     bf16 = _use_bf16(config, device)
 
     torch.manual_seed(config.seed)
-    model, processor = load_model_and_processor(config.model_dir, dtype=torch.float32, device=device)
+    model, processor = load_model_and_processor(config.model_dir, dtype=torch.float32, device=device,
+                                                min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     if train_samples is None:
         train_samples = make_samples(config, config.num_train, config.train_seed)
     if eval_samples is None:
@@ -446,9 +497,11 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         lr_scheduler_type=config.lr_scheduler_type, max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps, save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit, report_to="none",
-        remove_unused_columns=False, dataloader_num_workers=0, bf16=bf16, use_cpu=device.type == "cpu",
+        remove_unused_columns=False, dataloader_num_workers=config.num_workers, bf16=bf16, use_cpu=device.type == "cpu",
         seed=config.seed, disable_tqdm=False, **config.extra_training_args)
-    trainer = PastaTrainer(model=model, args=args, train_dataset=list(train_samples),
+    # A list, or a lazily decoding dataset (hatch.data.spar7m.SparSamples): each rank's sampler picks its
+    # indices and only those records are read.
+    trainer = PastaTrainer(model=model, args=args, train_dataset=train_samples,
                            data_collator=PastaCollator(processor), processing_class=processor,
                            callbacks=[TimeBudget(config.max_seconds)], pasta_config=config)
     start = time.perf_counter()
@@ -468,7 +521,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     model = write_trained_model(trainer, final, full_state)
     if full_state is not None:
         # the in-memory model is a shard: evaluate (and check) the saved, whole one
-        model, _ = load_model_and_processor(final, dtype=torch.float32, device=device)
+        model, _ = load_model_and_processor(final, dtype=torch.float32, device=device,
+                                            min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     processor.save_pretrained(final)
     model.eval()
     llm_unchanged = None

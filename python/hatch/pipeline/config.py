@@ -1,9 +1,11 @@
 """The configuration of a HATCH run (`hatch train --config FILE`), checked completely at load time.
 
-    model: tiny                 # "tiny" (built offline) or a local Qwen2.5-VL directory
+    model: tiny                 # "tiny" (built offline) or a local Qwen2.5-VL directory, or a section:
+    # model: {path: /models/Qwen2.5-VL-3B-Instruct, max_pixels: 200704, min_pixels: 3136}
     output_dir: runs/hatch
     stages: [pasta, qa_sft, actor_sft, grpo, eval]
     data: {kind: synthetic, num_train: 64, num_eval: 16, views: 2, size: 112}
+    # data: {kind: spar, path: /data/spar, tasks: [multi_view], num_train: 10000, num_eval: 256}
     pasta: {max_steps: 60, learning_rate: 1.0e-3}          # hatch.pasta.stage.PastaConfig fields
     qa_sft: {max_steps: 40}                                # hatch.actor.sft.SFTOptions fields
     actor_sft: {max_steps: 80}                             # hatch.actor.sft.SFTOptions fields
@@ -22,18 +24,53 @@ from hatch.utils.config import ConfigError, check, from_dict, load_mapping
 STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
 # Filled in by the runner (or taken from the `data` section), never by a stage's own section.
 _RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
-                  "train_seed", "eval_seed", "resume_from_checkpoint"}
+                  "train_seed", "eval_seed", "resume_from_checkpoint", "min_pixels", "max_pixels",
+                  "num_workers"}
+
+
+@dataclass
+class ModelSection:
+    """The base model and the image-token budget every stage and the evaluation use.
+
+    Qwen2.5-VL resizes each image so that min_pixels <= H*W <= max_pixels (multiples of 28 px, 28*28 px per
+    visual token): a 1296x968 ScanNet frame costs ~1.6k tokens at the checkpoint's default bound, 128 at
+    max_pixels = 128*28*28 = 100352. None keeps the checkpoint's own setting."""
+    path: str = "tiny"                # "tiny" (built offline) or a local from_pretrained directory
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    def __post_init__(self):
+        if self.path != "tiny":
+            check(Path(self.path).is_dir(), "model.path",
+                  f"{self.path!r} is neither 'tiny' nor a local model directory")
+        for name in ("min_pixels", "max_pixels"):
+            v = getattr(self, name)
+            check(v is None or v >= 28 * 28, f"model.{name}", f"must be >= 784 (one 28x28 token), got {v}")
+        if self.min_pixels is not None and self.max_pixels is not None:
+            check(self.min_pixels <= self.max_pixels, "model.min_pixels",
+                  f"must be <= model.max_pixels, got {self.min_pixels} > {self.max_pixels}")
+
+    @property
+    def pixels(self) -> dict:
+        """The budget as keyword arguments of `load_model_and_processor` / `load_processor`."""
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
 
 
 @dataclass
 class DataSection:
+    """Training and held-out data. kind: synthetic (generated) or spar (a SPAR-7M-RGBD download)."""
     kind: Literal["synthetic", "spar"] = "synthetic"
-    path: str | None = None           # SPAR-7M-RGBD root (kind: spar)
-    split: str | None = None          # qa_jsonl split to read (kind: spar); None = all
-    num_train: int = 64               # synthetic: samples generated for training
-    num_eval: int = 16                # held-out samples (synthetic: a disjoint seed range)
-    views: int = 2
-    size: int = 112
+    path: str | None = None           # spar: the spar/ directory of the download, or one spar/<source>/
+    split: str | None = "train"       # spar: the qa_jsonl split (None: every split)
+    tasks: list[str] | None = None    # spar: task names and/or groups (multi_view, single_view, video)
+    num_train: int = 64               # training samples (spar: chosen from the tree, see hatch.data.spar7m.index)
+    num_eval: int = 16                # held-out samples (disjoint from training, stable across num_train)
+    min_views: int = 2                # spar: skip records with fewer images (PaStA and ActoR need pairs)
+    depth_scale: float | dict[str, float] | None = None   # spar: metres per depth unit ({source: m}; mm)
+    num_workers: int | None = None    # DataLoader workers decoding frames (None: 0 synthetic, 2 spar)
+    index_cache: str | None = "default"   # spar: line-offset cache dir ("default": ~/.cache/hatch; null: none)
+    views: int = 2                    # synthetic: cameras per sample
+    size: int = 112                   # synthetic: image side
     seed: int = 0
     actor_fraction: float = 0.1       # the ActoR cold start uses this share of the training data
 
@@ -42,11 +79,31 @@ class DataSection:
         check(self.num_eval >= 1, "data.num_eval", f"must be >= 1, got {self.num_eval}")
         check(2 <= self.views <= 4, "data.views", f"must be 2, 3 or 4, got {self.views}")
         check(self.size >= 56, "data.size", f"must be >= 56 pixels, got {self.size}")
+        check(self.min_views >= 1, "data.min_views", f"must be >= 1, got {self.min_views}")
+        check(self.num_workers is None or self.num_workers >= 0, "data.num_workers",
+              f"must be >= 0, got {self.num_workers}")
         check(0 < self.actor_fraction <= 1, "data.actor_fraction",
               f"must be in (0, 1], got {self.actor_fraction}")
+        scales = self.depth_scale.values() if isinstance(self.depth_scale, dict) else [self.depth_scale]
+        check(all(v is None or v > 0 for v in scales), "data.depth_scale", f"must be > 0, got {self.depth_scale}")
         if self.kind == "spar":
             check(self.path is not None, "data.path", "is required when data.kind is 'spar'")
             check(Path(self.path).is_dir(), "data.path", f"no such directory: {self.path}")
+            from hatch.data.common import DataError
+            from hatch.data.spar7m.layout import find_sources
+
+            try:
+                find_sources(self.path)
+            except DataError as e:
+                check(False, "data.path", str(e))
+        elif self.tasks is not None:
+            check(False, "data.tasks", "selects SPAR-7M tasks: only with data.kind 'spar'")
+
+    @property
+    def workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return 2 if self.kind == "spar" else 0
 
 
 @dataclass
@@ -75,7 +132,7 @@ class EvalSection:
 
 @dataclass
 class HatchConfig:
-    model: str = "tiny"
+    model: str | ModelSection = "tiny"     # a path / "tiny", or a ModelSection mapping
     output_dir: str = "runs/hatch"
     seed: int = 0
     threads: int | None = None        # torch CPU threads (None: torch's default)
@@ -95,9 +152,11 @@ class HatchConfig:
         check(order == sorted(order), "stages", f"must follow the recipe's order {list(STAGES)}")
         check(bool(self.stages), "stages", "is empty: name at least one stage")
         check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
-        if self.model != "tiny":
-            check(Path(self.model).is_dir(), "model",
-                  f"{self.model!r} is neither 'tiny' nor a local model directory")
+        if isinstance(self.model, str):
+            try:
+                self.model = ModelSection(path=self.model)
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("model.path", "model", 1)) from None
         # Each stage's settings are checked now against the stage's own options class, so that a typo
         # fails before hours of earlier stages have run.
         for name in ("pasta", "qa_sft", "actor_sft", "grpo"):

@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from hatch.data.record import Sample
 from hatch.utils.checkpoints import latest_complete_checkpoint
@@ -48,8 +48,8 @@ class Run:
     def __init__(self, cfg: HatchConfig):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self._train: list[Sample] | None = None
-        self._eval: list[Sample] | None = None
+        self._train: Sequence[Sample] | None = None
+        self._eval: Sequence[Sample] | None = None
 
     # ------------------------------------------------------------------ data
     def _load_data(self) -> None:
@@ -62,22 +62,16 @@ class Run:
             # Held-out samples: indices after the training ones, so never seen in training.
             self._eval = list(iter_samples(d.num_eval, seed=d.seed, config=scene, start=d.num_train))
         else:
-            from hatch.data.spar import read_spar_rgbd
-
-            samples, _ = read_spar_rgbd(d.path, split=d.split)
-            if len(samples) < 2:
-                raise ConfigError(f"data.path: {d.path} holds {len(samples)} readable samples; need >= 2")
-            n_eval = min(d.num_eval, len(samples) // 2)
-            self._train, self._eval = samples[:-n_eval], samples[-n_eval:]
+            self._train, self._eval = spar_data(d)
 
     @property
-    def train(self) -> list[Sample]:
+    def train(self) -> Sequence[Sample]:
         if self._train is None:
             self._load_data()
         return self._train
 
     @property
-    def held_out(self) -> list[Sample]:
+    def held_out(self) -> Sequence[Sample]:
         if self._eval is None:
             self._load_data()
         return self._eval
@@ -98,8 +92,8 @@ class Run:
         atomic_write_json(self.state_path, state)
 
     def initial_model(self) -> Path:
-        if self.cfg.model != "tiny":
-            return Path(self.cfg.model)
+        if self.cfg.model.path != "tiny":
+            return Path(self.cfg.model.path)
         path = self.out / "model_init"
         if not (path / "config.json").exists():
             from hatch.models.tiny import build_tiny_model
@@ -107,6 +101,39 @@ class Run:
             with atomic_directory(path) as tmp:
                 build_tiny_model(tmp, seed=self.cfg.seed)
         return path
+
+
+def spar_data(d) -> tuple[Sequence[Sample], Sequence[Sample]]:
+    """(train, held_out) of a SPAR-7M tree: chosen from the text alone (the main process indexes, every rank
+    gets the same choice), decoded lazily by whoever reads an item (hatch.data.spar7m)."""
+    from hatch.data.common import DataError
+    from hatch.data.spar7m import SparSamples, select_records
+    from hatch.data.spar7m.frames import load_sample
+
+    def depth_check(rec) -> None:      # decode a few candidates' depth: a wrong unit fails here, loudly
+        load_sample(rec, d.depth_scale, draw_markers=False)
+
+    def choose():
+        try:
+            return select_records(d.path, d.num_train, d.num_eval, seed=d.seed, split=d.split, tasks=d.tasks,
+                                  min_views=d.min_views, depth_check=depth_check, cache_dir=d.index_cache,
+                                  progress=dist.is_main())
+        except DataError as e:
+            raise ConfigError(f"data.path: {e}") from None
+
+    sel = dist.on_main(choose)
+    bad_depth = sel.summary.reasons.get("implausible depth", 0)
+    if bad_depth and bad_depth * 2 >= sel.summary.reasons.total():
+        # Most skips are depth: the unit is wrong for a whole source, not a few records.
+        raise ConfigError(f"data.depth_scale: {bad_depth} of the checked records have implausible depth, e.g. "
+                          f"{next((x for x in sel.summary.examples if 'implausible' in x), '')}")
+    if len(sel.train) < 1 or len(sel.held_out) < 1:
+        raise ConfigError(f"data.path: {d.path} has {len(sel.held_out) + len(sel.train)} usable records for "
+                          f"split={d.split!r}, tasks={d.tasks}; need >= 2 ({sel.summary})")
+    if dist.is_main():
+        print(f"data: {len(sel.train)} training + {len(sel.held_out)} held-out records of {sel.num_records} "
+              f"in {sel.seconds:.1f}s ({sel.cached_files} files from the index cache); {sel.summary}")
+    return (SparSamples(sel.train, d.depth_scale), SparSamples(sel.held_out, d.depth_scale))
 
 
 def resume_point(work_dir: Path, stage: str, progress: Callable[[str], None] = print) -> str | None:
@@ -156,7 +183,8 @@ def _pasta(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
     work = stage_dir / "work"
     opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir), output_dir=str(work),
-                         resume_from_checkpoint=resume_point(work, "pasta"))
+                         resume_from_checkpoint=resume_point(work, "pasta"), num_workers=run.cfg.data.workers,
+                         **run.cfg.model.pixels)
     metrics = run_pasta_stage(opts, run.train, run.held_out)     # every rank trains; rank 0 evaluates
     final = _copy_model_dir(Path(metrics["checkpoint"]), stage_dir / "model")
     return StageResult(final, {k: v for k, v in metrics.items() if k != "checkpoint"})
@@ -166,7 +194,7 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     from hatch.actor.sft import run_sft
     from hatch.models.loading import load_model_and_processor, restore_weights
 
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_model_and_processor(model_dir, **run.cfg.model.pixels)
     opts = stage_options(name, getattr(run.cfg, name))
     work = stage_dir / "work"
     ckpt = resume_point(work, name)
@@ -180,19 +208,20 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
 
 
 def _qa_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
-    from hatch.actor.formatting import qa_sft_row
+    from hatch.actor.formatting import LazyRows, qa_sft_row
 
-    return _sft(run, model_dir, stage_dir, "qa_sft", [qa_sft_row(s) for s in run.train])
+    return _sft(run, model_dir, stage_dir, "qa_sft", LazyRows(run.train, qa_sft_row))
 
 
 def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
-    from hatch.actor.formatting import cold_start_row
+    from hatch.actor.formatting import LazyRows, cold_start_row
     from hatch.actor.recipe import held_out_rewards
     from hatch.models.loading import load_model_and_processor
 
     n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
-    result = _sft(run, model_dir, stage_dir, "actor_sft", [cold_start_row(s) for s in run.train[:n]])
-    model, processor = load_model_and_processor(result.model_dir, device=dist.local_device())
+    result = _sft(run, model_dir, stage_dir, "actor_sft", LazyRows(run.train[:n], cold_start_row))
+    model, processor = load_model_and_processor(result.model_dir, device=dist.local_device(),
+                                                **run.cfg.model.pixels)
     rewards = held_out_rewards(model, processor, run.held_out, run.cfg.eval.max_new_tokens,
                                run.cfg.eval.batch_size)
     result.metrics.update({f"held_out_{k}": v for k, v in rewards.items()})
@@ -200,15 +229,15 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 
 def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
-    from hatch.actor.formatting import grpo_row
+    from hatch.actor.formatting import LazyRows, grpo_row
     from hatch.actor.grpo import reward_fifths, run_grpo
     from hatch.models.loading import load_model_and_processor, restore_weights
 
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_model_and_processor(model_dir, **run.cfg.model.pixels)
     opts = stage_options("grpo", run.cfg.grpo)
     work = stage_dir / "work"
     ckpt = resume_point(work, "grpo")
-    trainer = run_grpo(restore_weights(model, ckpt), processor, [grpo_row(s) for s in run.train], work,
+    trainer = run_grpo(restore_weights(model, ckpt), processor, LazyRows(run.train, grpo_row), work,
                        opts, resume_from_checkpoint=ckpt)
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
@@ -224,7 +253,7 @@ def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch.models.loading import load_model_and_processor
 
     e = run.cfg.eval
-    model, processor = load_model_and_processor(model_dir, device=dist.local_device())
+    model, processor = load_model_and_processor(model_dir, device=dist.local_device(), **run.cfg.model.pixels)
 
     def evaluate(samples, name):
         # Each rank answers its share of the questions; the records come back in order on every rank.
