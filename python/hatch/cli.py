@@ -38,6 +38,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--actor", action="store_true", help="prompt for actions then answer (ActoR)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="image-token budget: resize each image to at most this many pixels (as model.max_pixels "
+                        "in a training config; default: the checkpoint's)")
+    p.add_argument("--min-pixels", type=int, default=None, help="... and at least this many")
     p.set_defaults(func=_cmd_eval)
 
 

@@ -1,6 +1,7 @@
 """Choosing records out of a SPAR-7M tree from the text alone, and the lazily decoding dataset."""
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,11 +90,15 @@ def test_bad_candidates_are_skipped_counted_and_replaced(tree, tmp_path):
     rec = json.loads(lines[7])
     rec["image"][0] = "scene0000_00/image_color/999.jpg"          # missing frame
     lines[7] = json.dumps(rec)
+    rec = json.loads(lines[9])
+    rec["red_bbox"] = [[100, 200, 400]]                           # a box with 3 coordinates
+    lines[9] = json.dumps(rec)
     f.write_text("\n".join(lines) + "\n")
     sel = select_records(copy, 90, 8, tasks=["position_matching"], cache_dir=None, progress=False)
     assert len(sel.train) == 90 and len(sel.held_out) == 8
     assert sel.summary.reasons["bad json"] == 1 and sel.summary.reasons["missing image file"] == 1
-    with pytest.raises(DataError, match=r"select_100.jsonl record (5|7)"):
+    assert sel.summary.reasons["bad marker"] == 1                 # checked without decoding a frame
+    with pytest.raises(DataError, match=r"select_100.jsonl record (5|7|9)"):
         select_records(copy, 99, 1, tasks=["position_matching"], cache_dir=None, strict=True, progress=False)
 
 
@@ -112,7 +117,7 @@ def test_lazy_dataset_decodes_on_demand_and_substitutes(tree, tmp_path):
     assert clone.record(1).id == ds.record(1).id
     # a frame that disappears after selection: the item is replaced by the next one and counted
     bad = ds.record(4)
-    bad.images[1].unlink()
+    Path(bad.images[1]).unlink()
     got = ds[4]
     assert got.id != bad.id and ds.problems["missing image file"] >= 1
     assert np.isfinite(got.depth).all()

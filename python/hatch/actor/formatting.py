@@ -172,3 +172,20 @@ class LazyRows:
                 self.problems[key] = self.problems.get(key, 0) + 1
         raise ValueError(f"{min(self.max_substitutes, n)} samples in a row from index {i} cannot be made into "
                          f"{getattr(self.make_row, '__name__', 'rows')}; last: {last}")
+
+
+def lazy_dataset(rows):
+    """A `datasets.Dataset` (TRL's trainers take no other map-style kind) whose rows are made when indexed:
+    it stores only row numbers, and a transform calls `rows[i]` (e.g. a `formatting.LazyRows` over lazily
+    decoded samples), so the images of the whole training set are never in memory at once."""
+    from datasets import Dataset
+
+    first = rows[0]
+
+    def transform(batch: dict) -> dict:
+        made = [rows[int(i)] for i in batch["_row"]]
+        return {k: [m[k] for m in made] for k in first}
+
+    ds = Dataset.from_dict({"_row": list(range(len(rows)))}).with_transform(transform)
+    ds.column_names_of_rows = list(first)     # what the rows hold (ds.column_names is ["_row"])
+    return ds

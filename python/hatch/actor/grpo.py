@@ -132,7 +132,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     """
     from trl import GRPOConfig
 
-    from .formatting import rows_to_dataset
+    from .formatting import lazy_dataset, rows_to_dataset
 
     opt = options or GRPOOptions()
     ds = rows if hasattr(rows, "column_names") else (
@@ -170,23 +170,6 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
             plot_rewards(trainer.state.log_history, output_dir / "rewards.png")
     trainer.accelerator.wait_for_everyone()
     return trainer
-
-
-def lazy_dataset(rows):
-    """A `datasets.Dataset` (GRPOTrainer takes no other map-style kind) whose rows are made when indexed:
-    it stores only row numbers, and a transform calls `rows[i]` (e.g. a `formatting.LazyRows` over lazily
-    decoded samples), so the images of the whole training set are never in memory at once."""
-    from datasets import Dataset
-
-    first = rows[0]
-
-    def transform(batch: dict) -> dict:
-        made = [rows[int(i)] for i in batch["_row"]]
-        return {k: [m[k] for m in made] for k in first}
-
-    ds = Dataset.from_dict({"_row": list(range(len(rows)))}).with_transform(transform)
-    ds.column_names_of_rows = list(first)     # what the rows hold (ds.column_names is ["_row"])
-    return ds
 
 
 def reward_fifths(log_history: list[dict]) -> dict[str, tuple[float | None, float | None]]:

@@ -90,18 +90,20 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
     """
     from trl import SFTConfig, SFTTrainer
 
-    from .formatting import rows_to_dataset
+    from .formatting import lazy_dataset, rows_to_dataset
 
     opt = options or SFTOptions()
 
     def as_dataset(r):
-        # a datasets.Dataset or a lazy map-style dataset (formatting.LazyRows) is used as it is; a list of rows
-        # becomes a datasets.Dataset
-        return r if hasattr(r, "column_names") or not isinstance(r, (list, tuple)) else rows_to_dataset(r)
+        # a datasets.Dataset is used as it is, a list of rows becomes one, and a lazy sequence of rows
+        # (formatting.LazyRows over lazily decoded samples) one whose rows are made when indexed
+        if hasattr(r, "column_names"):
+            return r
+        return rows_to_dataset(r) if isinstance(r, (list, tuple)) else lazy_dataset(r)
 
     train_ds = as_dataset(rows)
     eval_ds = None if eval_rows is None else as_dataset(eval_rows)
-    columns = train_ds.column_names if hasattr(train_ds, "column_names") else list(train_ds[0])
+    columns = getattr(train_ds, "column_names_of_rows", None) or train_ds.column_names
     missing = {"prompt", "completion", "images"} - set(columns)
     if missing:
         raise ValueError(f"SFT rows need columns prompt, completion, images; missing {sorted(missing)}")
@@ -112,7 +114,8 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         logging_steps=opt.logging_steps, save_strategy="no" if opt.save_steps is None else "steps",
         save_steps=opt.save_steps or 500, seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16,
         max_length=None, completion_only_loss=True, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, **opt.extra)
+        dataloader_num_workers=0, remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"),
+        **opt.extra)
     trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
                                           processing_class=processor, peft_config=make_lora_config(opt.lora))
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)

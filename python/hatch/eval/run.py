@@ -110,7 +110,9 @@ def evaluate_cli(args) -> dict:
     from hatch.utils import distributed as dist
 
     dist.init_distributed()
-    model, processor = load_model_and_processor(args.model, device=dist.local_device())
+    model, processor = load_model_and_processor(args.model, device=dist.local_device(),
+                                                min_pixels=getattr(args, "min_pixels", None),
+                                                max_pixels=getattr(args, "max_pixels", None))
     records: list[EvalRecord] = []
     for bench, data in zip(args.benchmark, args.data):
         samples = load_benchmark(bench, data, args.limit)

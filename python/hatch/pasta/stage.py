@@ -439,6 +439,19 @@ class TimeBudget(TrainerCallback):
         return control
 
 
+class FirstStepClock(TrainerCallback):
+    """Records when the first optimizer step finished (`unix`): how long a run takes to start training
+    (loading, data selection, the first batches' decoding), reported as `first_step_unix` in the metrics."""
+
+    def __init__(self):
+        self.unix: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.unix is None:
+            self.unix = time.time()
+        return control
+
+
 def _use_bf16(config: PastaConfig, device: torch.device) -> bool:
     if config.bf16 == "auto":
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -499,11 +512,12 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=config.num_workers, bf16=bf16, use_cpu=device.type == "cpu",
         seed=config.seed, disable_tqdm=False, **config.extra_training_args)
+    clock = FirstStepClock()
     # A list, or a lazily decoding dataset (hatch.data.spar7m.SparSamples): each rank's sampler picks its
     # indices and only those records are read.
     trainer = PastaTrainer(model=model, args=args, train_dataset=train_samples,
                            data_collator=PastaCollator(processor), processing_class=processor,
-                           callbacks=[TimeBudget(config.max_seconds)], pasta_config=config)
+                           callbacks=[TimeBudget(config.max_seconds), clock], pasta_config=config)
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
@@ -536,7 +550,8 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     results.update({"chance_top1": after["chance_top1"], "chance_rank": after["chance_rank"],
                     "num_eval_rows": after["num_rows"], "train_seconds": train_seconds,
                     "steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
-                    "llm_unchanged": llm_unchanged, "bf16": bf16, "checkpoint": str(final)})
+                    "llm_unchanged": llm_unchanged, "bf16": bf16, "first_step_unix": clock.unix,
+                    "checkpoint": str(final)})
     (out / "metrics.json").write_text(json.dumps({**results, "config": asdict(config)}, indent=2))
     (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2))
     if config.plot:

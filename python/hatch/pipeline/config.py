@@ -66,6 +66,7 @@ class DataSection:
     num_train: int = 64               # training samples (spar: chosen from the tree, see hatch.data.spar7m.index)
     num_eval: int = 16                # held-out samples (disjoint from training, stable across num_train)
     min_views: int = 2                # spar: skip records with fewer images (PaStA and ActoR need pairs)
+    answer_types: list[Literal["mc", "numeric", "open"]] | None = None   # spar: keep these (ActoR: mc, numeric)
     depth_scale: float | dict[str, float] | None = None   # spar: metres per depth unit ({source: m}; mm)
     num_workers: int | None = None    # DataLoader workers decoding frames (None: 0 synthetic, 2 spar)
     index_cache: str | None = "default"   # spar: line-offset cache dir ("default": ~/.cache/hatch; null: none)

@@ -15,6 +15,7 @@ looks like (millimetres read as metres gives kilometres).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -62,12 +63,20 @@ def check_depth(depth: np.ndarray, rec: SparRecord, view: int, scale: float) -> 
             f"right? set data.depth_scale: {{{rec.source}: <metres per unit>}}", "implausible depth")
 
 
-def _scene_and_frame(image: Path) -> tuple[Path, str]:
-    return image.parent.parent, image.stem           # <scene>/image_color/<frame>.jpg
+def _scene_and_frame(image: str) -> tuple[str, str]:
+    """(<scene> directory, frame name) of <scene>/image_color/<frame>.jpg."""
+    return os.path.dirname(os.path.dirname(image)), os.path.splitext(os.path.basename(image))[0]
 
 
-def _intrinsic(scene: Path, frame: str, depth_hw: tuple[int, int], color_path: Path, rec: SparRecord) -> np.ndarray:
-    idir = scene / "intrinsic"
+def frame_files(rec: SparRecord, view: int) -> tuple[str, str]:
+    """(depth path, pose path) of a view: the record's `depth` entry or image_depth/<frame>.png beside it."""
+    scene, frame = _scene_and_frame(rec.images[view])
+    dpath = rec.depth[view] if rec.depth else os.path.join(scene, "image_depth", frame + ".png")
+    return dpath, os.path.join(scene, "pose", frame + ".txt")
+
+
+def _intrinsic(scene: str, frame: str, depth_hw: tuple[int, int], color_path: str, rec: SparRecord) -> np.ndarray:
+    idir = Path(scene) / "intrinsic"
     try:
         for cand in (idir / f"{frame}.txt", idir / "intrinsic_depth.txt"):
             if cand.is_file():
@@ -90,11 +99,10 @@ def _intrinsic(scene: Path, frame: str, depth_hw: tuple[int, int], color_path: P
 def _geometry(rec: SparRecord, view: int, scale: float):
     image = rec.images[view]
     scene, frame = _scene_and_frame(image)
-    dpath = rec.depth[view] if rec.depth else scene / "image_depth" / f"{frame}.png"
-    ppath = scene / "pose" / f"{frame}.txt"
-    if not dpath.is_file():
+    dpath, ppath = frame_files(rec, view)
+    if not os.path.isfile(dpath):
         raise RecordError(f"{rec.at}: field 'depth'[{view}]: file not found: {dpath}", "missing depth file")
-    if not ppath.is_file():
+    if not os.path.isfile(ppath):
         raise RecordError(f"{rec.at}: pose of view {view}: file not found: {ppath}", "missing pose file")
     try:
         depth = read_depth(dpath, scale)
@@ -108,21 +116,21 @@ def _geometry(rec: SparRecord, view: int, scale: float):
     return depth, pose, _intrinsic(scene, frame, depth.shape, image, rec)
 
 
-def check_files(rec: SparRecord, require_geometry: bool = True) -> None:
-    """Existence of every file the record needs (no decoding): RecordError naming the first missing one."""
+def check_files(rec: SparRecord, require_geometry: bool = True, exists=os.path.isfile) -> None:
+    """Existence of every file the record needs (no decoding): RecordError naming the first missing one.
+
+    `exists(path) -> bool` may be memoized by the caller (records share frames)."""
     for k, p in enumerate(rec.images):
-        if not p.is_file():
+        if not exists(p):
             raise RecordError(f"{rec.at}: field 'image'[{k}]: file not found: {p}", "missing image file")
     if not require_geometry:
         return
-    for k, image in enumerate(rec.images):
-        scene, frame = _scene_and_frame(image)
-        dpath = rec.depth[k] if rec.depth else scene / "image_depth" / f"{frame}.png"
-        if not dpath.is_file():
+    for k in range(len(rec.images)):
+        dpath, ppath = frame_files(rec, k)
+        if not exists(dpath):
             raise RecordError(f"{rec.at}: field 'depth'[{k}]: file not found: {dpath}", "missing depth file")
-        if not (scene / "pose" / f"{frame}.txt").is_file():
-            raise RecordError(f"{rec.at}: pose of view {k}: file not found: {scene / 'pose' / f'{frame}.txt'}",
-                              "missing pose file")
+        if not exists(ppath):
+            raise RecordError(f"{rec.at}: pose of view {k}: file not found: {ppath}", "missing pose file")
 
 
 def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None = None,
@@ -135,7 +143,7 @@ def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None
 
     images = []
     for k, p in enumerate(rec.images):
-        if not p.is_file():
+        if not os.path.isfile(p):
             raise RecordError(f"{rec.at}: field 'image'[{k}]: file not found: {p}", "missing image file")
         try:
             images.append(read_image(p))

@@ -2,8 +2,8 @@
 
 Every non-blank line of every selected QA file gets a key: a 64-bit hash of (its folder, e.g.
 "scannet/train/depth_prediction_oo_mv/select", its line number within that folder, the seed). Records are
-ranked by key; walking that ranking, each candidate is parsed and its files are checked to exist (still no
-decoding) and bad ones are skipped and counted with their reason. The first `num_eval` good records are the
+ranked by key; walking that ranking, each candidate is parsed, its markers are checked against its view count
+and its files are checked to exist (still no decoding) and bad ones are skipped and counted with their reason. The first `num_eval` good records are the
 held-out part, the next `num_train` the training part. So:
 
 * the choice is a deterministic function of the tree and the seed: the same on every run, on every rank
@@ -196,6 +196,7 @@ def _rank(files: list[QAFile], need: int, seed: int, cache_dir: Path | None, bar
 
 def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: str | None = "train",
                    tasks: Iterable[str] | None = None, min_views: int = 1, require_geometry: bool = True,
+                   answer_types: Iterable[str] | None = None,
                    depth_check: Callable[[SparRecord], None] | None = None, cache_dir: Path | str | None = "default",
                    strict: bool = False, progress: bool = True) -> Selection:
     """The held-out and training records of a SPAR-7M tree (see the module doc).
@@ -205,6 +206,8 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
         num_train, num_eval: how many good records each part gets (fewer if the tree has fewer: warned).
         seed: the choice's seed. split: the qa_jsonl split (None: all). tasks: names and/or groups.
         min_views: skip records with fewer images (PaStA and ActoR need pairs).
+        answer_types: keep only records of these answer types (mc, numeric, open; ActoR's rewards need mc or
+            numeric); the others are counted as "answer type not selected".
         require_geometry: the candidates' depth and pose files must exist.
         depth_check: called on some candidates of each source (e.g. to decode their depth and refuse a wrong
             unit); a RecordError from it counts as a skip.
@@ -215,6 +218,7 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
     from tqdm.auto import tqdm
 
     from .frames import check_files
+    from .markers import check_markers
 
     t0 = time.perf_counter()
     if num_train < 0 or num_eval < 0:
@@ -224,10 +228,18 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
     if not files:
         raise DataError(f"SPAR-7M root {root}: no QA files for split={split!r}, tasks={sorted(tasks or []) or 'all'}")
     want = num_train + num_eval
+    types = None if answer_types is None else set(answer_types)
     summary = ReadSummary(f"SPAR-7M {root}")
     total_bytes = sum(f.path.stat().st_size for f in files)
     need = max(want + want // 10 + 64, 1)
     checked_per_source: dict[str, int] = {}
+    seen: dict[str, bool] = {}
+
+    def exists(path: str) -> bool:          # records share frames: one stat per file
+        hit = seen.get(path)
+        if hit is None:
+            hit = seen[path] = os.path.isfile(path)
+        return hit
     while True:
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="SPAR-7M index", disable=not progress,
                    leave=False)
@@ -245,15 +257,19 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
                 fh = handles.get(fi) or handles.setdefault(fi, open(files[fi].path, "rb"))
                 try:
                     rec = parse_record(read_line(fh, off[k]), files[fi], int(line[k]))
+                    if types is not None and rec.answer_type not in types:
+                        raise RecordError(f"{rec.at}: answer type {rec.answer_type!r} not in data.answer_types",
+                                          "answer type not selected")
                     if len(rec.images) < min_views:
                         raise RecordError(f"{rec.at}: {len(rec.images)} image(s), fewer than data.min_views="
                                           f"{min_views}", "too few views")
-                    check_files(rec, require_geometry)
+                    check_files(rec, require_geometry, exists)
+                    check_markers(rec.raw, rec.task, len(rec.images))
                     if depth_check is not None and checked_per_source.get(rec.source, 0) < 4:
                         checked_per_source[rec.source] = checked_per_source.get(rec.source, 0) + 1
                         depth_check(rec)
                 except RecordError as e:
-                    if strict:
+                    if strict and e.kind not in ("answer type not selected", "too few views"):
                         raise DataError(str(e)) from e
                     summary.skipped += 1
                     summary.reasons[e.kind] += 1

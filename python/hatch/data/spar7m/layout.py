@@ -23,7 +23,7 @@ ANSWER_KINDS = ("fill", "select", "sentence", "judge")
 
 # Task names by view setting, as fudan-zvg/spar datasets/draw_marker.py groups them (DRAW_FUNCTIONS).
 SINGLE_VIEW_TASKS = (
-    "obj_spatial_relation_oo", "obj_spatial_relation_oc", "depth_prediction_oc", "depth_prediction_oo",
+    "obj_spatial_relation_oo", "depth_prediction_oc", "depth_prediction_oo",
     "distance_prediction_oc", "distance_prediction_oo", "distance_infer_center_oc", "distance_infer_center_oo",
     "spatial_volume_infer", "spatial_imagination_oc", "spatial_imagination_oo",
 )

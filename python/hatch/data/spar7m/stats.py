@@ -8,6 +8,7 @@ up every frame file a record names (one stat per file: slower on a network disk)
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -30,7 +31,7 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
            "by_source": Counter(), "by_task": Counter(), "by_kind": Counter(), "by_answer_type": Counter(),
            "views": Counter(), "with_depth_field": 0, "with_scene_geometry": 0, "with_markers": 0,
            "markers_by_task": Counter(), "skip_reasons": Counter(), "skip_examples": defaultdict(list)}
-    scene_ok: dict[Path, bool] = {}
+    scene_ok: dict[str, bool] = {}
     bar = tqdm(total=sum(f.path.stat().st_size for f in files), unit="B", unit_scale=True, desc="SPAR-7M stats",
                disable=not progress)
     done = False
@@ -61,10 +62,11 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
                 out["by_answer_type"][rec.answer_type] += 1
                 out["views"][len(rec.images)] += 1
                 out["with_depth_field"] += rec.depth is not None
-                scenes = {p.parent.parent for p in rec.images}
+                scenes = {os.path.dirname(os.path.dirname(p)) for p in rec.images}
                 for sc in scenes:
                     if sc not in scene_ok:
-                        scene_ok[sc] = (sc / "pose").is_dir() and (sc / "intrinsic").is_dir()
+                        scene_ok[sc] = (os.path.isdir(os.path.join(sc, "pose"))
+                                        and os.path.isdir(os.path.join(sc, "intrinsic")))
                 out["with_scene_geometry"] += all(scene_ok[sc] for sc in scenes)
                 if has_markers(rec.raw):
                     out["with_markers"] += 1
