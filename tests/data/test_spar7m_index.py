@@ -94,8 +94,8 @@ def test_bad_candidates_are_skipped_counted_and_replaced(tree, tmp_path):
     rec["red_bbox"] = [[100, 200, 400]]                           # a box with 3 coordinates
     lines[9] = json.dumps(rec)
     f.write_text("\n".join(lines) + "\n")
-    sel = select_records(copy, 90, 8, tasks=["position_matching"], cache_dir=None, progress=False)
-    assert len(sel.train) == 90 and len(sel.held_out) == 8
+    sel = select_records(copy, 89, 8, tasks=["position_matching"], cache_dir=None, progress=False)
+    assert len(sel.train) == 89 and len(sel.held_out) == 8         # 100 records, 3 bad: all others used
     assert sel.summary.reasons["bad json"] == 1 and sel.summary.reasons["missing image file"] == 1
     assert sel.summary.reasons["bad marker"] == 1                 # checked without decoding a frame
     with pytest.raises(DataError, match=r"select_100.jsonl record (5|7|9)"):
