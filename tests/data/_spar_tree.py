@@ -12,7 +12,7 @@ from PIL import Image
 K_DEPTH = np.array([[40.0, 0, 31.5, 0], [0, 40.0, 23.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
 
 
-def write_scene(images: Path, scene: str, frames=(0, 10), size=(64, 48), depth_mm=1500, seed=0) -> None:
+def write_scene(images: Path, scene: str, frames=(0, 10, 20), size=(64, 48), depth_mm=1500, seed=0) -> None:
     rng = np.random.default_rng(seed)
     d = images / scene
     for sub in ("image_color", "image_depth", "pose", "intrinsic"):
@@ -21,7 +21,7 @@ def write_scene(images: Path, scene: str, frames=(0, 10), size=(64, 48), depth_m
     for k, f in enumerate(frames):
         Image.fromarray(rng.integers(0, 255, (h * 2, w * 2, 3), dtype=np.uint8)).save(d / f"image_color/{f}.jpg")
         depth = np.full((h, w), depth_mm, np.uint16)
-        depth[:, : w // 4] += 500
+        depth[:, : w // 4] += depth_mm // 3
         Image.fromarray(depth).save(d / f"image_depth/{f}.png")
         pose = np.eye(4)
         pose[0, 3] = 0.1 * k
@@ -50,16 +50,16 @@ def record(i: int, scene: str, task: str, frames=(0, 10), kind: str = "select") 
 
 
 def write_tree(root: Path, counts: dict[tuple[str, str, str], int], scenes=("scene0000_00", "scene0001_00"),
-               frames_size=(64, 48)) -> Path:
+               frames_size=(64, 48), depth_mm=1500) -> Path:
     """root = spar/; counts: {(source, task, kind): number of records}. Returns root."""
     sources = {s for s, _, _ in counts}
     for src in sources:
         for k, sc in enumerate(scenes):
-            write_scene(root / src / "images", sc, size=frames_size, seed=k)
+            write_scene(root / src / "images", sc, size=frames_size, depth_mm=depth_mm, seed=k)
     for (src, task, kind), n in counts.items():
         d = root / src / "qa_jsonl" / "train" / task / kind
         d.mkdir(parents=True, exist_ok=True)
-        frames = (0,) if not task.endswith("_mv") and task not in ("position_matching", "view_change_infer") else (0, 10)
+        frames = {"depth_prediction_oo_mv": (0, 10, 20), "position_matching": (0, 10)}.get(task, (0,))
         with open(d / f"{kind}_{n}.jsonl", "w") as fh:
             for i in range(n):
                 fh.write(json.dumps(record(i, scenes[i % len(scenes)], task, frames, kind)) + "\n")

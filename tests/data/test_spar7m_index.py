@@ -33,10 +33,11 @@ def test_scan_offsets_lines_blanks_and_chunk_edges(tmp_path, monkeypatch):
     f.write_bytes(b"\n".join(lines))                          # no newline after the last line
     for chunk in (3, 7, 1 << 20):
         monkeypatch.setattr(idx, "CHUNK_BYTES", chunk)
-        off = idx.scan_offsets(f)
+        off, line = idx.scan_offsets(f)
         data = f.read_bytes()
         got = [data[o:].split(b"\n", 1)[0] for o in off]
         assert got == [b'{"a": 1}', b'{"b": 22}', b'{"c": 333}'], chunk
+        assert line.tolist() == [1, 3, 5]                       # 1-based, as an editor numbers them
 
 
 def test_selection_is_deterministic_disjoint_and_nested(tree, tmp_path):
@@ -98,7 +99,7 @@ def test_bad_candidates_are_skipped_counted_and_replaced(tree, tmp_path):
     assert len(sel.train) == 89 and len(sel.held_out) == 8         # 100 records, 3 bad: all others used
     assert sel.summary.reasons["bad json"] == 1 and sel.summary.reasons["missing image file"] == 1
     assert sel.summary.reasons["bad marker"] == 1                 # checked without decoding a frame
-    with pytest.raises(DataError, match=r"select_100.jsonl record (5|7|9)"):
+    with pytest.raises(DataError, match=r"select_100.jsonl line (6|8|10)"):
         select_records(copy, 99, 1, tasks=["position_matching"], cache_dir=None, strict=True, progress=False)
 
 
@@ -110,7 +111,7 @@ def test_lazy_dataset_decodes_on_demand_and_substitutes(tree, tmp_path):
     sel = select_records(copy, 20, 2, tasks=["multi_view"], cache_dir=None, progress=False)
     ds = SparSamples(sel.train)
     s = ds[0]
-    assert isinstance(s, Sample) and s.has_geometry and s.num_views == 2 and s.depth.shape == (2, 48, 64)
+    assert isinstance(s, Sample) and s.has_geometry and s.depth.shape == (s.num_views, 48, 64)
     assert s.depth.max() == pytest.approx(2.0) and s.depth.min() == pytest.approx(1.5)   # mm -> m
     assert len(ds[:5]) == 5 and ds[:5].record(3).id == ds.record(3).id
     clone = pickle.loads(pickle.dumps(ds))                        # DataLoader workers get a copy

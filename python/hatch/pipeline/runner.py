@@ -123,11 +123,12 @@ def spar_data(d) -> tuple[Sequence[Sample], Sequence[Sample]]:
             raise ConfigError(f"data.path: {e}") from None
 
     sel = dist.on_main(choose)
-    bad_depth = sel.summary.reasons.get("implausible depth", 0)
-    if bad_depth and bad_depth * 2 >= sel.summary.reasons.total():
-        # Most skips are depth: the unit is wrong for a whole source, not a few records.
-        raise ConfigError(f"data.depth_scale: {bad_depth} of the checked records have implausible depth, e.g. "
-                          f"{next((x for x in sel.summary.examples if 'implausible' in x), '')}")
+    for source, (checked, bad) in sel.info.get("depth_checked", {}).items():
+        if bad and bad * 2 >= checked:
+            # Half or more of a source's checked depth maps are implausible: its unit is wrong, not a few files.
+            raise ConfigError(f"data.depth_scale: {bad} of {checked} checked depth maps of source {source!r} are "
+                              f"implausible, e.g. "
+                              f"{next((x for x in sel.summary.examples if 'implausible' in x), '')}")
     if len(sel.train) < 1 or len(sel.held_out) < 1:
         raise ConfigError(f"data.path: {d.path} has {len(sel.held_out) + len(sel.train)} usable records for "
                           f"split={d.split!r}, tasks={d.tasks}; need >= 2 ({sel.summary})")

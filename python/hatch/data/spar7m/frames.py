@@ -139,7 +139,7 @@ def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None
 
     With `require_geometry=False` a record without depth/pose files still loads (images and question only).
     """
-    from .markers import draw_markers as draw
+    from .markers import check_markers, draw_markers as draw
 
     images = []
     for k, p in enumerate(rec.images):
@@ -152,6 +152,8 @@ def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None
     drawn: list[dict] = []
     if draw_markers:
         images, drawn = draw(images, rec.raw, rec.task)
+    else:
+        check_markers(rec.raw, rec.task, len(images))      # a record with bad markers is bad either way
     depth = K = T = None
     scale = depth_scale_of(rec.source, depth_scale)
     try:

@@ -36,6 +36,7 @@ from .records import SparRecord, parse_record
 log = logging.getLogger("hatch.data")
 
 CHUNK_BYTES = 1 << 24
+DEPTH_CHECKS = 4          # candidates per source whose depth `depth_check` decodes
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -60,11 +61,13 @@ def _group_base(group: str, seed: int) -> np.uint64:
 
 
 # ----------------------------------------------------------------------------------------- offsets
-def scan_offsets(path: Path, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Byte offsets (int64) of the non-blank lines of a text file, from one pass over its bytes."""
+def scan_offsets(path: Path, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(byte offsets, 1-based line numbers), int64, of the non-blank lines of a text file, from one pass."""
     starts: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
     pos = 0
     line_start = 0          # offset where the current (unfinished) line began
+    line_no = 1             # its 1-based number
     with open(path, "rb") as fh:
         while True:
             buf = fh.read(CHUNK_BYTES)
@@ -74,16 +77,20 @@ def scan_offsets(path: Path, progress: Callable[[int], None] | None = None) -> n
             nl = np.flatnonzero(arr == 10).astype(np.int64) + pos      # absolute newline offsets
             if nl.size:
                 begins = np.concatenate(([line_start], nl[:-1] + 1))
-                lengths = nl - begins
-                starts.append(begins[lengths > 0])                        # drop empty lines
+                keep = (nl - begins) > 0                              # drop empty lines
+                starts.append(begins[keep])
+                numbers.append(np.arange(line_no, line_no + nl.size, dtype=np.int64)[keep])
                 line_start = int(nl[-1]) + 1
+                line_no += int(nl.size)
             pos += len(buf)
             if progress:
                 progress(len(buf))
     if pos > line_start:        # a last line without a newline
         starts.append(np.array([line_start], dtype=np.int64))
-    out = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    return out
+        numbers.append(np.array([line_no], dtype=np.int64))
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(numbers)
 
 
 def _cache_path(cache_dir: Path, path: Path) -> Path:
@@ -91,30 +98,32 @@ def _cache_path(cache_dir: Path, path: Path) -> Path:
     return cache_dir / f"{h}.npy"
 
 
-def file_offsets(path: Path, cache_dir: Path | None, progress=None) -> tuple[np.ndarray, bool]:
-    """(offsets, from_cache). The cache entry stores (size, mtime_ns) in its first two values."""
+def file_offsets(path: Path, cache_dir: Path | None, progress=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(offsets, line numbers, from_cache). A cache entry is [size, mtime_ns, n, offsets..., lines...]."""
     st = path.stat()
     stamp = np.array([st.st_size, st.st_mtime_ns], dtype=np.int64)
     cp = _cache_path(cache_dir, path) if cache_dir else None
     if cp is not None and cp.is_file():
         try:
             arr = np.load(cp, mmap_mode="r")
-            if arr.shape[0] >= 2 and arr[0] == stamp[0] and arr[1] == stamp[1]:
-                if progress:
-                    progress(int(st.st_size))
-                return np.asarray(arr[2:]), True
+            if arr.shape[0] >= 3 and arr[0] == stamp[0] and arr[1] == stamp[1]:
+                n = int(arr[2])
+                if arr.shape[0] == 3 + 2 * n:
+                    if progress:
+                        progress(int(st.st_size))
+                    return np.asarray(arr[3:3 + n]), np.asarray(arr[3 + n:]), True
         except (OSError, ValueError):
             pass                     # a torn or foreign file: rebuild it
-    offsets = scan_offsets(path, progress)
+    offsets, lines = scan_offsets(path, progress)
     if cp is not None:
         try:
             cp.parent.mkdir(parents=True, exist_ok=True)
             tmp = cp.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, np.concatenate([stamp, offsets]))
+            np.save(tmp, np.concatenate([stamp, [offsets.shape[0]], offsets, lines]))
             os.replace(tmp, cp)
         except OSError as e:         # a read-only cache is not an error, only slower next time
             log.warning("SPAR-7M index cache %s not writable (%s): the next start re-reads the text", cp, e)
-    return offsets, False
+    return offsets, lines, False
 
 
 # --------------------------------------------------------------------------------------- selection
@@ -124,7 +133,7 @@ class RecordRefs:
     files: list[QAFile]
     file_idx: np.ndarray        # int32
     offset: np.ndarray          # int64 byte offset of the line
-    line: np.ndarray            # int64 line number within its file (0-based, counting non-blank lines)
+    line: np.ndarray            # int64 1-based line number in its file (for messages)
 
     def __len__(self) -> int:
         return int(self.file_idx.shape[0])
@@ -179,7 +188,7 @@ def _rank(files: list[QAFile], need: int, seed: int, cache_dir: Path | None, bar
     total = cached = 0
     group_count: dict[str, int] = {}
     for fi, qa in enumerate(files):
-        offsets, hit = file_offsets(qa.path, cache_dir, bar.update if bar is not None else None)
+        offsets, lines, hit = file_offsets(qa.path, cache_dir, bar.update if bar is not None else None)
         cached += hit
         n = offsets.shape[0]
         first = group_count.get(qa.group, 0)
@@ -190,7 +199,7 @@ def _rank(files: list[QAFile], need: int, seed: int, cache_dir: Path | None, bar
         line_in_group = np.arange(first, first + n, dtype=np.uint64)
         with np.errstate(over="ignore"):
             keys = _splitmix64(line_in_group + _group_base(qa.group, seed))
-        cands.add(keys, np.full(n, fi, np.int32), offsets.astype(np.int64), np.arange(n, dtype=np.int64))
+        cands.add(keys, np.full(n, fi, np.int32), offsets.astype(np.int64), lines.astype(np.int64))
     return cands, total, cached
 
 
@@ -232,7 +241,7 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
     summary = ReadSummary(f"SPAR-7M {root}")
     total_bytes = sum(f.path.stat().st_size for f in files)
     need = max(want + want // 10 + 64, 1)
-    checked_per_source: dict[str, int] = {}
+    checked_per_source: dict[str, list[int]] = {}      # source -> [depth-checked, implausible]
     seen: dict[str, bool] = {}
 
     def exists(path: str) -> bool:          # records share frames: one stat per file
@@ -265,9 +274,14 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
                                           f"{min_views}", "too few views")
                     check_files(rec, require_geometry, exists)
                     check_markers(rec.raw, rec.task, len(rec.images))
-                    if depth_check is not None and checked_per_source.get(rec.source, 0) < 4:
-                        checked_per_source[rec.source] = checked_per_source.get(rec.source, 0) + 1
-                        depth_check(rec)
+                    if depth_check is not None and checked_per_source.get(rec.source, [0, 0])[0] < DEPTH_CHECKS:
+                        tally = checked_per_source.setdefault(rec.source, [0, 0])
+                        tally[0] += 1
+                        try:
+                            depth_check(rec)
+                        except RecordError as e:
+                            tally[1] += e.kind == "implausible depth"
+                            raise
                 except RecordError as e:
                     if strict and e.kind not in ("answer type not selected", "too few views"):
                         raise DataError(str(e)) from e
@@ -289,7 +303,8 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
     all_refs = RecordRefs(files, fidx[good_arr], off[good_arr], line[good_arr])
     n_eval = min(num_eval, len(good))
     sel = Selection(held_out=all_refs.subset(slice(0, n_eval)), train=all_refs.subset(slice(n_eval, None)),
-                    summary=summary, num_records=total, seconds=time.perf_counter() - t0, cached_files=cached)
+                    summary=summary, num_records=total, seconds=time.perf_counter() - t0, cached_files=cached,
+                    info={"depth_checked": checked_per_source})
     if len(good) < want:
         log.warning("SPAR-7M %s: only %d good records for num_eval=%d + num_train=%d (%s)", root, len(good),
                     num_eval, num_train, summary)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Mapping
 
-from ..common import ReadSummary, RecordError, handle, where
+from ..common import ReadSummary, RecordError, handle
 from ..record import Sample
 from .frames import load_sample
 from .layout import qa_files
@@ -23,8 +23,7 @@ def iter_spar_rgbd(root, split: str | None = None, tasks: Iterable[str] | None =
     summary = summary if summary is not None else ReadSummary(f"SPAR-7M {root}")
     for qa in qa_files(root, split, tasks):
         with open(qa.path, "rb") as fh:
-            n = 0
-            for raw in fh:
+            for n, raw in enumerate(fh, 1):
                 if not raw.strip():
                     continue
                 try:
@@ -33,8 +32,6 @@ def iter_spar_rgbd(root, split: str | None = None, tasks: Iterable[str] | None =
                 except RecordError as e:
                     handle(e, summary, strict)
                     continue
-                finally:
-                    n += 1
                 summary.read += 1
                 yield sample
 
@@ -49,4 +46,4 @@ def read_spar_rgbd(root, split: str | None = None, tasks: Iterable[str] | None =
     return samples, summary.log()
 
 
-__all__ = ["iter_spar_rgbd", "read_spar_rgbd", "where"]
+__all__ = ["iter_spar_rgbd", "read_spar_rgbd"]

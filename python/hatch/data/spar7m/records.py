@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..common import RecordError, extract_letter, join_options, require, split_options, where
+from ..common import RecordError, extract_letter, join_options, require, split_options
 from .layout import ANSWER_KINDS, QAFile
 
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
@@ -42,7 +42,7 @@ class SparRecord:
     images: list[str]              # colour-frame paths (under spar/<source>/images)
     depth: list[str] | None        # the record's depth paths (None: next to the colour frames)
     raw: dict[str, Any] = field(repr=False, default_factory=dict)   # the JSON object (markers live here)
-    at: str = ""                   # "<file> record <n> (id ...)" for messages
+    at: str = ""                   # "<file> line <n> (id ...)" for messages
 
 
 def strip_trailer(text: str) -> str:
@@ -95,8 +95,13 @@ def _paths(rec: dict, name: str, at: str, images_root: str, required: bool) -> l
     return [os.path.join(images_root, p) for p in value]
 
 
+def where(path, line_no: int, rid=None) -> str:
+    """"<file> line <n> (id '...')": what error messages name (n 1-based, as an editor counts)."""
+    return f"{path} line {line_no}" + (f" (id {rid!r})" if rid not in (None, "") else "")
+
+
 def parse_record(line: str | bytes, qa: QAFile, line_no: int) -> SparRecord:
-    """A `SparRecord` from one JSONL line of `qa`; RecordError (kind names the problem) if malformed."""
+    """A `SparRecord` from line `line_no` (1-based) of `qa`; RecordError (kind names the problem) if malformed."""
     at = where(qa.path, line_no)
     try:
         rec = json.loads(line)

@@ -24,7 +24,7 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
     from tqdm.auto import tqdm
 
     from .frames import check_files as check
-    from .markers import has_markers
+    from .markers import check_markers, has_markers
 
     files = qa_files(root, split, tasks)
     out = {"root": str(root), "split": split, "files": len(files), "records": 0, "read": 0, "skipped": 0,
@@ -37,8 +37,7 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
     done = False
     for qa in files:
         with open(qa.path, "rb") as fh:
-            n = 0
-            for raw in fh:
+            for n, raw in enumerate(fh, 1):
                 bar.update(len(raw))
                 if not raw.strip():
                     continue
@@ -47,14 +46,13 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
                     rec = parse_record(raw, qa, n)
                     if check_files:
                         check(rec)
+                    check_markers(rec.raw, rec.task, len(rec.images))
                 except RecordError as e:
                     out["skipped"] += 1
                     out["skip_reasons"][e.kind] += 1
                     if len(out["skip_examples"][e.kind]) < 3:
                         out["skip_examples"][e.kind].append(str(e))
                     continue
-                finally:
-                    n += 1
                 out["read"] += 1
                 out["by_source"][rec.source] += 1
                 out["by_task"][rec.task] += 1
