@@ -118,7 +118,7 @@ def reward_functions(options: GRPOOptions) -> list[Callable]:
 
 def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
              options: GRPOOptions | None = None, aux_loss_fn: AuxLossFn | None = None,
-             resume_from_checkpoint: str | None = None):
+             resume_from_checkpoint: str | None = None, num_workers: int = 0):
     """Run ActoR GRPO; returns the trainer after training (its `state.log_history` holds the rewards).
 
     Args:
@@ -129,6 +129,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         output_dir: TRL output dir; `reward_log.json` and `rewards.png` go here.
         options: `GRPOOptions`.
         aux_loss_fn: optional PaStA loss `f(model, inputs) -> scalar Tensor` (see module doc).
+        num_workers: DataLoader workers making the rows (decoding lazily loaded frames) beside training.
     """
     from trl import GRPOConfig
 
@@ -155,7 +156,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         reward_weights=[opt.lambda_act, opt.lambda_ans, opt.lambda_fmt], logging_steps=opt.logging_steps,
         seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16, report_to="none",
         save_strategy="steps" if opt.save_steps else "no", save_steps=opt.save_steps or 500,
-        disable_tqdm=True, dataloader_num_workers=0,
+        disable_tqdm=True, dataloader_num_workers=num_workers,
         generation_kwargs={"suppress_tokens": vision_token_ids(processor)}, **ddp_defaults, **opt.extra)
     trainer = _trainer_class()(
         model=model, reward_funcs=reward_functions(opt), args=config, train_dataset=ds,

@@ -77,7 +77,7 @@ def _token_mean_trainer_class():
 
 def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
             options: SFTOptions | None = None, eval_rows: Sequence[dict] | None = None,
-            resume_from_checkpoint: str | None = None):
+            resume_from_checkpoint: str | None = None, num_workers: int = 0):
     """Train `model` on prompt/completion rows with TRL's SFTTrainer; returns the trainer (after training).
 
     Args:
@@ -87,6 +87,7 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         output_dir: where TRL writes logs / checkpoints.
         options: `SFTOptions`.
         eval_rows: optional held-out rows for an eval loss at the end.
+        num_workers: DataLoader workers making the rows (decoding lazily loaded frames) beside training.
     """
     from trl import SFTConfig, SFTTrainer
 
@@ -114,7 +115,7 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         logging_steps=opt.logging_steps, save_strategy="no" if opt.save_steps is None else "steps",
         save_steps=opt.save_steps or 500, seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16,
         max_length=None, completion_only_loss=True, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"),
+        dataloader_num_workers=num_workers, remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"),
         **opt.extra)
     trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
                                           processing_class=processor, peft_config=make_lora_config(opt.lora))

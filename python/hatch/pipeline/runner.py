@@ -201,7 +201,7 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     work = stage_dir / "work"
     ckpt = resume_point(work, name)
     trainer = run_sft(restore_weights(model, ckpt), processor, rows, work, opts,
-                      resume_from_checkpoint=ckpt)
+                      resume_from_checkpoint=ckpt, num_workers=run.cfg.data.workers)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]   # averaged over ranks
     final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
@@ -240,7 +240,7 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     work = stage_dir / "work"
     ckpt = resume_point(work, "grpo")
     trainer = run_grpo(restore_weights(model, ckpt), processor, LazyRows(run.train, grpo_row), work,
-                       opts, resume_from_checkpoint=ckpt)
+                       opts, resume_from_checkpoint=ckpt, num_workers=run.cfg.data.workers)
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
                      "plot": str(stage_dir / "work" / "rewards.png") if opts.plot else None}

@@ -25,7 +25,7 @@ from ... import geometry as geo
 from ..common import RecordError, read_image, read_matrix
 from ..record import Sample
 from .layout import DEFAULT_DEPTH_SCALE, FALLBACK_DEPTH_SCALE
-from .records import SparRecord
+from .records import SparRecord, check_record_markers
 
 MIN_MEDIAN_DEPTH = 0.1     # metres; indoor scenes (ScanNet, ScanNet++, Structured3D) sit well inside
 MAX_MEDIAN_DEPTH = 20.0
@@ -139,7 +139,7 @@ def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None
 
     With `require_geometry=False` a record without depth/pose files still loads (images and question only).
     """
-    from .markers import check_markers, draw_markers as draw
+    from .markers import draw_markers as draw
 
     images = []
     for k, p in enumerate(rec.images):
@@ -151,9 +151,12 @@ def load_sample(rec: SparRecord, depth_scale: float | Mapping[str, float] | None
             raise RecordError(f"{rec.at}: field 'image'[{k}]: cannot decode {p} ({e})", "bad image file") from e
     drawn: list[dict] = []
     if draw_markers:
-        images, drawn = draw(images, rec.raw, rec.task)
+        try:
+            images, drawn = draw(images, rec.raw, rec.task)
+        except RecordError as e:
+            raise RecordError(f"{rec.at}: {e}", e.kind) from e
     else:
-        check_markers(rec.raw, rec.task, len(images))      # a record with bad markers is bad either way
+        check_record_markers(rec)          # a record with bad markers is bad either way
     depth = K = T = None
     scale = depth_scale_of(rec.source, depth_scale)
     try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..common import DataError, ReadSummary, RecordError
 from .layout import QAFile, qa_files
-from .records import SparRecord, parse_record
+from .records import SparRecord, check_record_markers, parse_record
 
 log = logging.getLogger("hatch.data")
 
@@ -227,7 +227,6 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
     from tqdm.auto import tqdm
 
     from .frames import check_files
-    from .markers import check_markers
 
     t0 = time.perf_counter()
     if num_train < 0 or num_eval < 0:
@@ -273,7 +272,7 @@ def select_records(root, num_train: int, num_eval: int, seed: int = 0, split: st
                         raise RecordError(f"{rec.at}: {len(rec.images)} image(s), fewer than data.min_views="
                                           f"{min_views}", "too few views")
                     check_files(rec, require_geometry, exists)
-                    check_markers(rec.raw, rec.task, len(rec.images))
+                    check_record_markers(rec)
                     if depth_check is not None and checked_per_source.get(rec.source, [0, 0])[0] < DEPTH_CHECKS:
                         tally = checked_per_source.setdefault(rec.source, [0, 0])
                         tally[0] += 1

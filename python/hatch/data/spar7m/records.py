@@ -123,6 +123,16 @@ def parse_record(line: str | bytes, qa: QAFile, line_no: int) -> SparRecord:
                       answer_type=answer_type, images=images, depth=depth, raw=rec, at=at)
 
 
+def check_record_markers(rec: SparRecord) -> None:
+    """The record's markers can be drawn on its views (no frame read); RecordError naming file and line."""
+    from .markers import check_markers
+
+    try:
+        check_markers(rec.raw, rec.task, len(rec.images))
+    except RecordError as e:
+        raise RecordError(f"{rec.at}: {e}", e.kind) from e
+
+
 def question_text(record: SparRecord) -> str:
     """The question with its options one per line (for display)."""
     return join_options(record.question, record.options)

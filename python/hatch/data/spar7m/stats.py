@@ -15,7 +15,7 @@ from typing import Iterable
 
 from ..common import RecordError
 from .layout import qa_files
-from .records import parse_record
+from .records import check_record_markers, parse_record
 
 
 def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = None, check_files: bool = False,
@@ -24,7 +24,7 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
     from tqdm.auto import tqdm
 
     from .frames import check_files as check
-    from .markers import check_markers, has_markers
+    from .markers import has_markers
 
     files = qa_files(root, split, tasks)
     out = {"root": str(root), "split": split, "files": len(files), "records": 0, "read": 0, "skipped": 0,
@@ -46,7 +46,7 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
                     rec = parse_record(raw, qa, n)
                     if check_files:
                         check(rec)
-                    check_markers(rec.raw, rec.task, len(rec.images))
+                    check_record_markers(rec)
                 except RecordError as e:
                     out["skipped"] += 1
                     out["skip_reasons"][e.kind] += 1
