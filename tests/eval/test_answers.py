@@ -27,6 +27,18 @@ def test_multiple_choice(completion, gold, expected):
     assert score_mc(completion, gold) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("``C``", "C"), ("`C`", "C"), ("**C**", "C"), ("\\boxed{C}", "C"), ("$\\boxed{(C)}$", "C"),
+    ("I think it's C.", "C"), ("Based on the two images, C", "C"),
+    ("A ball is to the left, so the answer is C.", "C"),      # "A ball" is an article, the phrase wins
+    ("The answer is B, not D. Final answer: D", "D"),        # the last phrase
+    ("A or C", None), ("So it's D, not A", None),            # hedging: two letters, no phrase
+    ("I am not sure", None), ("Answer: **B**", "B"), ("{B}", "B"),
+])
+def test_letter_rules(text, expected):
+    assert extract_letter(text, num_options=4) == expected
+
+
 def test_letter_outside_the_options_does_not_count():
     assert extract_letter("E", num_options=4) is None
     assert extract_letter("D", num_options=4) == "D"

@@ -15,11 +15,17 @@ THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 _ANSWER_CLOSED = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _ANSWER_OPEN = re.compile(r"<answer>", re.I)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
-# A letter standing alone as an option: at the start ("C", "C.", "(C)", "C: ...", "C) ..."), or after
-# "answer is"/"answer:"/"option".
-_LEADING_LETTER = re.compile(r"^\s*[\(\[]?\s*([A-Za-z])\s*(?:[\)\]\.:,]|\s|$)")
+# Our letter rules (ordered; the first that finds a letter wins). The benchmarks' own rules are in
+# hatch.eval.official; these are what the ActoR answer reward and the synthetic benchmark use.
+_BOXED = re.compile(r"\\boxed\s*\{\s*\(?\s*([A-Za-z])\s*\)?[^}]*\}")
+_MARKUP = re.compile(r"[*`_~]|\\text\{|\\mathrm\{")
+# the whole text is a letter, or starts with one followed by punctuation ("C", "C.", "(C)", "C: Back", "C) x")
+_LEADING_LETTER = re.compile(r"^\s*[\(\[{]?\s*([A-Za-z])\s*(?:[\)\]}\.:,]|$)")
+# "the answer is C", "answer: (C)", "option C", "choice: C" -- the last such phrase
 _PHRASED_LETTER = re.compile(
-    r"(?:answer\s*(?:is|:)?|option|choice)\s*[\(\[]?\s*([A-Za-z])\s*(?:[\)\]\.:,]|\s|$)", re.I)
+    r"(?:answer|option|choice)\s*(?:is|would be|should be|=|:)?\s*[:\-]?\s*[\(\[{]?\s*([A-Za-z])\b(?![\w'])", re.I)
+# a capital letter standing alone, not the article of a following word ("A ball")
+_LONE_LETTER = re.compile(r"(?<![\w'])([A-Z])(?![\w'])(?!\s+(?!(?:or|and|nor)\b)[a-z])")
 
 
 def answer_span(completion: str) -> str:
@@ -37,21 +43,35 @@ def answer_span(completion: str) -> str:
 
 
 def extract_letter(text: str, num_options: int = 26) -> str | None:
-    """The option letter in an answer text ("C", "C.", "(C)", "C. Back, Right", "The answer is C"),
-    upper-case, or None. Only the first `num_options` letters count as options."""
+    """The option letter of an answer text, upper-case, or None. Rules in order:
+
+    1. ``\\boxed{C}``; then markup (``**C**``, backticks) is dropped;
+    2. the text is a letter or starts with one and punctuation: "C", "C.", "(C)", "C. Back, Right", "c";
+    3. the last "answer is C" / "answer: C" / "option C" phrase ("A ball is left, so the answer is C." -> C);
+    4. a single distinct capital letter standing alone ("I think it's C.", "Based on the two images, C"),
+       not an article ("A ball"); two different ones ("A or C") are ambiguous: None.
+
+    Only the first `num_options` letters count as options."""
     if not isinstance(text, str):
         return None
     allowed = {chr(ord("A") + k) for k in range(max(1, min(num_options, 26)))}
-    for pattern in (_LEADING_LETTER, _PHRASED_LETTER):
-        m = pattern.search(text.strip())
-        if m and m.group(1).upper() in allowed:
-            # A leading word like "A ball" must not read as option A when options are long words:
-            # accept a lower-case letter only when it stands alone.
-            letter = m.group(1)
-            if letter.islower() and len(text.strip()) > 2:
-                continue
+    t = text.strip()
+    m = _BOXED.search(t)
+    if m and m.group(1).upper() in allowed:
+        return m.group(1).upper()
+    t = _MARKUP.sub("", t).strip()
+    m = _LEADING_LETTER.match(t)
+    if m and m.group(1).upper() in allowed:
+        letter = m.group(1)
+        # a lower-case letter counts only alone ("c", "c."), never as a word's start ("a ball ...")
+        if letter.isupper() or len(t) <= 2:
             return letter.upper()
-    return None
+    phrased = [x.group(1).upper() for x in _PHRASED_LETTER.finditer(t)]
+    phrased = [x for x in phrased if x in allowed]
+    if phrased:
+        return phrased[-1]
+    lone = {x.group(1) for x in _LONE_LETTER.finditer(t)} & allowed
+    return lone.pop() if len(lone) == 1 else None
 
 
 def extract_number(text: str) -> float | None:
