@@ -30,12 +30,18 @@ def _cmd_train(args) -> int:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on a benchmark")
     p.add_argument("--model", required=True, help="model directory (from_pretrained)")
-    p.add_argument("--benchmark", required=True, action="append",
-                   choices=["spar-mv", "mindcube", "mmsi", "synthetic"],
-                   help="benchmark format; repeat with --data for several")
+    from hatch.eval.benchmarks import BENCHMARKS
+
+    p.add_argument("--benchmark", required=True, action="append", choices=list(BENCHMARKS),
+                   help="benchmark; repeat with --data for several. " +
+                        "; ".join(f"{b.name}: {b.data_help}" for b in BENCHMARKS.values()))
     p.add_argument("--data", required=True, action="append", help="benchmark file or directory")
+    p.add_argument("--image-root", action="append", default=None,
+                   help="where the image paths of the matching --benchmark start (MindCube default: the "
+                        "JSONL's grandparent, data/)")
+    p.add_argument("--batch-size", type=int, default=8, help="questions generated together")
     p.add_argument("--out", default=None, help="output directory (default: <model>/eval)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each benchmark")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--actor", action="store_true", help="prompt for actions then answer (ActoR)")
     p.add_argument("--max-pixels", type=int, default=None,

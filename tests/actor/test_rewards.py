@@ -49,10 +49,11 @@ def test_answer_reward_mc(ans, gold, score):
 def test_answer_reward_last_answer_wins_and_numeric_rule():
     two = "<answer>B</answer> wait <answer>C</answer>"
     assert answer_reward(completions=[two, two], answer=["C", "B"], answer_type=["mc", "mc"]) == [1.0, 0.0]
-    # gold 10: rel. error 0 -> 1; 0.35 -> theta in {0.50, 0.55, 0.60} -> 0.3; 0.65 -> none -> 0.
+    # gold 10: rel. error 0 -> 1; 0.35 <= 1 - theta for theta in {0.50, ..., 0.65} (SPAR-Bench's `<=`: the
+    # boundary counts) -> 0.4; 0.65 -> none -> 0.
     comps = [_with_answer(a) for a in ("10", "13.5 m", "6.5", "about 16.5")]
     got = answer_reward(completions=comps, answer=["10"] * 4, answer_type=["numeric"] * 4)
-    assert got == pytest.approx([1.0, 0.3, 0.3, 0.0])
+    assert got == pytest.approx([1.0, 0.4, 0.4, 0.0])
 
 
 def test_action_reward_strictly_decreases_with_noise():

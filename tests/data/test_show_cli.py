@@ -38,11 +38,13 @@ def test_cli_synth_then_show(tmp_path, monkeypatch, capsys):
                  "--bench-num", "12"]) == 0
     train, summary = read_spar_rgbd(out, split="train", strict=True)
     assert len(train) == 3 and train[0].images[0].shape == (32, 32, 3)
-    bench, _ = read_spar_bench(out / "benchmarks" / "spar_bench.jsonl", strict=True)
-    assert len(bench) == 12 and not {s.id for s in bench} & {s.id for s in train}   # disjoint
-    read_mmsi(out / "benchmarks" / "mmsi.parquet", strict=True)
-    if (out / "benchmarks" / "mindcube.jsonl").exists():
-        read_mindcube(out / "benchmarks" / "mindcube.jsonl", strict=True)
+    bench, _ = read_spar_bench(out / "benchmarks" / "spar_bench", strict=True)       # data/test-*.parquet
+    assert 1 <= len(bench) <= 12 and all(s.meta["row"]["task"] for s in bench)
+    mm, _ = read_mmsi(out / "benchmarks" / "mmsi" / "MMSI_bench.parquet", strict=True)
+    assert len(mm) >= 1 and not {s.id for s in mm} & {s.id for s in train}            # disjoint from training
+    mc_file = out / "benchmarks" / "mindcube" / "raw" / "MindCube_tinybench.jsonl"
+    if mc_file.exists():
+        read_mindcube(mc_file, strict=True)                                           # images under mindcube/
     # `show` calls hatch_ext.ops.patch_overlap; use the reference here (the compiled op may be a stub).
     monkeypatch.setattr(hatch_ext.ops, "patch_overlap", ref.patch_overlap)
     png = tmp_path / "show.png"

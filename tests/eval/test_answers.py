@@ -66,19 +66,3 @@ def test_spans_and_numbers():
 def test_never_raises(text):
     assert score_answer(text, "A", "mc") in (0.0, 1.0)
     assert 0.0 <= score_answer(text, "2", "numeric") <= 1.0
-
-
-def test_summary_and_overall():
-    from hatch.eval.table import Scored, category_of, markdown_table, summarise
-
-    scored = [Scored("spar-mv", category_of("spar-mv", "low"), 1.0),
-              Scored("spar-mv", category_of("spar-mv", "High"), 0.0),
-              Scored("mindcube", category_of("mindcube", "rotation_12"), 1.0),
-              Scored("mindcube", category_of("mindcube", "translation_3"), 1.0),  # not counted
-              Scored("mmsi", category_of("mmsi", "Motion (Cam.)"), 0.5)]
-    s = summarise(scored)
-    assert s["spar-mv"]["Avg"] == 50.0 and s["spar-mv"]["Low"] == 100.0
-    assert s["mindcube"]["n"] == 1
-    assert s["Overall"] == pytest.approx((50.0 + 100.0 + 50.0) / 3)
-    table = markdown_table({"ours": s})
-    assert "HATCH 3B (paper)" in table and "| ours | 100.0 | – | 0.0 | 50.0 |" in table

@@ -60,8 +60,9 @@ def test_demo_quick_report(tmp_path):
     # `hatch eval` on the final model and two benchmark files written by the demo.
     model = out / "stages" / "grpo" / "model"
     ev = subprocess.run([sys.executable, "-m", "hatch.cli", "eval", "--model", str(model), "--actor",
-                         "--benchmark", "mmsi", "--data", str(out / "benchmarks" / "mmsi.parquet"),
-                         "--benchmark", "mindcube", "--data", str(out / "benchmarks" / "mindcube.jsonl"),
+                         "--benchmark", "mmsi", "--data", str(out / "benchmarks" / "mmsi" / "MMSI_bench.parquet"),
+                         "--benchmark", "mindcube", "--data",
+                         str(out / "benchmarks" / "mindcube" / "raw" / "MindCube_tinybench.jsonl"),
                          "--limit", "3", "--max-new-tokens", "8", "--out", str(tmp_path / "ev")],
                         env=ENV, capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]

@@ -29,11 +29,13 @@ def vision_token_ids(processor) -> list[int]:
 @torch.no_grad()
 def generate_completions(model, processor, rows: Sequence[dict], max_new_tokens: int = 128,
                          batch_size: int = 8, do_sample: bool = False, temperature: float = 1.0,
-                         progress: bool = False) -> list[str]:
+                         progress: bool = False, repetition_penalty: float | None = None) -> list[str]:
     """Completions (decoded text, special tokens dropped) for conversational prompt rows.
 
     rows: dicts with `prompt` (message list, images as `{"type": "image"}` items) and `images` (PIL list).
     Greedy by default (`do_sample=False`), the setting the cold-start format check uses.
+    `repetition_penalty`: set explicitly (evaluation uses 1.0: a checkpoint's generation_config may carry
+    another); None keeps the model's generation_config.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
@@ -55,7 +57,8 @@ def generate_completions(model, processor, rows: Sequence[dict], max_new_tokens:
                             padding=True).to(device)
         finally:
             tok.padding_side = old_side
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+        extra = {} if repetition_penalty is None else {"repetition_penalty": repetition_penalty}
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample, **extra,
                              temperature=temperature if do_sample else None, top_p=None, top_k=None,
                              suppress_tokens=vision_token_ids(processor),
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

@@ -3,8 +3,9 @@
     hatch data synth --out DIR --num N [--views V] [--size S] [--seed K] [--bench-num M]
         N synthetic samples in the SPAR-7M-RGBD layout with DIR as spar/ (DIR/synthetic/images/<scene>/...,
         DIR/synthetic/qa_jsonl/train/<task>/<kind>/<kind>_<N>.jsonl), plus M further samples (a disjoint part
-        of the same seeded stream) as benchmark files: DIR/benchmarks/spar_bench.jsonl, mindcube.jsonl,
-        mmsi.parquet.
+        of the same seeded stream) as benchmark files laid out as the downloads are:
+        DIR/benchmarks/spar_bench/data/test-00000-of-00001.parquet, mindcube/raw/MindCube_tinybench.jsonl
+        (images under mindcube/other_all_image/), mmsi/MMSI_bench.parquet.
     hatch data stats ROOT [--split S] [--check-files] [--json FILE]
         What a SPAR-7M download holds: records per source / task / answer folder, views per record,
         geometry and markers present, skipped records by reason.
@@ -39,13 +40,16 @@ def _synth(args) -> int:
         bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
                           total=args.bench_num, desc="benchmarks", unit="sample"))
         bdir = out / "benchmarks"
-        spar.write_spar_bench(bench, bdir / "spar_bench.jsonl")
+        # laid out as the downloads are; SPAR-Bench gets the families it has a task for (spar.bench_task)
+        in_spar = [s for s in bench if spar.bench_task(s)]
+        if in_spar:
+            spar.write_spar_bench(in_spar, bdir / "spar_bench" / "data" / "test-00000-of-00001.parquet")
         mc = [s for s in bench if s.category in mindcube.COUNTED]
         if mc:
-            mindcube.write_mindcube(mc, bdir / "mindcube.jsonl")
+            mindcube.write_mindcube(mc, bdir / "mindcube" / "raw" / "MindCube_tinybench.jsonl")
         choice = [s for s in bench if s.answer_type == "mc"]
         if choice:
-            mmsi.write_mmsi(choice, bdir / "mmsi.parquet")
+            mmsi.write_mmsi(choice, bdir / "mmsi" / "MMSI_bench.parquet")
     print(f"hatch data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
     return 0
 

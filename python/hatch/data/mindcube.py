@@ -1,57 +1,67 @@
 """MindCube (MindCube-Tiny) JSONL: reader returning `Sample`s, and a writer.
 
-A record: ``id`` (its text names the setting: around / rotation / among / translation), ``question``
-with the options inline ("... A. Left B. Right"), ``gt_answer`` (a letter) and ``images`` (paths
-relative to an image root, by default the JSONL file's directory). The setting becomes the sample's
-``category``; translation is read but is not counted in the benchmark's overall score.
+As published (mll-lab-nu/MindCube README, scripts/bash_scripts/download_data.bash): the download unpacks to
+``data/``; the benchmark file is ``data/raw/MindCube_tinybench.jsonl`` and its image paths
+(``other_all_image/among/backpack_002/front_039.jpg``) are relative to ``data/``, the JSONL's
+**grandparent** (the official inference code's ``image_root`` default is ``./data/``). A record: ``id``,
+``category``, ``type``, ``meta_info``, ``question`` (options inline: "... A. Left B. Right"), ``images``,
+``gt_answer`` (a letter).
 
-    read_mindcube(path, strict=False, image_root=None) -> (list[Sample], ReadSummary)
-    write_mindcube(samples, path) -> Path
+The setting comes from the id, as the official ``get_setting_from_id`` finds it: the first of around >
+rotation > translation > among that the id contains (case-insensitive); an id naming none is "other"
+(read, and counted by the official overall; MindCube-Tiny has none). It becomes the sample's
+``category``; translation is read but is not counted in the benchmark's overall score. ``meta["row"]`` is
+the record without ``images``.
+
+    read_mindcube(path, strict=False, image_root=None) -> (LazySamples, ReadSummary)
+    write_mindcube(samples, path) -> Path      (path = <root>/raw/<name>.jsonl, images under <root>/)
 """
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from .common import DataError, RecordError, join_options, require, write_image
-from .spar import _scene_name, load_images_field, parse_answer, read_bench_records
+from .common import DataError, join_options, require, write_image
+from .lazy import read_bench_records
 from .record import Sample
+from .spar import _scene_name, parse_answer
 
-SETTINGS = ("around", "rotation", "among", "translation")
+SETTINGS = ("around", "rotation", "translation", "among")    # the official order of precedence
 COUNTED = ("around", "rotation", "among")
+OTHER = "other"
 
 
-def setting_of(rid: str) -> str:
-    """The MindCube setting named in a record id ("" when none is)."""
-    m = re.search("|".join(SETTINGS), rid.lower())
-    return m.group(0) if m else ""
+def setting_of(rid) -> str:
+    """The MindCube setting an id names, by precedence around > rotation > translation > among ("" when
+    it names none; the official code calls that "other")."""
+    low = str(rid or "").lower()
+    return next((name for name in SETTINGS if name in low), "")
 
 
 def read_mindcube(path, strict: bool = False, image_root=None):
-    """Read MindCube JSONL records (a file or a directory of .jsonl files)."""
+    """Read MindCube JSONL records (a file or a directory of .jsonl files). Image paths are relative to
+    `image_root`, by default the JSONL's grandparent (``data/`` of the download)."""
 
-    def parse(rec, at, base, f, n) -> Sample:
+    def parse(rec, at, f, n) -> Sample:
         rid = str(require(rec, "id", at))
         question = require(rec, "question", at, str)
         answer = str(require(rec, "gt_answer", at)).strip()
-        imgs = load_images_field(require(rec, "images", at), base, at, "images")
         stem, options, answer, atype = parse_answer(question, answer, "select", at)
-        setting = setting_of(rid)
-        if not setting:
-            raise RecordError(f"{at}: field 'id': {rid!r} names none of the settings {SETTINGS}",
-                              "unknown setting")
-        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
+        setting = setting_of(rid) or OTHER
+        return Sample(images=[], question=stem, options=options, answer=answer, answer_type=atype,
                       task=f"mindcube_{setting}", category=setting, source="mindcube", id=rid)
 
-    return read_bench_records(path, f"MindCube {path}", parse, exts=(".jsonl", ".json"), strict=strict,
-                              image_root=image_root)
+    return read_bench_records(path, f"MindCube {path}", parse, "images", exts=(".jsonl", ".json"), strict=strict,
+                              image_root=image_root, default_root=lambda f: f.parent.parent)
 
 
 def write_mindcube(samples, path, append: bool = False) -> Path:
-    """Write multiple-choice samples whose category is a MindCube setting as MindCube JSONL (images as
-    PNG under `<path stem>_images/`). The id is prefixed with the setting when it does not name it."""
+    """Write multiple-choice samples whose category is a MindCube setting as MindCube JSONL, laid out as the
+    download is: `path` is ``<root>/raw/<name>.jsonl``; images go to
+    ``<root>/other_all_image/<setting>/<scene>/<view>.png`` and the records name them relative to
+    ``<root>`` (the JSONL's grandparent). The id is prefixed with the setting when it does not name it."""
     path = Path(path)
+    root = path.parent.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for n, s in enumerate(samples):
@@ -62,11 +72,12 @@ def write_mindcube(samples, path, append: bool = False) -> Path:
         rid = s.id if setting_of(s.id) else f"{setting}_{s.id or n}"
         rels = []
         for v, im in enumerate(s.images):
-            rel = f"{path.stem}_images/{_scene_name(s, n)}_{v}.png"
-            write_image(im, path.parent / rel)
+            rel = f"other_all_image/{setting}/{_scene_name(s, n)}/{v}.png"
+            write_image(im, root / rel)
             rels.append(rel)
-        lines.append(json.dumps({"id": rid, "question": join_options(s.question, s.options, " "),
-                                 "gt_answer": s.answer, "images": rels}))
+        lines.append(json.dumps({"id": rid, "category": [setting], "type": s.task or setting, "meta_info": [],
+                                 "question": join_options(s.question, s.options, " "), "images": rels,
+                                 "gt_answer": s.answer}))
     with open(path, "a" if append else "w") as fh:
         fh.write("".join(line + "\n" for line in lines))
     return path

@@ -1,10 +1,14 @@
 """MMSI-Bench parquet: reader returning `Sample`s, and a writer.
 
-A row: ``id``, ``images`` (a list of encoded images, bytes), ``question_type``, ``question`` (options
-inline, "A. ..." or "A: ..."), ``answer`` (a letter). The category is the question type's family:
-Positional, Attribute, Motion or MSR (multi-step reasoning), the four averages of the benchmark.
+A row (InternRobotics/MMSI-Bench README): ``id``, ``images`` (a list of encoded images, raw bytes, 2-10),
+``question_type`` (11 values, e.g. "Positional Relationship (Cam.–Obj.)" with an en dash; hyphen forms
+occur too), ``question`` (ending in "Options: A: ..., B: ..., C: ..., D: ..."; "A. ..." is read as
+well), ``answer`` (a letter), ``thought``, and ``difficulty``, ``mean_normed_duration_seconds``. The
+category is the question type's family: Positional, Attribute, Motion or MSR (multi-step reasoning), the
+four averages of the benchmark. ``meta["row"]`` is the row without ``images``; images are decoded only
+when a sample is asked for (hatch.data.lazy).
 
-    read_mmsi(path, strict=False) -> (list[Sample], ReadSummary)
+    read_mmsi(path, strict=False) -> (LazySamples, ReadSummary)
     write_mmsi(samples, path) -> Path
 """
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import DataError, encode_png, join_options, require
+from .lazy import read_bench_records
 from .record import Sample
-from .spar import load_images_field, parse_answer, read_bench_records
+from .spar import parse_answer
 
 CATEGORIES = ("Positional", "Attribute", "Motion", "MSR")
 
@@ -47,20 +52,19 @@ def category_of(question_type: str) -> str:
 def read_mmsi(path, strict: bool = False):
     """Read MMSI-Bench rows from a parquet file or a directory of them."""
 
-    def parse(rec, at, base, f, n) -> Sample:
+    def parse(rec, at, f, n) -> Sample:
         rid = require(rec, "id", at)
         qtype = require(rec, "question_type", at, str)
         question = require(rec, "question", at, str)
         answer = str(require(rec, "answer", at)).strip()
-        imgs = load_images_field(require(rec, "images", at), base, at, "images")
         stem, options, answer, atype = parse_answer(question, answer, "select", at)
-        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
+        return Sample(images=[], question=stem, options=options, answer=answer, answer_type=atype,
                       task=qtype, category=category_of(qtype), source="mmsi", id=str(rid))
 
-    return read_bench_records(path, f"MMSI-Bench {path}", parse, exts=(".parquet",), strict=strict)
+    return read_bench_records(path, f"MMSI-Bench {path}", parse, "images", exts=(".parquet",), strict=strict)
 
 
-def write_mmsi(samples, path) -> Path:
+def write_mmsi(samples, path, row_group_size: int = 64) -> Path:
     """Write multiple-choice samples as an MMSI-Bench parquet file (images PNG-encoded). A sample's
     question_type is its task's (TYPE_OF_TASK) or, for read-back MMSI samples, the task itself."""
     import pyarrow as pa
@@ -76,5 +80,5 @@ def write_mmsi(samples, path) -> Path:
         rows.append({"id": s.id or str(n), "images": [encode_png(im) for im in s.images],
                      "question_type": qtype, "question": join_options(s.question, s.options, " "),
                      "answer": s.answer})
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
     return path

@@ -1,55 +1,49 @@
 """SPAR-Bench (evaluation): reader and writer, and the question/answer parsing the benchmark readers share.
 SPAR-7M-RGBD (training) lives in `hatch.data.spar7m`.
 
-SPAR-Bench: JSONL / JSON / parquet records with ``question`` (options inline or one per line),
-``image`` (a path or bytes, or a list of them), ``task``, ``answer``; optional ``id`` and ``level``
-(Low / Middle / High; otherwise derived from the task name).
+SPAR-Bench as published (dataset card of jasonzhango/SPAR-Bench): parquet files ``data/test-*.parquet``
+(split test, ~7.2k rows) with the columns ``id`` (int64), ``img_type`` (single_view / multi_view),
+``format_type`` (fill / select), ``task`` (20 task names), ``source``, ``image`` (a list of
+{bytes, path}, 1-3 images), ``question`` and ``answer``; no level column. Also read: our JSON / JSONL
+layout (records with ``question``, ``image`` (paths relative to the file's directory or `image_root`),
+``task``, ``answer``, optional ``id``, ``level``, ``format_type``, ``img_type``).
 
-    read_spar_bench(path, strict=False) -> (list[Sample], ReadSummary)
-    write_spar_bench(samples, path) -> Path
+Per record:
+
+* ``answer_type`` from ``format_type``: select -> "mc" (also when the question lists no options: then the
+  answer must be a letter), fill -> "numeric" when the answer is a number, else "open" (e.g.
+  view_change_infer's "move_right:0.5,rotate_left:30"). Without ``format_type``: inline options -> "mc",
+  a number -> "numeric", else "open".
+* ``category``: the record's own ``level`` when it has one, else the official level of its task
+  (fudan-zvg/spar lmms-eval/lmms_eval/tasks/sparbench/utils.py): Low = depth_prediction_oc/oo and
+  distance_prediction_oc/oo (and their _mv forms); Middle = view_change_infer, position_matching,
+  camera_motion_infer; High = obj_spatial_relation_*, spatial_imagination_*, distance_infer_center_oo[_mv].
+  A task in none of them gets "" (no level).
+* ``meta["row"]``: the record as it ships, without its ``image`` column (what the official scorer reads).
+
+    read_spar_bench(path, strict=False, image_root=None) -> (LazySamples, ReadSummary)
+    write_spar_bench(samples, path) -> Path     (.parquet: the published columns; .jsonl / .json: ours)
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from .common import (DataError, ReadSummary, RecordError, encode_png, extract_letter, handle, join_options,
-                     read_image, require, split_options, where,
-                     write_image)
+from .common import (DataError, RecordError, encode_png, extract_letter, join_options, require,
+                     split_options, write_image)
+from .lazy import LazySamples, read_bench_records
 from .record import Sample
+from .spar7m.records import strip_trailer
 
-TYPE_OF = {"mc": "select", "numeric": "fill", "open": "sentence"}
-ANSWER_TYPE = {v: k for k, v in TYPE_OF.items()}
+# format_type (SPAR's answer folder) -> answer type; fill is "numeric" when the answer is a number.
+FORMAT_TYPES = {"select": "mc", "fill": None, "sentence": "open", "judge": "open"}
+TYPE_OF = {"mc": "select", "numeric": "fill", "open": "fill"}      # what the writer puts in format_type
 
 
 def _scene_name(sample: Sample, index: int) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample.id or f"sample_{index:06d}")
-    return name
-
-
-def parse_answer(question_text: str, answer: str, kind: str, at: str):
-    """(stem, options, answer, answer_type) from a question's text and its gold answer."""
-    stem, options = split_options(question_text)
-    answer_type = ANSWER_TYPE.get(kind)
-    if answer_type is None:
-        answer_type = "mc" if options else "numeric" if _is_number(answer) else "open"
-    if answer_type == "mc":
-        if not options:
-            raise RecordError(f"{at}: field 'question': a multiple-choice record with no options "
-                              f"('A. ...')", "no options")
-        letter = extract_letter(answer, options)
-        if letter is None or letter not in [o[0] for o in options]:
-            raise RecordError(f"{at}: field 'answer': {answer!r} is not one of the options' letters",
-                              "bad answer")
-        return stem, options, letter, "mc"
-    if answer_type == "numeric":
-        if not _is_number(answer):
-            raise RecordError(f"{at}: field 'answer': {answer!r} is not a number", "bad answer")
-        return join_options(stem, options), [], answer, "numeric"
-    return join_options(stem, options), [], answer, "open"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", sample.id or f"sample_{index:06d}")
 
 
 def _is_number(s) -> bool:
@@ -60,152 +54,186 @@ def _is_number(s) -> bool:
         return False
 
 
+def parse_answer(question_text: str, answer: str, kind: str | None, at: str, need_options: bool = True):
+    """(stem, options, answer, answer_type) of a question's text and its gold answer.
+
+    `kind` is the record's format_type / answer folder ("select", "fill", "sentence", "judge") or None
+    (inferred: inline options -> mc, a number -> numeric, else open). A multiple-choice answer becomes its
+    letter; with options it must be one of theirs; without options it must be a letter, and is accepted
+    only if not `need_options`. SPAR's instruction line after the options ("Your answer can only include
+    one of options A, B, C or D") is not part of the last option."""
+    if kind is not None and kind not in FORMAT_TYPES:
+        raise RecordError(f"{at}: field 'format_type': {kind!r} is not one of {'/'.join(FORMAT_TYPES)}",
+                          "bad format_type")
+    text = strip_trailer(question_text)
+    stem, options = split_options(text)
+    if kind is None:
+        answer_type = "mc" if options else "numeric" if _is_number(answer) else "open"
+    else:
+        answer_type = FORMAT_TYPES[kind] or ("numeric" if _is_number(answer) else "open")
+    if answer_type != "mc":
+        return question_text.strip(), [], answer, answer_type
+    if options:
+        letter = extract_letter(answer, options)
+        if letter is None or letter not in [o[0] for o in options]:
+            raise RecordError(f"{at}: field 'answer': {answer!r} is not one of the options' letters "
+                              f"{[o[0] for o in options]}", "bad answer")
+        return stem, options, letter, "mc"
+    if need_options:
+        raise RecordError(f"{at}: field 'question': a multiple-choice record with no options ('A. ...')",
+                          "no options")
+    letter = extract_letter(answer)
+    if letter is None:
+        raise RecordError(f"{at}: field 'answer': {answer!r} is not an option letter (select record)",
+                          "bad answer")
+    return text.strip(), [], letter, "mc"
+
+
 # --------------------------------------------------------------------------------------------------
 # SPAR-Bench
 # --------------------------------------------------------------------------------------------------
-# Level of SPAR-Bench tasks (by name fragments) when a record does not carry one.
-LEVEL_RULES = [
-    ("depth", "Low"), ("distance", "Low"), ("position_matching", "Middle"), ("matching", "Middle"),
-    ("view_change", "Middle"), ("camera_motion", "Middle"), ("motion", "Middle"),
-    ("spatial_imagination", "High"), ("relation", "High"), ("navigation", "High"),
-    ("object_position", "High"), ("imagination", "High"),
-]
 LEVELS = ("Low", "Middle", "High")
+LOW_TASKS = ("depth_prediction_oc", "depth_prediction_oo", "distance_prediction_oc", "distance_prediction_oo",
+             "depth_prediction_oc_mv", "depth_prediction_oo_mv", "distance_prediction_oc_mv",
+             "distance_prediction_oo_mv")
+MIDDLE_TASKS = ("view_change_infer", "position_matching", "camera_motion_infer")
+HIGH_TASKS = ("obj_spatial_relation_oo", "obj_spatial_relation_oc_mv", "obj_spatial_relation_oo_mv",
+              "spatial_imagination_oc", "spatial_imagination_oo", "spatial_imagination_oc_mv",
+              "spatial_imagination_oo_mv", "distance_infer_center_oo", "distance_infer_center_oo_mv")
+TASKS = LOW_TASKS + MIDDLE_TASKS + HIGH_TASKS          # the 20 tasks of SPAR-Bench
+_HIGH_PREFIXES = ("obj_spatial_relation_", "spatial_imagination_")
+
+# The SPAR-Bench task standing in for a synthetic question family (hatch.data.questions), as
+# (single-view, multi-view) task names; used by the writer so that stand-ins look like the real thing.
+TASK_OF_FAMILY = {
+    "camera_motion": ("camera_motion_infer", "camera_motion_infer"),
+    "cross_view_matching": ("position_matching", "position_matching"),
+    "object_position": ("obj_spatial_relation_oc", "obj_spatial_relation_oc_mv"),
+    "object_depth": ("depth_prediction_oc", "depth_prediction_oc_mv"),
+    "object_distance": ("distance_prediction_oo", "distance_prediction_oo_mv"),
+}
 
 
 def level_of(task: str) -> str:
-    t = task.lower()
-    for frag, level in LEVEL_RULES:
-        if frag in t:
-            return level
+    """The official SPAR-Bench level of a task: Low / Middle / High, or "" for a task of none."""
+    t = str(task).strip().lower()
+    if t in LOW_TASKS:
+        return "Low"
+    if t in MIDDLE_TASKS:
+        return "Middle"
+    if t in HIGH_TASKS or t.startswith(_HIGH_PREFIXES):
+        return "High"
     return ""
 
 
-def _load_records(path: Path):
-    """(file, index, record) of a .jsonl / .json / .parquet file."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for n, rec in enumerate(pq.read_table(path).to_pylist()):
-            yield n, rec
-    elif path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-        yield from enumerate(data)
-    else:
-        for n, line in enumerate(path.read_text().splitlines()):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield n, RecordError(f"{where(path, n)}: not valid JSON ({e})", "bad json")
-
-
-def _bench_files(path: Path, exts=(".jsonl", ".json", ".parquet")) -> list[Path]:
-    if not path.exists():
-        raise DataError(f"benchmark file or directory not found: {path}")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix in exts)
-    if not files:
-        raise DataError(f"no {'/'.join(exts)} files under {path}")
-    return files
-
-
-def read_bench_records(path, source: str, parse, exts=(".jsonl", ".json", ".parquet"),
-                       strict: bool = False, image_root=None):
-    """The loop every benchmark reader shares: each record of each file under `path` goes through
-    `parse(rec, at, base, f, n) -> Sample` (`at` names file and record for errors, `base` is the image
-    root: `image_root` or the file's directory). A RecordError from a record becomes a counted skip, or a
-    DataError with `strict`. Returns (samples, summary)."""
-    summary = ReadSummary(source)
-    samples = []
-    for f in _bench_files(Path(path), exts):
-        base = Path(image_root) if image_root else f.parent
-        for n, rec in _load_records(f):
-            try:
-                if isinstance(rec, RecordError):
-                    raise rec
-                at = where(f, n, rec.get("id") if isinstance(rec, dict) else None)
-                samples.append(parse(rec, at, base, f, n))
-                summary.read += 1
-            except RecordError as e:
-                handle(e, summary, strict)
-    return samples, summary.log()
-
-
-def load_images_field(value, base: Path, at: str, name: str = "image") -> list[np.ndarray]:
-    """Decode an image field: a path / bytes / {"bytes"|"path"} dict, or a list of them."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise RecordError(f"{at}: field {name!r}: empty", f"bad {name}")
-    out = []
-    for k, it in enumerate(items):
-        if isinstance(it, dict):
-            it = it.get("bytes") or it.get("path")
-        try:
-            if isinstance(it, (bytes, bytearray)):
-                out.append(read_image(it))
-            elif isinstance(it, str):
-                p = Path(it) if Path(it).is_absolute() else base / it
-                if not p.exists():
-                    raise RecordError(f"{at}: field {name!r}[{k}]: file not found: {p}", f"missing {name} file")
-                out.append(read_image(p))
-            else:
-                raise RecordError(f"{at}: field {name!r}[{k}]: expected a path or bytes, got "
-                                  f"{type(it).__name__}", f"bad {name}")
-        except RecordError:
-            raise
-        except Exception as e:  # PIL's decode errors have many types
-            raise RecordError(f"{at}: field {name!r}[{k}]: cannot decode image ({e})", f"bad {name}") from e
-    return out
+def bench_task(sample: Sample) -> str | None:
+    """The SPAR-Bench task of a sample: its own task when that is one of SPAR-Bench's (or of the
+    obj_spatial_relation_* / spatial_imagination_* families), the stand-in task of a synthetic family, or
+    None (e.g. the MindCube families, which SPAR-Bench has no task for)."""
+    if sample.task in TASKS or sample.task.startswith(_HIGH_PREFIXES):
+        return sample.task
+    pair = TASK_OF_FAMILY.get(sample.task)
+    if pair is None:
+        return None
+    return pair[1] if sample.num_views >= 2 else pair[0]
 
 
 def read_spar_bench(path, strict: bool = False, image_root=None):
-    """Read SPAR-Bench records from a file or a directory of them (see module doc).
+    """Read SPAR-Bench from a file or a directory (e.g. the download with data/test-*.parquet); see the
+    module doc. Image paths (JSON layout, or path-only parquet items) are relative to `image_root`
+    (default: the records file's directory). Returns (LazySamples, summary)."""
 
-    Image paths are relative to `image_root` (default: the records file's directory). Returns
-    (samples, summary); `category` is the level (Low / Middle / High)."""
-
-    def parse(rec, at, base, f, n) -> Sample:
+    def parse(rec, at, f, n) -> Sample:
         question = require(rec, "question", at, str)
         task = require(rec, "task", at, str)
         answer = str(require(rec, "answer", at)).strip()
-        imgs = load_images_field(require(rec, "image", at), base, at)
-        stem, options, answer, atype = parse_answer(question, answer, None, at)
-        level = str(rec.get("level") or level_of(task))
-        return Sample(images=imgs, question=stem, options=options, answer=answer, answer_type=atype,
-                      task=task, category=level, source="spar_bench", id=str(rec.get("id", f"{f.stem}_{n}")))
+        kind = rec.get("format_type")
+        if kind is not None and not isinstance(kind, str):
+            raise RecordError(f"{at}: field 'format_type' should be str, got {type(kind).__name__}",
+                              "bad format_type")
+        stem, options, answer, atype = parse_answer(question, answer, kind.strip().lower() if kind else None,
+                                                    at, need_options=False)
+        level = rec.get("level")
+        rid = rec.get("id")
+        return Sample(images=[], question=stem, options=options, answer=answer, answer_type=atype, task=task,
+                      category=str(level) if level else level_of(task), source="spar_bench",
+                      id=str(rid) if rid not in (None, "") else f"{f.stem}_{n}")
 
-    return read_bench_records(path, f"SPAR-Bench {path}", parse, strict=strict, image_root=image_root)
+    return read_bench_records(path, f"SPAR-Bench {path}", parse, "image", strict=strict, image_root=image_root)
 
 
-def write_spar_bench(samples, path, embed_images: bool = False, append: bool = False) -> Path:
-    """Write samples as a SPAR-Bench JSONL file; images go to `<path stem>_images/` next to it (or are
-    embedded as PNG bytes in a .parquet file when `embed_images` / the path ends in .parquet)."""
+def _parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.int64()), ("img_type", pa.string()), ("format_type", pa.string()),
+                      ("task", pa.string()), ("source", pa.string()),
+                      ("image", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+                      ("question", pa.string()), ("answer", pa.string())])
+
+
+def write_spar_bench(samples, path, append: bool = False, row_group_size: int = 64) -> Path:
+    """Write samples as SPAR-Bench.
+
+    * ``.parquet``: the published columns (id int64, img_type from the view count, format_type, task,
+      source, image as a list of {bytes: PNG, path}, question with its options one per line, answer).
+      There is no level column: the level comes back from the task, so a synthetic family is written as
+      its SPAR-Bench stand-in task (TASK_OF_FAMILY). Ids are the samples' own when all are integers, else
+      0..N-1 (the original id is kept in each image's ``path``). Row groups of `row_group_size` rows.
+    * ``.jsonl`` / ``.json``: our JSON layout (id, question, task, answer, level, format_type, img_type,
+      image paths under ``<path stem>_images/``); tasks are written as they are.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples if isinstance(samples, Sequence) else list(samples)
+    if path.suffix == ".parquet":
+        return _write_parquet(samples, path, row_group_size)
     recs = []
     for n, s in enumerate(samples):
-        rec = {"id": s.id or f"sample_{n}", "question": join_options(s.question, s.options), "task": s.task,
-               "answer": s.answer, "level": s.category}
-        if embed_images or path.suffix == ".parquet":
-            rec["image"] = [encode_png(im) for im in s.images]
-        else:
-            rels = []
-            for v, im in enumerate(s.images):
-                rel = f"{path.stem}_images/{_scene_name(s, n)}_{v}.png"
-                write_image(im, path.parent / rel)
-                rels.append(rel)
-            rec["image"] = rels
-        recs.append(rec)
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(recs), path)
+        rels = []
+        for v, im in enumerate(s.images):
+            rel = f"{path.stem}_images/{_scene_name(s, n)}_{v}.png"
+            write_image(im, path.parent / rel)
+            rels.append(rel)
+        recs.append({"id": s.id or f"sample_{n}", "img_type": "multi_view" if s.num_views >= 2 else "single_view",
+                     "format_type": TYPE_OF[s.answer_type], "task": s.task, "image": rels,
+                     "question": join_options(s.question, s.options), "answer": s.answer, "level": s.category})
+    if path.suffix == ".json":
+        old = json.loads(path.read_text()) if append and path.exists() else []
+        path.write_text(json.dumps(old + recs, indent=1))
     else:
         with open(path, "a" if append else "w") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in recs))
     return path
+
+
+def _write_parquet(samples: Sequence[Sample], path: Path, row_group_size: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    int_ids = all(str(s.id).lstrip("-").isdigit() for s in samples) and len({s.id for s in samples}) == len(samples)
+    schema = _parquet_schema()
+    with pq.ParquetWriter(path, schema) as writer:
+        rows = []
+        for n, s in enumerate(samples):
+            row = s.meta.get("row") if isinstance(s.meta.get("row"), dict) else {}
+            scene = _scene_name(s, n)
+            rows.append({
+                "id": int(s.id) if int_ids else n,
+                "img_type": "multi_view" if s.num_views >= 2 else "single_view",
+                "format_type": TYPE_OF[s.answer_type],
+                "task": bench_task(s) or s.task,
+                "source": str(row.get("source") or s.source),
+                "image": [{"bytes": encode_png(im), "path": f"{scene}_{v}.png"} for v, im in enumerate(s.images)],
+                "question": join_options(s.question, s.options),
+                "answer": str(s.answer),
+            })
+            if len(rows) >= row_group_size:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                rows = []
+        if rows or not samples:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    return path
+
+
+__all__ = ["read_spar_bench", "write_spar_bench", "parse_answer", "level_of", "bench_task", "LazySamples",
+           "DataError", "TASKS", "LEVELS"]

@@ -2,7 +2,8 @@
 
 DESIGN.md: the last `<answer>` wins; multiple choice accepts "C", "C.", "(C)", "C. Back, Right" (and
 "answer: C", "The answer is C"); numeric answers are scored by SPAR-Bench's mean relative accuracy:
-the mean over θ ∈ {0.50, 0.55, …, 0.95} of [|pred − gold| / |gold| < 1 − θ].
+the mean over θ ∈ {0.50, 0.55, …, 0.95} of [|pred − gold| / |gold| <= 1 − θ] (`<=` as the official
+SPAR-Bench code has it, hatch.eval.official.spar_bench).
 None of these functions raises on any text.
 """
 from __future__ import annotations
@@ -100,7 +101,7 @@ def mean_relative_accuracy(pred: float | None, gold: float) -> float:
     if pred is None or gold is None or not math.isfinite(gold):
         return 0.0
     err = abs(pred - gold) / abs(gold) if gold != 0 else abs(pred)
-    return sum(err < 1 - t for t in THRESHOLDS) / len(THRESHOLDS)
+    return sum(err <= 1 - t for t in THRESHOLDS) / len(THRESHOLDS)
 
 
 def score_numeric(completion: str, gold: float | str) -> float:

@@ -109,11 +109,17 @@ class DataSection:
 
 @dataclass
 class BenchmarkSpec:
-    name: Literal["spar-mv", "mindcube", "mmsi", "synthetic"]
+    name: str                         # a hatch.eval.benchmarks name (spar-mv, mindcube, mmsi, synthetic)
     path: str
+    image_root: str | None = None     # where the benchmark's image paths start (default: its own rule)
 
     def __post_init__(self):
+        from hatch.eval.benchmarks import NAMES
+
+        check(self.name in NAMES, f"eval.benchmarks[{self.name}].name", f"must be one of {list(NAMES)}")
         check(Path(self.path).exists(), f"eval.benchmarks[{self.name}].path", f"not found: {self.path}")
+        check(self.image_root is None or Path(self.image_root).is_dir(), f"eval.benchmarks[{self.name}].image_root",
+              f"no such directory: {self.image_root}")
 
 
 @dataclass

@@ -56,25 +56,35 @@ def demo_config(out: str | Path, quick: bool = False) -> dict:
 
 def _benchmark_files(out: Path, cfg: dict) -> list[dict]:
     """Writes the three benchmark formats from held-out synthetic samples (seeds disjoint from the
-    training data), so the real readers and the paper-style table are exercised end to end."""
+    training data), laid out as the real downloads are, so the real readers and the paper-style table
+    are exercised end to end:
+
+        benchmarks/spar_bench/data/test-00000-of-00001.parquet     SPAR-Bench (published columns)
+        benchmarks/mindcube/raw/MindCube_tinybench.jsonl            MindCube-Tiny (images under mindcube/)
+        benchmarks/mmsi/MMSI_bench.parquet                          MMSI-Bench
+    """
     from hatch.data import mindcube, mmsi, spar
     from hatch.data.synthetic import SceneConfig, iter_samples
 
     d = cfg["data"]
     bench_dir = out / "benchmarks"
     marker = bench_dir / "DONE"
-    files = [{"name": "spar-mv", "path": str(bench_dir / "spar_bench.jsonl")},
-             {"name": "mindcube", "path": str(bench_dir / "mindcube.jsonl")},
-             {"name": "mmsi", "path": str(bench_dir / "mmsi.parquet")}]
-    if marker.exists():
+    spar_path = bench_dir / "spar_bench" / "data" / "test-00000-of-00001.parquet"
+    mindcube_path = bench_dir / "mindcube" / "raw" / "MindCube_tinybench.jsonl"
+    mmsi_path = bench_dir / "mmsi" / "MMSI_bench.parquet"
+    files = [{"name": "spar-mv", "path": str(spar_path)},
+             {"name": "mindcube", "path": str(mindcube_path)},
+             {"name": "mmsi", "path": str(mmsi_path)}]
+    if marker.exists() and all(Path(f["path"]).exists() for f in files):
         return files
     n = d.get("num_eval", 16)
     samples = list(iter_samples(3 * n, seed=d.get("seed", 0) + 777, start=0,
                                 config=SceneConfig(views=d.get("views", 2), size=d.get("size", 112))))
-    spar.write_spar_bench(samples, bench_dir / "spar_bench.jsonl")
+    # SPAR-Bench gets the families it has a task for (each written as that task: spar.bench_task).
+    spar.write_spar_bench([s for s in samples if spar.bench_task(s)] or samples[:1], spar_path)
     mc = [s for s in samples if s.category in mindcube.COUNTED] or samples[:1]
-    mindcube.write_mindcube(mc, bench_dir / "mindcube.jsonl")
-    mmsi.write_mmsi([s for s in samples if s.answer_type == "mc"], bench_dir / "mmsi.parquet")
+    mindcube.write_mindcube(mc, mindcube_path)
+    mmsi.write_mmsi([s for s in samples if s.answer_type == "mc"], mmsi_path)
     atomic_write_text(marker, "")
     return files
 

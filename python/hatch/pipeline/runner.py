@@ -251,23 +251,26 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 
 def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
-    from hatch.eval.run import evaluate_split, load_benchmark, write_results
+    from hatch.eval.run import decoding_settings, evaluate_benchmark, load_benchmark, write_results
     from hatch.models.loading import load_model_and_processor
 
     e = run.cfg.eval
     model, processor = load_model_and_processor(model_dir, device=dist.local_device(), **run.cfg.model.pixels)
 
     def evaluate(samples, name):
-        # Each rank answers its share of the questions; the records come back in order on every rank.
-        return evaluate_split(model, processor, samples, name, actor=e.actor, max_new_tokens=e.max_new_tokens,
-                              batch_size=e.batch_size)
+        # Each rank answers its share of the missing questions (completions kept in stage_dir/completions/,
+        # so a killed stage resumes without regenerating); the records come back in order on every rank.
+        return evaluate_benchmark(model, processor, samples, name, stage_dir, actor=e.actor,
+                                  max_new_tokens=e.max_new_tokens, batch_size=e.batch_size)
 
     records = []
     if e.synthetic:
         records += evaluate(run.held_out[:e.limit] if e.limit else run.held_out, "synthetic")
     for b in e.benchmarks:
-        records += evaluate(load_benchmark(b.name, b.path, e.limit), b.name)
-    summary = dist.on_main(lambda: write_results(stage_dir, "hatch (this run)", records))
+        records += evaluate(load_benchmark(b.name, b.path, e.limit, image_root=b.image_root), b.name)
+    settings = decoding_settings(processor, model, e.actor, e.max_new_tokens)
+    summary = dist.on_main(lambda: write_results(stage_dir, "hatch (this run)", records, actor=e.actor,
+                                                 settings=settings))
     return StageResult(None, {"summary": summary, "results": str(stage_dir / "results.json")})
 
 
