@@ -35,3 +35,5 @@ def test_stats_check_files_and_cli(tmp_path, capsys):
     assert json.loads(out.read_text())["records"] == 22
     assert main(["data", "stats", str(tmp_path)]) == 2                   # not a SPAR-7M tree: one clear line
     assert "qa_jsonl" in capsys.readouterr().err
+    assert main(["data", "stats", str(ROOT), "--strict"]) == 2          # stops at the first bad record
+    assert "line" in capsys.readouterr().err

@@ -68,3 +68,19 @@ def test_a_wrong_depth_unit_stops_the_run_at_start(tmp_path):
     # with the right unit the same tree is selected, decoded and in metres
     train, held_out = spar_data(_config(tmp_path, root, depth_scale={"scannet": 1.0}).data)
     assert len(train) == 8 and len(held_out) == 3 and train[0].depth.max() == pytest.approx(2.0)
+
+
+def test_strict_data_stops_at_the_first_bad_record(tmp_path):
+    import json as _json
+
+    root = write_tree(tmp_path / "spar", COUNTS)
+    f = root / "scannet/qa_jsonl/train/position_matching/select/select_10.jsonl"
+    lines = f.read_text().splitlines()
+    rec = _json.loads(lines[0])
+    rec["image"][1] = "scene0000_00/image_color/404.jpg"
+    lines[0] = _json.dumps(rec)
+    f.write_text("\n".join(lines) + "\n")
+    train, held_out = spar_data(_config(tmp_path, root).data)          # skipped and counted
+    assert len(train) == 8 and len(held_out) == 3
+    with pytest.raises(ConfigError, match=r"select_10.jsonl line 1 .*file not found"):
+        spar_data(_config(tmp_path, root, strict=True).data)

@@ -81,7 +81,7 @@ def _stats(args) -> int:
 
     try:
         st = dataset_stats(args.root, split=args.split, tasks=args.tasks, check_files=args.check_files,
-                           limit=args.limit)
+                           limit=args.limit, strict=args.strict)
     except DataError as e:
         print(f"hatch data stats: {e}", file=sys.stderr)
         return 2
@@ -130,6 +130,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--check-files", action="store_true", help="also check that every frame file exists")
     t.add_argument("--limit", type=_positive, default=None, help="stop after this many records")
     t.add_argument("--json", default=None, help="also write the statistics as JSON here")
+    t.add_argument("--strict", action="store_true", help="stop at the first bad record, naming it")
     t.set_defaults(func=_stats)
     return p
 

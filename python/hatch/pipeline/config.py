@@ -70,6 +70,7 @@ class DataSection:
     depth_scale: float | dict[str, float] | None = None   # spar: metres per depth unit ({source: m}; mm)
     num_workers: int | None = None    # DataLoader workers decoding frames (None: 0 synthetic, 2 spar)
     index_cache: str | None = "default"   # spar: line-offset cache dir ("default": ~/.cache/hatch; null: none)
+    strict: bool = False              # spar: stop at the first bad record instead of skipping and counting it
     views: int = 2                    # synthetic: cameras per sample
     size: int = 112                   # synthetic: image side
     seed: int = 0

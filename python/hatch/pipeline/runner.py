@@ -117,7 +117,7 @@ def spar_data(d) -> tuple[Sequence[Sample], Sequence[Sample]]:
         try:
             return select_records(d.path, d.num_train, d.num_eval, seed=d.seed, split=d.split, tasks=d.tasks,
                                   min_views=d.min_views, answer_types=d.answer_types, depth_check=depth_check,
-                                  cache_dir=d.index_cache,
+                                  cache_dir=d.index_cache, strict=d.strict,
                                   progress=dist.is_main())
         except DataError as e:
             raise ConfigError(f"data.path: {e}") from None

@@ -13,14 +13,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from ..common import RecordError
+from ..common import DataError, RecordError
 from .layout import qa_files
 from .records import check_record_markers, parse_record
 
 
 def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = None, check_files: bool = False,
-                  progress: bool = True, limit: int | None = None) -> dict:
-    """The statistics as a JSON-able dict (see the module doc); `limit` stops after that many records."""
+                  progress: bool = True, limit: int | None = None, strict: bool = False) -> dict:
+    """The statistics as a JSON-able dict (see the module doc); `limit` stops after that many records;
+    `strict` raises DataError at the first bad record instead of counting it."""
     from tqdm.auto import tqdm
 
     from .frames import check_files as check
@@ -48,6 +49,8 @@ def dataset_stats(root, split: str | None = None, tasks: Iterable[str] | None = 
                         check(rec)
                     check_record_markers(rec)
                 except RecordError as e:
+                    if strict:
+                        raise DataError(str(e)) from e
                     out["skipped"] += 1
                     out["skip_reasons"][e.kind] += 1
                     if len(out["skip_examples"][e.kind]) < 3:
