@@ -37,8 +37,8 @@ def _add_eval(sub) -> None:
                         "; ".join(f"{b.name}: {b.data_help}" for b in BENCHMARKS.values()))
     p.add_argument("--data", required=True, action="append", help="benchmark file or directory")
     p.add_argument("--image-root", action="append", default=None,
-                   help="where the image paths of the matching --benchmark start (MindCube default: the "
-                        "JSONL's grandparent, data/)")
+                   help="where the image paths of the matching --benchmark start, one per --benchmark in "
+                        "order ('' keeps its default; MindCube's default: the JSONL's grandparent, data/)")
     p.add_argument("--batch-size", type=int, default=8, help="questions generated together")
     p.add_argument("--out", default=None, help="output directory (default: <model>/eval)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each benchmark")

@@ -318,7 +318,7 @@ def evaluate_cli(args) -> dict:
     roots = list(getattr(args, "image_root", None) or [])
     records: list[EvalRecord] = []
     for k, (bench, data) in enumerate(zip(args.benchmark, args.data)):
-        root = roots[k] if k < len(roots) else None
+        root = (roots[k] or None) if k < len(roots) else None      # "" keeps that benchmark's own rule
         samples = load_benchmark(bench, data, args.limit, image_root=root)
         if dist.is_main():
             print(f"hatch eval: {len(samples)} {BENCHMARKS[bench].title} questions from {data}")
