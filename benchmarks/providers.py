@@ -83,7 +83,7 @@ def kornia_patch_overlap(depth, K, cam_to_world, grid_h=4, grid_w=None, abs_tol=
     """patch_overlap written with kornia's geometry functions, the way a kornia user would: unproject
     every pixel (depth_to_3d_v2), move it into every other camera (transform_points with
     T_c^-1 T_a), project (project_points), then nearest-pixel depth test and cell histogram in PyTorch.
-    Same math and output as `hatch_ext.reference.patch_overlap` (DESIGN.md)."""
+    Same math and output as `hatch_ext.reference.patch_overlap` (docs/design.md)."""
     from kornia.geometry.camera.perspective import project_points
     from kornia.geometry.depth import depth_to_3d_v2
     from kornia.geometry.linalg import inverse_transformation, transform_points

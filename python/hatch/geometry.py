@@ -1,6 +1,6 @@
 """Camera geometry helpers shared by the data, PaStA and ActoR code (numpy, float64).
 
-Conventions (DESIGN.md): OpenCV camera axes (x right, y down, z forward); poses are camera-to-world
+Conventions (docs/design.md): OpenCV camera axes (x right, y down, z forward); poses are camera-to-world
 4x4 matrices; K in pixels, pixel (r, c) centred at (u, v) = (c, r); depth is z-depth in metres. World
 "up" is a parameter (default +z, as ScanNet / SPAR).
 
@@ -253,7 +253,7 @@ def unproject_depth(depth, K) -> np.ndarray:
 
 
 def reproject(depth_a, K_a, T_a, K_b, T_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where view a's pixels land in view b (DESIGN.md step 1, nearest pixel).
+    """Where view a's pixels land in view b (docs/design.md step 1, nearest pixel).
 
     Args: depth_a `[H, W]` z-depth (metres), K_a / K_b 3x3, T_a / T_b camera-to-world 4x4.
     Returns: (rows `[H, W]` int, cols `[H, W]` int, z `[H, W]` depth of the point in b's frame).
@@ -277,7 +277,7 @@ def reproject(depth_a, K_a, T_a, K_b, T_b) -> tuple[np.ndarray, np.ndarray, np.n
 
 def visible_in(depth_a, K_a, T_a, depth_b, K_b, T_b, abs_tol: float = 0.05,
                rel_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel visibility of view a's pixels in view b (DESIGN.md's test, nearest-pixel lookup).
+    """Per-pixel visibility of view a's pixels in view b (docs/design.md's test, nearest-pixel lookup).
 
     Returns (visible `[H, W]` bool, rows, cols, z) with rows/cols/z as in :func:`reproject`."""
     rows, cols, z = reproject(depth_a, K_a, T_a, K_b, T_b)

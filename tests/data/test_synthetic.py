@@ -53,7 +53,7 @@ def test_sample_conventions(samples3):
 def test_geometry_is_exact(samples3):
     """Every pixel of view a, unprojected with its depth and re-cast from camera b, is either the
     first surface b sees (same depth to 1e-4) or hidden behind a nearer one; and b's depth map agrees
-    (DESIGN.md nearest-pixel test) on those visible points."""
+    (docs/design.md nearest-pixel test) on those visible points."""
     for s in samples3:
         scene = Scene.from_dict(s.meta["scene"])
         S = s.depth.shape[-1]

@@ -1,5 +1,5 @@
 """hatch.soft_infonce (CPU kernel) against the naive reference (hatch_ext.reference), which follows
-DESIGN.md's PaStA math: loss, saved row log-sum-exp, valid-row count and gradients, on random sparse
+docs/design.md's PaStA math: loss, saved row log-sum-exp, valid-row count and gradients, on random sparse
 overlaps and on overlaps of rendered scenes; plus the low-precision rule, gradcheck, opcheck,
 torch.compile, determinism and the tiled (dense-grid) path."""
 import pytest

@@ -1,4 +1,4 @@
-"""Cell embeddings: merged tokens pooled to the n x n grid (DESIGN.md), any image size, batches."""
+"""Cell embeddings: merged tokens pooled to the n x n grid (docs/design.md), any image size, batches."""
 import numpy as np
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """Camera actions of the ActoR format: data types, text serializer, tolerant parser, teacher actions from
 two camera poses, and composition of actions back into a relative motion.
 
-The viewer model (DESIGN.md, "The ActoR format and rewards"): a viewer has a position, a yaw about world up
+The viewer model (docs/design.md, "The ActoR format and rewards"): a viewer has a position, a yaw about world up
 and a pitch (no roll). `turn left/right` changes the yaw (left = counter-clockwise seen from above, i.e. the
 yaw increases, with a right-handed world), `turn up/down` changes the pitch, `move forward` moves along the
 *horizontal* heading (the pitch does not tilt the move), `move up/down` moves along world up. Yaw, pitch and the

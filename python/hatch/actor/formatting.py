@@ -1,7 +1,7 @@
 """Chat formatting of multi-image `Sample`s for TRL: plain QA SFT, the ActoR cold start, and GRPO prompts.
 
 Every row is conversational with the images as `{"type": "image"}` items (one per view, in order) ahead of
-the text, and `images` a list of PIL images, the layout TRL's SFTTrainer and GRPOTrainer take (NOTES.md):
+the text, and `images` a list of PIL images, the layout TRL's SFTTrainer and GRPOTrainer take (docs/notes.md):
 
 * `qa_sft_row`        {"prompt": [user], "completion": [assistant: answer], "images": [...]}
 * `cold_start_row`    {"prompt": [user], "completion": [assistant: <action>…</action><answer>…</answer>], ...}

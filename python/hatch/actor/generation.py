@@ -1,7 +1,7 @@
 """Generation from formatted prompt rows and reward evaluation (held-out format / answer / action rewards).
 
 Used after the cold start (is the format learned?) and by tests. Vision special tokens are suppressed during
-generation: a sampled `<|image_pad|>` would break the image feature / token count (NOTES.md).
+generation: a sampled `<|image_pad|>` would break the image feature / token count (docs/notes.md).
 """
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def _trainer_class():
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
             if self.aux_loss_fn is not None:
-                # Per-completion lists survive TRL's shuffle / split of the generation batch (NOTES.md).
+                # Per-completion lists survive TRL's shuffle / split of the generation batch (docs/notes.md).
                 for name in self.aux_columns:
                     output[name] = [x.get(name) for x in inputs]
                 output["group_id"] = [k // self.num_generations for k in range(len(inputs))]

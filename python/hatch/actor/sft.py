@@ -2,7 +2,7 @@
 
 Rows come from `hatch.actor.formatting` (`qa_sft_row` / `cold_start_row`): conversational prompt +
 completion with the images. The loss is on the completion only. `max_length=None`: truncating a multi-image
-prompt would cut image tokens ("Image features and image tokens do not match", NOTES.md).
+prompt would cut image tokens ("Image features and image tokens do not match", docs/notes.md).
 """
 from __future__ import annotations
 

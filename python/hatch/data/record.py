@@ -1,5 +1,5 @@
 """The sample record used everywhere in hatch: one multi-view sample with its geometry (when known)
-and its question. Geometry follows DESIGN.md's conventions: depth is z-depth in metres at the depth
+and its question. Geometry follows docs/design.md's conventions: depth is z-depth in metres at the depth
 map's own resolution, K in pixels of that depth map (OpenCV), poses camera-to-world (OpenCV axes)."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Procedural rooms (textured floor, ceiling and walls; boxes, balls, cylinders and cones in distinct
 colours, each with a unique name such as "red box") are seen by 2-4 cameras and rendered by vectorised
 ray casting (``hatch.data.render``) into RGB, exact z-depth, K and camera-to-world poses, following
-DESIGN.md's conventions (OpenCV cameras, world up +z, K in pixels of the S x S depth map). Each sample
+docs/design.md's conventions (OpenCV cameras, world up +z, K in pixels of the S x S depth map). Each sample
 carries one question with its gold answer (``hatch.data.questions``); the poses are the gold for the
 ActoR actions between views. Everything is deterministic for a seed: sample i of seed s depends only
 on (s, i), not on how many samples are drawn.
@@ -25,7 +25,7 @@ Camera layouts ("modes"), picked by the question family drawn for the sample:
 
 * ``near``: consecutive cameras ``baseline_m`` apart with yaw steps of ``yaw_step_deg``; a layout is
   kept only if each consecutive pair overlaps by at least ``min_overlap`` (fraction of pixels of the
-  first visible in the second, DESIGN.md's visibility test on a low-resolution render).
+  first visible in the second, docs/design.md's visibility test on a low-resolution render).
 * ``rotation``: one position, the camera turning in place by ``rotation_step_deg`` per view.
 * ``around``: cameras on a circle around a central object, stepping ``around_step_deg``, looking at it.
 * ``among``: a central object with four objects on its diagonals; cameras on its four sides.

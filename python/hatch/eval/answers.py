@@ -1,6 +1,6 @@
 """Answer extraction and scoring, shared by evaluation and the ActoR answer reward.
 
-DESIGN.md: the last `<answer>` wins; multiple choice accepts "C", "C.", "(C)", "C. Back, Right" (and
+docs/design.md: the last `<answer>` wins; multiple choice accepts "C", "C.", "(C)", "C. Back, Right" (and
 "answer: C", "The answer is C"); numeric answers are scored by SPAR-Bench's mean relative accuracy:
 the mean over θ ∈ {0.50, 0.55, …, 0.95} of [|pred − gold| / |gold| <= 1 − θ] (`<=` as the official
 SPAR-Bench code has it, hatch.eval.official.spar_bench).

@@ -4,7 +4,7 @@
 answers and ActoR action texts hatch produces), builds a `Qwen2_5_VLForConditionalGeneration` from a
 config, and saves model + tokenizer + processor config with `save_pretrained`, so that
 `hatch.models.loading.load_model_and_processor(out_dir)` loads it exactly as it loads a real
-Qwen2.5-VL-3B directory. Sizes follow NOTES.md (vision out_hidden_size = text hidden_size;
+Qwen2.5-VL-3B directory. Sizes follow docs/notes.md (vision out_hidden_size = text hidden_size;
 sum(mrope_section) = head_dim / 2).
 """
 from __future__ import annotations

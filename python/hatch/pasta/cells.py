@@ -1,4 +1,4 @@
-"""Cell embeddings of the Qwen2.5-VL vision tower, pooled to the PaStA grid (DESIGN.md).
+"""Cell embeddings of the Qwen2.5-VL vision tower, pooled to the PaStA grid (docs/design.md).
 
 `get_image_features` gives, per image, its merged tokens (28 px each) in raster order over an h x w grid
 (h = H'/28, w = W'/28 for the processor's resized size H' x W'). Token (r, c) belongs to cell

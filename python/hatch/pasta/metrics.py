@@ -1,7 +1,7 @@
 """Cross-view correspondence metric of cell embeddings against the depth geometry.
 
 For every valid row (view a, other view c, cell i of a; valid iff sum_j S[a,c,i,j] > min_overlap, with
-S = (M + M^T)/2 the symmetric overlap of DESIGN.md), the prediction is argmax_j cos(e[a,i], e[c,j]) and the
+S = (M + M^T)/2 the symmetric overlap of docs/design.md), the prediction is argmax_j cos(e[a,i], e[c,j]) and the
 geometric match is argmax_j S[a,c,i,j]. Reported:
 
 * top1: fraction of valid rows whose predicted cell is a geometric best match (S[pred] equals the row max,

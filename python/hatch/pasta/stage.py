@@ -66,7 +66,7 @@ class PastaConfig:
     # question families of hatch.data.synthetic to draw layouts from (None: the "near" ones, whose views
     # overlap; the rotation / around / among layouts share little or nothing between views)
     synthetic_tasks: tuple[str, ...] | None = None
-    # loss (DESIGN.md)
+    # loss (docs/design.md)
     grid: int = GRID
     tau_t: float = TAU_T
     tau_p: float = TAU_P
