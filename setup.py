@@ -3,9 +3,13 @@
     pip install --no-build-isolation -e .
 
 Switches: HATCH_FORCE_CUDA=1 builds the CUDA kernels even when no CUDA build of torch is detected;
-HATCH_NO_CUDA=1 never builds them. TORCH_CUDA_ARCH_LIST defaults to "8.0;9.0" (A100, H100/H200).
+HATCH_NO_CUDA=1 never builds them. TORCH_CUDA_ARCH_LIST, when set, is used as it is; otherwise the
+kernels are built for "8.0;9.0;10.0;12.0+PTX" (A100, H100/H200, B200, RTX 50xx / RTX PRO Blackwell, and
+PTX for later GPUs); see hatch_ext/_build_config.py. A CUDA build of torch without nvcc builds the CPU
+kernels only, with a warning; CUDA tensors then get a clear error naming the op.
 """
 import glob
+import importlib.util
 import json
 import os
 import sys
@@ -22,19 +26,29 @@ except ImportError:  # one line, not a traceback: the most common first-time mis
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+def _load_build_config():
+    """hatch_ext/_build_config.py by path: importing the hatch_ext package would load the library."""
+    spec = importlib.util.spec_from_file_location(
+        "hatch_ext_build_config", os.path.join(ROOT, "hatch_ext", "_build_config.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def use_cuda() -> bool:
-    if _flag("HATCH_NO_CUDA"):
-        return False
-    if _flag("HATCH_FORCE_CUDA"):
-        return True
-    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+build_config = _load_build_config()
+
+
+def use_cuda() -> tuple[bool, str | None]:
+    """(build the CUDA kernels?, why not). Warns when torch is a CUDA build but nvcc is missing."""
+    env = dict(os.environ)
+    if cpp_extension.CUDA_HOME and not env.get("CUDA_HOME"):
+        env["CUDA_HOME"] = cpp_extension.CUDA_HOME  # torch's own search (PATH, /usr/local/cuda)
+    cuda, reason = build_config.cuda_decision(torch.version.cuda, build_config.find_nvcc(env), env)
+    if not cuda and torch.version.cuda is not None:
+        print(build_config.no_nvcc_warning(reason), file=sys.stderr, flush=True)
+    return cuda, reason
 
 
 def sources(cuda: bool) -> list[str]:
@@ -45,13 +59,14 @@ def sources(cuda: bool) -> list[str]:
     return src
 
 
-def write_build_info(cuda: bool) -> None:
+def write_build_info(cuda: bool, archs: str | None, no_cuda_reason: str | None) -> None:
     """Records what the library is built against; hatch_ext refuses to load under another torch."""
     info = {
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,
-        "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if cuda else None,
+        "cuda_archs": archs if cuda else None,
         "with_cuda": cuda,
+        "no_cuda_reason": None if cuda else no_cuda_reason,
         "python": sys.version.split()[0],
     }
     with open(os.path.join(ROOT, "hatch_ext", "_build_info.json"), "w") as f:
@@ -59,10 +74,13 @@ def write_build_info(cuda: bool) -> None:
 
 
 def extension():
-    cuda = use_cuda()
+    cuda, no_cuda_reason = use_cuda()
+    archs = None
     if cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
-    write_build_info(cuda)
+        # Set, never left to torch: unset, it builds for the build machine's GPUs only.
+        archs = build_config.cuda_arch_list()
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    write_build_info(cuda, archs, no_cuda_reason)
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]  # at::parallel_for is OpenMP-backed
     extra_compile_args = {"cxx": ["-O3", *openmp]}
     define_macros = []

@@ -8,8 +8,10 @@ registers autograd and fake-tensor support, so the ops work in training and unde
     hatch_ext.reference  the naive, vectorised PyTorch version of the same math (tests, benchmarks)
 """
 from ._library import build_info, has_cuda_kernels, load as _load
+from ._library import register_missing_cuda_kernels as _register_missing_cuda_kernels
 
 _load()
+_register_missing_cuda_kernels()  # CPU-only build: CUDA tensors get "rebuild with a CUDA toolkit"
 
 from . import _registration  # noqa: E402,F401  (registers fakes and autograd)
 from . import ops, reference  # noqa: E402

@@ -13,6 +13,13 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------------------- fakes
+# Every kernel returns freshly allocated contiguous tensors, whatever the strides of its inputs, so
+# every fake does too: `new_empty` (contiguous, the input's dtype and device), never `empty_like`
+# (which keeps a non-contiguous input's strides and so disagrees with the kernel under torch.compile).
+def _contiguous_like(t):
+    return t.new_empty(t.shape)
+
+
 def _check_one_device(op, ref_name, ref, **tensors):
     """The kernels check this too, but a mix with a meta tensor dispatches here, not to them."""
     for name, t in tensors.items():
@@ -41,7 +48,7 @@ def _cell_similarity_fake(emb):
 @register_fake("hatch::cell_similarity_backward")
 def _cell_similarity_backward_fake(grad, emb):
     _check_one_device("cell_similarity_backward", "emb", emb, grad=grad)
-    return torch.empty_like(emb)
+    return _contiguous_like(emb)
 
 
 def _loss_outputs(emb):
@@ -76,7 +83,7 @@ def _soft_infonce_backward_fake(grad_loss, emb, overlap, row_lse, num_valid, tau
     _check_one_device("soft_infonce_backward", "emb", emb, grad_loss=grad_loss, overlap=overlap,
                       row_lse=row_lse, num_valid=num_valid)
     _check_loss_params("soft_infonce_backward", tau_t, tau_p, min_overlap)
-    return torch.empty_like(emb)
+    return _contiguous_like(emb)
 
 
 @register_fake("hatch::patch_align")
@@ -94,7 +101,7 @@ def _patch_align_backward_fake(grad_loss, emb, depth, K, cam_to_world, row_lse, 
                       cam_to_world=cam_to_world, grad_loss=grad_loss, row_lse=row_lse,
                       num_valid=num_valid)
     _check_loss_params("patch_align_backward", tau_t, tau_p, min_overlap)
-    return torch.empty_like(emb)
+    return _contiguous_like(emb)
 
 
 # -------------------------------------------------------------------------------------- autograd
