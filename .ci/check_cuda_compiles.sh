@@ -19,7 +19,7 @@ status=0
 for f in csrc/cuda/*.cu; do
   echo "nvcc -c $f"
   if ! nvcc -c "$f" -o "$out/$(basename "$f").o" -std=c++20 -O2 \
-      $gencode \
+      $gencode --threads 0 \
       -I"$out/include" $torch_inc -I"$py_inc" -DHATCH_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI=1 \
       --expt-relaxed-constexpr -Xcompiler -fPIC; then
     status=1

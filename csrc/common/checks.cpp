@@ -130,6 +130,16 @@ GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::
   return g;
 }
 
+void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb) {
+  TORCH_CHECK_VALUE(grad_loss.dim() == 0, "hatch.", op,
+                    ": argument 'grad_loss' must be a 0-dim tensor (the loss is a scalar), got shape ",
+                    grad_loss.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_loss.scalar_type()), "hatch.", op,
+                   ": argument 'grad_loss' must be floating-point, got ", grad_loss.scalar_type());
+  TORCH_CHECK_VALUE(grad_loss.device() == emb.device(), "hatch.", op, ": argument 'grad_loss' is on ",
+                    grad_loss.device(), " but 'emb' is on ", emb.device());
+}
+
 void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
                  const at::Tensor& emb) {
   check_rank(op, "row_lse", row_lse, 4, "[B, V, V, P]");

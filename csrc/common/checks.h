@@ -30,6 +30,8 @@ GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::
                                const at::Tensor& K, const at::Tensor& cam_to_world, int64_t grid_h,
                                int64_t grid_w, double tau_t, double tau_p, double abs_tol,
                                double rel_tol, int64_t stride, double min_overlap);
+// grad_loss of a backward op: a 0-dim floating-point tensor on emb's device (every backend).
+void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb);
 // row_lse [B, V, V, P] and num_valid [] as produced by the forward op.
 void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
                  const at::Tensor& emb);

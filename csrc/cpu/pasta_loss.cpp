@@ -16,16 +16,6 @@
 namespace hatch::cpu {
 namespace {
 
-void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb) {
-  TORCH_CHECK_VALUE(grad_loss.dim() == 0, "hatch.", op,
-                    ": argument 'grad_loss' must be a 0-dim tensor (the loss is a scalar), got shape ",
-                    grad_loss.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(grad_loss.scalar_type()), "hatch.", op,
-                   ": argument 'grad_loss' must be floating-point, got ", grad_loss.scalar_type());
-  TORCH_CHECK_VALUE(grad_loss.device() == emb.device(), "hatch.", op, ": argument 'grad_loss' is on ",
-                    grad_loss.device(), " but 'emb' is on ", emb.device());
-}
-
 // Appends ½ v for every nonzero v of the dense [P, P] block M (row-major), as S entries (i, j) =
 // (row, col), or (col, row) when `transpose` (M_ca contributes ½ M_caᵀ).
 template <typename T>

@@ -1,5 +1,5 @@
-// Small helpers shared by the CUDA kernels of hatch: launch geometry, the current stream, warp
-// reductions, and the embedding normalisation (ATen ops) used by the similarity and the loss.
+// Host-side helpers shared by the CUDA ops of hatch (launch geometry and warp reductions: device/common.cuh):
+// the current stream, the device check, and the embedding normalisation (ATen ops) used by the similarity and the loss.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -11,19 +11,11 @@
 #include <cstdlib>
 
 #include "../common/checks.h"
+#include "device/common.cuh"
 
 namespace hatch::cuda {
 
-constexpr int kThreads = 256;                  // threads per block for every kernel
-constexpr int kWarpSize = 32;
-constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 constexpr double kNormEps = 1e-12;             // e / max(|e|, eps), as F.normalize
-
-// Blocks for a grid-stride loop over n items (capped; the kernels loop over the rest).
-inline unsigned int blocks_for(int64_t n, int64_t per_block = kThreads) {
-  const int64_t b = (n + per_block - 1) / per_block;
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(1) << 20)));
-}
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
@@ -32,23 +24,6 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().
 inline void check_cuda(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.is_cuda(), "hatch.", op, ": argument '", name,
                     "' must be a CUDA tensor for the CUDA kernel, got a tensor on ", t.device());
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = kWarpSize / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-template <typename T>
-__device__ __forceinline__ T max_of(T a, T b) {
-  return a > b ? a : b;
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-  for (int o = kWarpSize / 2; o > 0; o >>= 1) v = max_of(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // Normalised embeddings in the accumulation dtype (float32; float64 for float64 input):

@@ -13,24 +13,6 @@
 #include "reprojection.cuh"
 
 namespace hatch::cuda {
-namespace {
-
-// out[b, a, c, i, j] = counts[b, a, c, i, j] / den[b, a, i] (0 where den is 0), every element written.
-template <typename scalar_t>
-__global__ void overlap_ratios_kernel(const int32_t* __restrict__ counts,
-                                      const int32_t* __restrict__ den, int64_t V, int64_t P,
-                                      int64_t total, scalar_t* __restrict__ out) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = (k / P) % P;
-    const int64_t t = k / (P * P);  // (b * V + a) * V + c
-    const int64_t ba = t / V;       // b * V + a
-    out[k] = overlap_ratio<scalar_t>(counts[k], den[ba * P + i]);
-  }
-}
-
-}  // namespace
-
 at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
                          int64_t grid_h, int64_t grid_w, double abs_tol, double rel_tol, int64_t stride) {
   const char* op = "patch_overlap";
@@ -55,7 +37,8 @@ at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at:
   at::Tensor out = at::empty({B, V, V, P, P}, depth.options());
   const int64_t total = out.numel();
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "hatch_overlap_ratios", [&] {
-    overlap_ratios_kernel<scalar_t><<<blocks_for(total), kThreads, 0, current_stream()>>>(
+    const LaunchCfg L = overlap_ratios_launch(total);
+    overlap_ratios_kernel<scalar_t><<<L.grid, L.block, L.shmem, current_stream()>>>(
         counts.data_ptr<int32_t>(), den.data_ptr<int32_t>(), V, P, total, out.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
