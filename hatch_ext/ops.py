@@ -1,6 +1,6 @@
 """The hatch ops as documented Python functions (thin wrappers over `torch.ops.hatch.*`).
 
-Conventions (DESIGN.md): depth is z-depth in metres `[B, V, H, W]` (<= 0 or non-finite = invalid);
+Conventions (docs/design.md): depth is z-depth in metres `[B, V, H, W]` (<= 0 or non-finite = invalid);
 K `[B, V, 3, 3]` in pixels of the depth map, OpenCV (pixel (r, c) centre at (u, v) = (c, r)); poses are
 camera-to-world `[B, V, 4, 4]`, OpenCV camera axes. An image is cut into grid_h x grid_w cells; pixel
 (r, c) lies in cell (floor(r*grid_h/H), floor(c*grid_w/W)), index row*grid_w + col; P = grid_h*grid_w.
@@ -67,7 +67,7 @@ def cell_similarity(emb: Tensor) -> Tensor:
 
 def soft_infonce(emb: Tensor, overlap: Tensor, tau_t: float = TAU_T, tau_p: float = TAU_P,
                  min_overlap: float = MIN_OVERLAP, return_num_valid: bool = False):
-    """Soft-target InfoNCE between cells of different views (DESIGN.md steps 3-6), similarity fused.
+    """Soft-target InfoNCE between cells of different views (docs/design.md steps 3-6), similarity fused.
 
     S[a, c] = (M[a, c] + M[c, a]^T) / 2; row (a, c, i) is valid iff sum_j S[a, c, i, j] > min_overlap;
     p = softmax_j(S / tau_t), q = softmax_j(cos(e_a,i, e_c,j) / tau_p); the loss is the mean over valid

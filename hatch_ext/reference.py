@@ -1,4 +1,4 @@
-"""The naive PyTorch implementation of the PaStA math (DESIGN.md), written the way a user would:
+"""The naive PyTorch implementation of the PaStA math (docs/design.md), written the way a user would:
 vectorised, every intermediate materialised ([B, V, V, H*W] per-pixel tensors for the reprojection,
 the full [B, V, V, P, P] similarity for the loss). It is the ground truth for the tests and the
 baseline of the benchmarks; the signatures match `hatch_ext.ops`.
@@ -33,7 +33,7 @@ def taking_part(depth: Tensor, stride: int) -> Tensor:
 
 def overlap_from_projection(depth: Tensor, valid: Tensor, z: Tensor, u: Tensor, v: Tensor,
                             grid_h: int, grid_w: int, abs_tol: float, rel_tol: float) -> Tensor:
-    """DESIGN.md's visibility test and overlap (steps 1-2) once every pixel of every view a has been
+    """docs/design.md's visibility test and overlap (steps 1-2) once every pixel of every view a has been
     projected into every view c: z (depth in c), u (column), v (row) are [B, V(a), V(c), H*W], u and v
     before rounding (any value where z <= 1e-6). valid: [B, V, H, W] pixels taking part. Returns M."""
     B, V, H, W = depth.shape

@@ -1,5 +1,5 @@
 // Host/device math shared by the CPU and CUDA kernels: cell indices and the per-pixel reprojection test
-// of DESIGN.md ("The PaStA math", step 1). Header-only so that both compilers inline it.
+// of docs/design.md ("The PaStA math", step 1). Header-only so that both compilers inline it.
 #pragma once
 #include <cmath>
 #include <cstdint>

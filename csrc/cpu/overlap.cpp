@@ -1,5 +1,5 @@
 // hatch::patch_overlap on the CPU: fused depth reprojection -> overlap M [B, V, V, P, P]
-// (DESIGN.md, "The PaStA math", steps 1-2). One pass over the pixels of each (view a, view c) pair,
+// (docs/design.md, "The PaStA math", steps 1-2). One pass over the pixels of each (view a, view c) pair,
 // nothing per pixel is stored: pixels are reprojected a row at a time and binned (cpu/pair_counts.h)
 // into an integer scratch per thread, of which a task uses the rows of its own cells. On x86-64 CPUs
 // with AVX2 the same tasks run the vectorised loop of cpu/overlap_simd.h instead (same counts, bit for

@@ -1,6 +1,6 @@
 // The per-view-pair core of the fused PaStA loss on the CPU (soft_infonce and patch_align share it; they
-// differ only in where the symmetric overlap S comes from). Math: DESIGN.md "The PaStA math", the fused
-// form: KERNELS.md.
+// differ only in where the symmetric overlap S comes from). Math: docs/design.md "The PaStA math", the fused
+// form: docs/kernels.md.
 //
 // For one sample and one unordered view pair (a, c), a < c, S = ½(M_ac + M_caᵀ) [P, P] serves both
 // directions: row (a, c, i) uses row i of S, row (c, a, j) uses column j. One similarity block

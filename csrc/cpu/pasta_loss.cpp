@@ -59,7 +59,7 @@ class ZeroedCounts {
 };
 
 // S from depth: the reprojection counts of both directions (a → c and c → a), each divided by its
-// per-cell count of valid pixels (DESIGN.md step 2), halved and listed as entries. Work is split into
+// per-cell count of valid pixels (docs/design.md step 2), halved and listed as entries. Work is split into
 // chunks (direction × band of source rows), each with its own count buffer, so the parallel loop has
 // no shared writes; the counts are integers, so the merged result is exact and deterministic.
 struct ReprojectionSource {

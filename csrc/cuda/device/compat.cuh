@@ -6,7 +6,7 @@
 // which some threads exited before a barrier others reached: divergent, undefined on a GPU), warp
 // shuffles exchange through per-warp slots (checking a full mask and 32 live lanes), atomics are
 // std::atomic_ref, shared memory is poisoned with 0xAB before each block, and the launch limits of a
-// GPU are asserted. Technique: /work/shared/CUDA_EMULATION.md; harness: tests/emulation/harness.cpp.
+// GPU are asserted. Technique: docs/CUDA_EMULATION.md; harness: tests/emulation/harness.cpp.
 #pragma once
 #include <cstddef>
 #include <cstdint>
