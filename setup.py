@@ -91,6 +91,8 @@ def extension():
     return ext_cls(
         name="hatch_ext._C",
         sources=sources(cuda),
+        # headers too (csrc/cuda/device/*.cuh hold the kernels' bodies): an edit there rebuilds
+        depends=sorted(glob.glob("csrc/**/*.h", recursive=True) + glob.glob("csrc/**/*.cuh", recursive=True)),
         extra_compile_args=extra_compile_args,
         extra_link_args=openmp,
         define_macros=define_macros,
