@@ -41,11 +41,12 @@ def geometry_tensors(samples: Sequence[Sample]) -> tuple[Tensor, Tensor, Tensor]
     return depth, K, T
 
 
-def _groups(samples: list[Sample]) -> list[list[Sample]]:
-    """The samples split by (view count, depth size), the shapes one patch_overlap call can stack."""
-    groups: dict[tuple, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault((s.num_views, None if s.depth is None else tuple(s.depth.shape)), []).append(s)
+def geometry_groups(samples: Sequence[Sample]) -> list[list[int]]:
+    """Indices of the samples grouped by (view count, depth-map size), in first-seen order: the shapes one
+    patch_overlap / patch_align call can stack (real data mixes 2- to 5-view records and sources' depth sizes)."""
+    groups: dict[tuple, list[int]] = {}
+    for k, s in enumerate(samples):
+        groups.setdefault((s.num_views, None if s.depth is None else tuple(s.depth.shape)), []).append(k)
     return list(groups.values())
 
 
@@ -92,7 +93,7 @@ def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: in
             for start in range(0, len(samples), batch_size):
                 # decoded once here (samples may decode lazily); mixed view counts / depth sizes in groups
                 loaded = list(samples[start:start + batch_size])
-                for batch in _groups(loaded):
+                for batch in ([loaded[k] for k in g] for g in geometry_groups(loaded)):
                     emb = cell_embeddings(model, processor, batch, grid)
                     depth, K, T = geometry_tensors(batch)
                     M = patch_overlap(depth, K, T, grid, grid, abs_tol, rel_tol, stride)

@@ -42,7 +42,7 @@ from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TA
 
 from .cells import cell_embeddings_from_pixels, core_model, processor_inputs
 from .loss import patch_align
-from .metrics import correspondence_metrics, geometry_tensors
+from .metrics import correspondence_metrics, geometry_groups, geometry_tensors
 
 # Linear layers of the vision tower that LoRA adapts (blocks' attention + MLP, and the merger's MLP).
 VISION_LORA_TARGETS = r".*visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate_proj|up_proj|down_proj))|merger\.mlp\.(0|2))"
@@ -168,15 +168,6 @@ def _synthetic_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]
     scene_cfg = SceneConfig(views=config.views, size=config.image_size, tasks=tasks)
     return list(tqdm(iter_samples(num, seed=seed, config=scene_cfg), total=num,
                      desc=f"synthetic scenes (seed {seed})", leave=False))
-
-
-def geometry_groups(samples: Sequence[Sample]) -> list[list[int]]:
-    """Indices of the samples grouped by (view count, depth-map size), in first-seen order: the loss stacks
-    each group into [b, V, ...] tensors (real data mixes 2- to 5-view records and sources' depth sizes)."""
-    groups: dict[tuple, list[int]] = {}
-    for k, s in enumerate(samples):
-        groups.setdefault((s.num_views, None if s.depth is None else tuple(s.depth.shape)), []).append(k)
-    return list(groups.values())
 
 
 class PastaCollator:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..common import RecordError, extract_letter, join_options, require, split_options
+from ..common import RecordError, extract_letter, require, split_options
 from .layout import ANSWER_KINDS, QAFile
 
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
@@ -131,8 +131,3 @@ def check_record_markers(rec: SparRecord) -> None:
         check_markers(rec.raw, rec.task, len(rec.images))
     except RecordError as e:
         raise RecordError(f"{rec.at}: {e}", e.kind) from e
-
-
-def question_text(record: SparRecord) -> str:
-    """The question with its options one per line (for display)."""
-    return join_options(record.question, record.options)
