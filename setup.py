@@ -100,9 +100,9 @@ def extension():
 
 
 setup(
-    # hatch_ext (the ops) sits at the root beside csrc/; the training framework lives in python/hatch.
-    packages=["hatch_ext"] + find_packages("python", include=["hatch", "hatch.*"]),
-    package_dir={"hatch_ext": "hatch_ext", "hatch": "python/hatch"},
+    # hatch_ext (the ops) sits at the root beside csrc/; the training framework lives in python/hatch_vlm.
+    packages=["hatch_ext"] + find_packages("python", include=["hatch_vlm", "hatch_vlm.*"]),
+    package_dir={"hatch_ext": "hatch_ext", "hatch_vlm": "python/hatch_vlm"},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)},
 )

@@ -20,6 +20,6 @@ requires_cuda = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """The tiny Qwen2.5-VL (seed 0), built once per test session; tests only read it."""
-    from hatch.models.tiny import build_tiny_model
+    from hatch_vlm.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)

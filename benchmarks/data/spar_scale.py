@@ -1,4 +1,4 @@
-"""SPAR-7M at real scale: index a generated 1M-record tree, and start `hatch train` on it.
+"""SPAR-7M at real scale: index a generated 1M-record tree, and start `hatch-vlm train` on it.
 
     python -m benchmarks.data.spar_scale --out /tmp/spar_scale [--records 1000000] [--num-train 1000 10000 100000]
 
@@ -8,7 +8,7 @@
    single-view tasks and answer folders, ~100k lines per file as in the release.
 2. Indexes it: `select_records(num_train=10000, num_eval=256)` cold (no offset cache) and warm (cache), in a
    fresh process each, reporting records/s and the process's peak RSS.
-3. For each `--num-train`: `hatch train` with the tiny model, `stages: [pasta]`, tasks [multi_view],
+3. For each `--num-train`: `hatch-vlm train` with the tiny model, `stages: [pasta]`, tasks [multi_view],
    `model.max_pixels` = 128*28*28, 2 DataLoader workers, a few steps: wall time from launch to the end of
    the first optimizer step, and the peak RSS of the main process and of the whole process tree (workers
    included), sampled every 50 ms.
@@ -173,7 +173,7 @@ def run_measured(cmd: list[str], env=None) -> dict:
 
 INDEX_SNIPPET = """
 import json, sys, time
-from hatch.data.spar7m import select_records
+from hatch_vlm.data.spar7m import select_records
 t = time.perf_counter()
 sel = select_records(sys.argv[1], num_train=10000, num_eval=256, cache_dir=sys.argv[2] or None, progress=False)
 dt = time.perf_counter() - t
@@ -214,7 +214,7 @@ def bench_train(root: Path, out: Path, cache: Path, num_train: int, steps: int) 
     path = out / f"train_{num_train}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = run_measured([sys.executable, "-m", "hatch.cli", "train", "--config", str(path)], env=env)
+    r = run_measured([sys.executable, "-m", "hatch_vlm.cli", "train", "--config", str(path)], env=env)
     metrics = json.loads((run_dir / "stages" / "pasta" / "work" / "metrics.json").read_text())
     row = {"num_train": num_train, "first_step_s": metrics["first_step_unix"] - r["launch_unix"],
            "steps": metrics["steps"], "wall_s": r["wall_s"], "peak_rss_main": r["peak_rss_main"],
@@ -236,7 +236,7 @@ def render(res: dict) -> str:
         lines.append(f"| {r['case']} | {r['records']:,} | {r['seconds']:.2f} | {r['records_per_s']:,.0f} | "
                      f"{r['peak_rss_main'] / 2**20:.0f} MiB | >= 50,000/s: "
                      f"{'PASS' if r['records_per_s'] >= 50_000 else 'MISS'} |")
-    lines += ["", "## `hatch train` (tiny model, stages [pasta], tasks [multi_view], max_pixels 128*28*28, "
+    lines += ["", "## `hatch-vlm train` (tiny model, stages [pasta], tasks [multi_view], max_pixels 128*28*28, "
               "2 workers)", "",
               "| num_train | first step after launch | peak RSS main | peak RSS with workers | targets |",
               "|---|---|---|---|---|"]

@@ -1,5 +1,7 @@
 #include "checks.h"
 
+#include "geometry.h"
+
 
 #include <algorithm>
 #include <array>
@@ -157,36 +159,6 @@ void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& nu
   check_device(op, "row_lse", row_lse, emb.device(), "emb");
 }
 
-namespace {
-
-// Small dense helpers in float64: the per-call geometry is a few hundred flops, where ATen's batched
-// linear algebra costs milliseconds of dispatch.
-using Mat3 = std::array<double, 9>;
-
-double det3(const double* m) {
-  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
-         m[2] * (m[3] * m[7] - m[4] * m[6]);
-}
-
-Mat3 inv3(const double* m) {
-  const double d = det3(m);
-  return {(m[4] * m[8] - m[5] * m[7]) / d, (m[2] * m[7] - m[1] * m[8]) / d,
-          (m[1] * m[5] - m[2] * m[4]) / d, (m[5] * m[6] - m[3] * m[8]) / d,
-          (m[0] * m[8] - m[2] * m[6]) / d, (m[2] * m[3] - m[0] * m[5]) / d,
-          (m[3] * m[7] - m[4] * m[6]) / d, (m[1] * m[6] - m[0] * m[7]) / d,
-          (m[0] * m[4] - m[1] * m[3]) / d};
-}
-
-Mat3 mul3(const double* a, const double* b) {
-  Mat3 r{};
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
-  return r;
-}
-
-}  // namespace
-
 at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tensor& cam_to_world) {
   const auto opts = at::TensorOptions().dtype(at::kDouble).device(at::kCPU);
   const at::Tensor k = K.to(opts).contiguous();
@@ -195,65 +167,33 @@ at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tenso
   const double* kp = k.data_ptr<double>();
   const double* tp = T.data_ptr<double>();
   for (int64_t i = 0; i < k.numel(); ++i)
-    TORCH_CHECK_VALUE(std::isfinite(kp[i]), "hatch.", op, ": argument 'K' has non-finite entries");
+    TORCH_CHECK_VALUE(finite64(kp[i]), "hatch.", op, ": argument 'K' has non-finite entries");
   for (int64_t i = 0; i < T.numel(); ++i)
-    TORCH_CHECK_VALUE(std::isfinite(tp[i]), "hatch.", op,
+    TORCH_CHECK_VALUE(finite64(tp[i]), "hatch.", op,
                       ": argument 'cam_to_world' has non-finite entries");
-
-  // Per view: K, K^-1, R, R^-1 and t of the camera-to-world pose.
-  std::vector<Mat3> Ks(B * V), Kinv(B * V), R(B * V), Rinv(B * V);
-  std::vector<std::array<double, 3>> t(B * V);
+  // The tests of geometry.h (view_geometry_valid, which the CUDA kernel applies), one by one so that
+  // the message names the failing one.
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t v = 0; v < V; ++v) {
-      const int64_t n = b * V + v;
-      const double* km = kp + n * 9;
-      const double* tm = tp + n * 16;
-      double scale = 0;
-      for (int i = 0; i < 9; ++i) scale = std::max(scale, std::fabs(km[i]));
-      // Singular K: |det K| tiny relative to its scale (a focal length of 0, a repeated row, ...).
-      TORCH_CHECK_VALUE(scale > 0 && std::fabs(det3(km)) / (scale * scale * scale) > 1e-12, "hatch.", op,
-                        ": argument 'K' is singular at sample ", b, ", view ", v,
-                        " (|det K| / max|K|^3 <= 1e-12); intrinsics must be invertible");
-      TORCH_CHECK_VALUE(std::fabs(tm[12]) <= 1e-6 && std::fabs(tm[13]) <= 1e-6 &&
-                            std::fabs(tm[14]) <= 1e-6 && std::fabs(tm[15] - 1) <= 1e-6,
-                        "hatch.", op, ": argument 'cam_to_world' at sample ", b, ", view ", v,
-                        " must have bottom row [0, 0, 0, 1], got [", tm[12], ", ", tm[13], ", ",
-                        tm[14], ", ", tm[15], "]");
-      Mat3 r{tm[0], tm[1], tm[2], tm[4], tm[5], tm[6], tm[8], tm[9], tm[10]};
-      TORCH_CHECK_VALUE(std::fabs(det3(r.data())) > 1e-9, "hatch.", op,
+      const double* km = kp + (b * V + v) * 9;
+      const double* tm = tp + (b * V + v) * 16;
+      TORCH_CHECK_VALUE(intrinsics_invertible(km), "hatch.", op, ": argument 'K' is singular at sample ",
+                        b, ", view ", v, " (|det K| / max|K|^3 <= 1e-12); intrinsics must be invertible");
+      TORCH_CHECK_VALUE(pose_bottom_row_ok(tm), "hatch.", op, ": argument 'cam_to_world' at sample ", b,
+                        ", view ", v, " must have bottom row [0, 0, 0, 1], got [", tm[12], ", ", tm[13],
+                        ", ", tm[14], ", ", tm[15], "]");
+      TORCH_CHECK_VALUE(pose_rotation_invertible(tm), "hatch.", op,
                         ": argument 'cam_to_world' has a singular rotation block at sample ", b,
                         ", view ", v);
-      std::copy(km, km + 9, Ks[n].begin());
-      Kinv[n] = inv3(km);
-      R[n] = r;
-      Rinv[n] = inv3(r.data());
-      t[n] = {tm[3], tm[7], tm[11]};
     }
   }
-  // Per (sample, a, c): rel = T_c^-1 T_a = [Rc^-1 Ra | Rc^-1 (ta - tc)], RQ = rel_R K_a^-1,
-  // A = K_c RQ, b = K_c rel_t (layout in geometry.h).
-  at::Tensor out = at::empty({B, V, V, 16}, opts);
+  at::Tensor out = at::empty({B, V, V, kPairProjSize}, opts);
   double* o = out.data_ptr<double>();
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t a = 0; a < V; ++a) {
-      for (int64_t c = 0; c < V; ++c) {
-        const int64_t na = b * V + a, nc = b * V + c;
-        const Mat3 rel_R = mul3(Rinv[nc].data(), R[na].data());
-        double d[3], rel_t[3];
-        for (int i = 0; i < 3; ++i) d[i] = t[na][i] - t[nc][i];
-        for (int i = 0; i < 3; ++i)
-          rel_t[i] = Rinv[nc][i * 3] * d[0] + Rinv[nc][i * 3 + 1] * d[1] + Rinv[nc][i * 3 + 2] * d[2];
-        const Mat3 RQ = mul3(rel_R.data(), Kinv[na].data());
-        const Mat3 A = mul3(Ks[nc].data(), RQ.data());
-        double* m = o + ((b * V + a) * V + c) * 16;
-        for (int i = 0; i < 9; ++i) m[i] = A[i];
-        for (int i = 0; i < 3; ++i)
-          m[9 + i] = Ks[nc][i * 3] * rel_t[0] + Ks[nc][i * 3 + 1] * rel_t[1] + Ks[nc][i * 3 + 2] * rel_t[2];
-        for (int j = 0; j < 3; ++j) m[12 + j] = RQ[6 + j];
-        m[15] = rel_t[2];
-      }
-    }
-  }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t a = 0; a < V; ++a)
+      for (int64_t c = 0; c < V; ++c)
+        pair_projection(kp + (b * V + a) * 9, tp + (b * V + a) * 16, kp + (b * V + c) * 9,
+                        tp + (b * V + c) * 16, o + ((b * V + a) * V + c) * kPairProjSize);
   return out;
 }
 

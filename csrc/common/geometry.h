@@ -13,7 +13,12 @@
 namespace hatch {
 
 // Pixel (r, c) of an H x W image lies in cell (floor(r*gh/H), floor(c*gw/W)); index row*gw + col.
+// I: the index type. The CUDA kernels use int32 (their host code checks up front that H * grid_h,
+// W * grid_w and P^2 fit), so that no 64-bit division runs per pixel.
 HATCH_HD int64_t cell_of(int64_t r, int64_t c, int64_t H, int64_t W, int64_t gh, int64_t gw) {
+  return (r * gh / H) * gw + (c * gw / W);
+}
+HATCH_HD int32_t cell_of32(int32_t r, int32_t c, int32_t H, int32_t W, int32_t gh, int32_t gw) {
   return (r * gh / H) * gw + (c * gw / W);
 }
 
@@ -23,7 +28,8 @@ HATCH_HD bool depth_valid(T d) {
   return (d > T(0)) & (d < T(INFINITY));  // NaN fails both comparisons
 }
 
-// Layout of one pair projection (16 numbers), precomputed on the host for each (sample, view a, view c):
+// Layout of one pair projection (16 numbers), precomputed for each (sample, view a, view c) (on the
+// host for the CPU ops, by a kernel for the CUDA ops; both with pair_projection below):
 //   [0..8]  A = K_c R K_a^-1 (row-major 3x3), [9..11] b = K_c t, [12..14] zrow = (R K_a^-1) row 2,
 //   [15] tz = t_z, with [R | t] = (T_c^-1 T_a)[:3]. For w = d (u, v, 1): K_c X_c = A w + b and
 //   z = X_c.z = zrow . w + tz.
@@ -92,6 +98,94 @@ HATCH_HD bool reproject_visible(const T* m, T d, int64_t r, int64_t c, const DT*
   T z, fc, fr;
   project_pixel(m, d, T(r), T(c), z, fc, fr);
   return landing_visible(z, fc, fr, depth_c, H, W, abs_tol, rel_tol, r2, c2);
+}
+
+
+// ------------------------------------------------------------------ per-view geometry (float64)
+// One implementation for the CPU ops (checks.cpp: pair_projections, which raises with the failing
+// test's message) and the CUDA ops (a kernel, device/reprojection.cuh: pair_projections_kernel,
+// which cannot raise without a host synchronisation and instead makes the projections of an invalid
+// view NaN, so that none of its pixels is visible anywhere). Small dense helpers: the per-call
+// geometry is a few hundred flops, where ATen's batched linear algebra costs milliseconds.
+HATCH_HD bool finite64(double x) { return fabs(x) <= 1.7976931348623157e308; }  // false for NaN
+
+HATCH_HD double det3(const double* m) {
+  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+         m[2] * (m[3] * m[7] - m[4] * m[6]);
+}
+
+HATCH_HD void inv3(const double* m, double* r) {
+  const double d = det3(m);
+  r[0] = (m[4] * m[8] - m[5] * m[7]) / d;
+  r[1] = (m[2] * m[7] - m[1] * m[8]) / d;
+  r[2] = (m[1] * m[5] - m[2] * m[4]) / d;
+  r[3] = (m[5] * m[6] - m[3] * m[8]) / d;
+  r[4] = (m[0] * m[8] - m[2] * m[6]) / d;
+  r[5] = (m[2] * m[3] - m[0] * m[5]) / d;
+  r[6] = (m[3] * m[7] - m[4] * m[6]) / d;
+  r[7] = (m[1] * m[6] - m[0] * m[7]) / d;
+  r[8] = (m[0] * m[4] - m[1] * m[3]) / d;
+}
+
+HATCH_HD void mul3(const double* a, const double* b, double* r) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
+}
+
+// Singular K: |det K| tiny relative to its scale (a focal length of 0, a repeated row, ...).
+HATCH_HD bool intrinsics_invertible(const double* K) {
+  double scale = 0;
+  for (int i = 0; i < 9; ++i) scale = fabs(K[i]) > scale ? fabs(K[i]) : scale;
+  return scale > 0 && fabs(det3(K)) / (scale * scale * scale) > 1e-12;
+}
+
+// A camera-to-world pose [4, 4] (row-major) must have bottom row [0, 0, 0, 1] ...
+HATCH_HD bool pose_bottom_row_ok(const double* T) {
+  return fabs(T[12]) <= 1e-6 && fabs(T[13]) <= 1e-6 && fabs(T[14]) <= 1e-6 && fabs(T[15] - 1) <= 1e-6;
+}
+
+// ... and an invertible rotation block.
+HATCH_HD void pose_rotation(const double* T, double* R) {
+  const int src[9] = {0, 1, 2, 4, 5, 6, 8, 9, 10};
+  for (int i = 0; i < 9; ++i) R[i] = T[src[i]];
+}
+HATCH_HD bool pose_rotation_invertible(const double* T) {
+  double R[9];
+  pose_rotation(T, R);
+  return fabs(det3(R)) > 1e-9;
+}
+
+// Every test of the CPU's checks (finite entries, invertible K, bottom row, rotation) for one view.
+HATCH_HD bool view_geometry_valid(const double* K, const double* T) {
+  bool ok = true;
+  for (int i = 0; i < 9; ++i) ok = ok && finite64(K[i]);
+  for (int i = 0; i < 16; ++i) ok = ok && finite64(T[i]);
+  return ok && intrinsics_invertible(K) && pose_bottom_row_ok(T) && pose_rotation_invertible(T);
+}
+
+// The projection of the pair (view a, view c) in the layout above, from K_a, T_a (camera to world),
+// K_c, T_c: rel = T_c^-1 T_a = [Rc^-1 Ra | Rc^-1 (ta - tc)], RQ = rel_R K_a^-1, A = K_c RQ,
+// b = K_c rel_t. Assumes both views valid (view_geometry_valid).
+HATCH_HD void pair_projection(const double* Ka, const double* Ta, const double* Kc, const double* Tc,
+                              double* m) {
+  double Ra[9], Rc[9], Rc_inv[9], Ka_inv[9], rel_R[9], RQ[9], A[9];
+  pose_rotation(Ta, Ra);
+  pose_rotation(Tc, Rc);
+  inv3(Rc, Rc_inv);
+  inv3(Ka, Ka_inv);
+  mul3(Rc_inv, Ra, rel_R);
+  double d[3], rel_t[3];
+  for (int i = 0; i < 3; ++i) d[i] = Ta[i * 4 + 3] - Tc[i * 4 + 3];
+  for (int i = 0; i < 3; ++i)
+    rel_t[i] = Rc_inv[i * 3] * d[0] + Rc_inv[i * 3 + 1] * d[1] + Rc_inv[i * 3 + 2] * d[2];
+  mul3(rel_R, Ka_inv, RQ);
+  mul3(Kc, RQ, A);
+  for (int i = 0; i < 9; ++i) m[i] = A[i];
+  for (int i = 0; i < 3; ++i)
+    m[9 + i] = Kc[i * 3] * rel_t[0] + Kc[i * 3 + 1] * rel_t[1] + Kc[i * 3 + 2] * rel_t[2];
+  for (int j = 0; j < 3; ++j) m[12 + j] = RQ[6 + j];
+  m[15] = rel_t[2];
 }
 
 }  // namespace hatch

@@ -1,7 +1,7 @@
 """Pose helper shared by the ActoR tests: a roll-free camera-to-world pose from position, yaw, pitch (deg)."""
 import math
 
-from hatch.geometry import pose_from_yaw_pitch
+from hatch_vlm.geometry import pose_from_yaw_pitch
 
 
 def look_pose(position, yaw_deg, pitch_deg, up=(0.0, 0.0, 1.0)):

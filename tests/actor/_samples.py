@@ -1,12 +1,12 @@
 """Small multi-view Samples from random camera poses, for the ActoR training tests.
 
-Stand-in until `hatch.data.synthetic` lands on main: random poses around a room centre, flat-coloured
+Stand-in until `hatch_vlm.data.synthetic` lands on main: random poses around a room centre, flat-coloured
 images whose colour encodes the view, and a two-option question answerable from the poses.
 """
 import numpy as np
 
-from hatch.actor.actions import relative_motion
-from hatch.data.record import Sample
+from hatch_vlm.actor.actions import relative_motion
+from hatch_vlm.data.record import Sample
 
 from ._poses import look_pose
 

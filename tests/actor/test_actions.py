@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch.actor.actions import (Action, PairActions, compose_actions, format_action, format_completion,
+from hatch_vlm.actor.actions import (Action, PairActions, compose_actions, format_action, format_completion,
                                  format_pair, parse_action, parse_completion, parse_pair, relative_motion,
                                  teacher_actions, teacher_pairs, wrap_degrees)
 

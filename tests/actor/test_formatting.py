@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from hatch.actor.actions import parse_completion
-from hatch.actor.formatting import (answer_text, cold_start_row, gold_motions, grpo_row, qa_sft_row,
+from hatch_vlm.actor.actions import parse_completion
+from hatch_vlm.actor.formatting import (answer_text, cold_start_row, gold_motions, grpo_row, qa_sft_row,
                                     rows_to_dataset, to_pil)
-from hatch.actor.plot import plot_rewards, reward_series
-from hatch.actor.rewards import action_reward, answer_reward, format_reward
-from hatch.data.record import Sample
+from hatch_vlm.actor.plot import plot_rewards, reward_series
+from hatch_vlm.actor.rewards import action_reward, answer_reward, format_reward
+from hatch_vlm.data.record import Sample
 
 from ._samples import random_samples
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch.actor.actions import (Action, PairActions, RelativeMotion, compose_actions, format_completion,
+from hatch_vlm.actor.actions import (Action, PairActions, RelativeMotion, compose_actions, format_completion,
                                  teacher_pairs)
-from hatch.actor.rewards import (action_reward, answer_reward, format_reward, make_action_reward,
+from hatch_vlm.actor.rewards import (action_reward, answer_reward, format_reward, make_action_reward,
                                  motion_score)
 
 from ._poses import look_pose

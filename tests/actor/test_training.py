@@ -1,6 +1,6 @@
 """Short end-to-end ActoR runs on the tiny Qwen2.5-VL: cold start -> held-out format check -> GRPO (with the
 reward log and plot), and GRPO with LoRA and the auxiliary-loss hook. The full-size measurement (format
-reward >= 0.9 after the cold start, 30+ GRPO steps) is `python -m hatch.actor.recipe` (see the report)."""
+reward >= 0.9 after the cold start, 30+ GRPO steps) is `python -m hatch_vlm.actor.recipe` (see the report)."""
 import json
 
 import pytest
@@ -8,18 +8,18 @@ import torch
 
 pytest.importorskip("trl")
 
-from hatch.actor.formatting import grpo_row  # noqa: E402
-from hatch.actor.grpo import GRPOOptions, run_grpo  # noqa: E402
-from hatch.actor.recipe import run_recipe  # noqa: E402
-from hatch.actor.sft import SFTOptions  # noqa: E402
-from hatch.models.loading import load_model_and_processor  # noqa: E402
+from hatch_vlm.actor.formatting import grpo_row  # noqa: E402
+from hatch_vlm.actor.grpo import GRPOOptions, run_grpo  # noqa: E402
+from hatch_vlm.actor.recipe import run_recipe  # noqa: E402
+from hatch_vlm.actor.sft import SFTOptions  # noqa: E402
+from hatch_vlm.models.loading import load_model_and_processor  # noqa: E402
 
 from ._samples import random_samples  # noqa: E402
 
 
 def _samples(n, seed, views):
     try:
-        from hatch.data.synthetic import generate
+        from hatch_vlm.data.synthetic import generate
     except ImportError:
         return random_samples(n, seed=seed, views=(views,))
     return generate(n, views=views, size=112, seed=seed)

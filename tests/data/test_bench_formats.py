@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import hatch.data.lazy as lazy
-from hatch.data import mindcube, mmsi, spar
-from hatch.data.common import DataError
-from hatch.data.lazy import LazyImages, LazySamples
+import hatch_vlm.data.lazy as lazy
+from hatch_vlm.data import mindcube, mmsi, spar
+from hatch_vlm.data.common import DataError
+from hatch_vlm.data.lazy import LazyImages, LazySamples
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 MINDCUBE_DATA = FIXTURES / "mindcube" / "data"

@@ -1,10 +1,10 @@
-"""hatch.geometry: conventions, pose validation, world up, viewer motion decomposition."""
+"""hatch_vlm.geometry: conventions, pose validation, world up, viewer motion decomposition."""
 import math
 
 import numpy as np
 import pytest
 
-from hatch import geometry as geo
+from hatch_vlm import geometry as geo
 
 
 def test_look_at_opencv_axes_with_z_up():

@@ -1,12 +1,12 @@
-"""SPAR-7M question markers (hatch.data.spar7m.markers): pixels checked against values worked out by hand
+"""SPAR-7M question markers (hatch_vlm.data.spar7m.markers): pixels checked against values worked out by hand
 from fudan-zvg/spar datasets/draw_marker.py (coord / 1000 * size, int(); PIL ellipse of radius 20; PIL
 rectangle of width 20 on the box pushed out by 17.5 px; cv2 rectangle bands of +-10 px around the box
 pushed out by 20 px), never against the function's own output."""
 import numpy as np
 import pytest
 
-from hatch.data.common import RecordError
-from hatch.data.spar7m.markers import MARKER_KEYS, cv_text_size, draw_markers, has_markers
+from hatch_vlm.data.common import RecordError
+from hatch_vlm.data.spar7m.markers import MARKER_KEYS, cv_text_size, draw_markers, has_markers
 
 RED, BLUE, PIL_GREEN, YELLOW = (255, 0, 0), (0, 0, 255), (0, 128, 0), (255, 255, 0)
 CV_GREEN, BLACK = (0, 255, 0), (0, 0, 0)
@@ -323,7 +323,7 @@ def test_obj_frame_locate_and_distance_prediction_oo_video():
 
 
 def test_check_markers_agrees_with_drawing():
-    from hatch.data.spar7m.markers import check_markers
+    from hatch_vlm.data.spar7m.markers import check_markers
 
     good = {"point_img_idx": [[1, 0]], "red_point": [[500, 250]], "blue_point": [[100, 900]]}
     check_markers(good, "depth_prediction_oc_mv", 2)            # draws nothing, raises nothing

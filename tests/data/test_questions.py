@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from hatch import geometry as geo
-from hatch.data import questions as qs
-from hatch.data.scene import Scene, SceneObject, Texture
-from hatch.data.synthetic import make_context, render_views
+from hatch_vlm import geometry as geo
+from hatch_vlm.data import questions as qs
+from hatch_vlm.data.scene import Scene, SceneObject, Texture
+from hatch_vlm.data.synthetic import make_context, render_views
 
 S = 64
 

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hatch.data import mindcube, mmsi, spar
-from hatch.data.common import DataError, extract_letter, split_options, write_image
-from hatch.data.lazy import LazySamples
-from hatch.data.questions import FAMILIES
-from hatch.data.synthetic import generate
+from hatch_vlm.data import mindcube, mmsi, spar
+from hatch_vlm.data.common import DataError, extract_letter, split_options, write_image
+from hatch_vlm.data.lazy import LazySamples
+from hatch_vlm.data.questions import FAMILIES
+from hatch_vlm.data.synthetic import generate
 
 QA = ("question", "options", "answer", "answer_type")
 
@@ -162,8 +162,8 @@ def test_spar_bench_json_layout_and_skips(tmp_path):
 
 
 def test_synth_and_demo_write_the_published_layouts(tmp_path):
-    from hatch.data.cli import main
-    from hatch.pipeline.demo import _benchmark_files
+    from hatch_vlm.data.cli import main
+    from hatch_vlm.pipeline.demo import _benchmark_files
 
     out = tmp_path / "syn"
     assert main(["data", "synth", "--out", str(out), "--num", "2", "--size", "32", "--seed", "1",

@@ -1,16 +1,16 @@
-"""`hatch data synth` / `hatch data show` and the picture."""
+"""`hatch-vlm data synth` / `hatch-vlm data show` and the picture."""
 import numpy as np
 import pytest
 
 import hatch_ext
 import hatch_ext.reference as ref
-from hatch.data.cli import main
-from hatch.data.show import cell_overlap, draw_sample, top_pairs
-from hatch.data.spar import read_spar_bench
-from hatch.data.spar7m import read_spar_rgbd
-from hatch.data.mindcube import read_mindcube
-from hatch.data.mmsi import read_mmsi
-from hatch.data.synthetic import generate
+from hatch_vlm.data.cli import main
+from hatch_vlm.data.show import cell_overlap, draw_sample, top_pairs
+from hatch_vlm.data.spar import read_spar_bench
+from hatch_vlm.data.spar7m import read_spar_rgbd
+from hatch_vlm.data.mindcube import read_mindcube
+from hatch_vlm.data.mmsi import read_mmsi
+from hatch_vlm.data.synthetic import generate
 
 
 def test_top_pairs_and_overlap():

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hatch.data.common import DataError
-from hatch.data.record import Sample
-from hatch.data.spar7m import SparSamples, select_records
-from hatch.data.spar7m import index as idx
+from hatch_vlm.data.common import DataError
+from hatch_vlm.data.record import Sample
+from hatch_vlm.data.spar7m import SparSamples, select_records
+from hatch_vlm.data.spar7m import index as idx
 
 from ._spar_tree import write_tree
 

@@ -1,4 +1,4 @@
-"""hatch.data.spar7m against a hand-written SPAR-7M-RGBD fixture shaped like the published dataset
+"""hatch_vlm.data.spar7m against a hand-written SPAR-7M-RGBD fixture shaped like the published dataset
 (tests/data/fixtures/spar7m; its README lists what each record exercises and the expected counts).
 
 Nothing here is produced by hatch: the JSONL lines are typed by hand, the frames come from
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hatch.data.common import DataError
-from hatch.data.spar7m import find_sources, iter_spar_rgbd, qa_files, read_spar_rgbd
+from hatch_vlm.data.common import DataError
+from hatch_vlm.data.spar7m import find_sources, iter_spar_rgbd, qa_files, read_spar_rgbd
 
 SPAR = Path(__file__).resolve().parent / "fixtures" / "spar7m" / "spar"
 SCANNET = SPAR / "scannet"

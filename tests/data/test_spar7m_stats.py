@@ -1,10 +1,10 @@
-"""`hatch data stats` on the hand-written SPAR-7M fixture (tests/data/fixtures/spar7m/README.md lists what
+"""`hatch-vlm data stats` on the hand-written SPAR-7M fixture (tests/data/fixtures/spar7m/README.md lists what
 each record is): counts from the text alone, skips by reason, and the --check-files lookups."""
 import json
 from pathlib import Path
 
-from hatch.data.cli import main
-from hatch.data.spar7m.stats import dataset_stats
+from hatch_vlm.data.cli import main
+from hatch_vlm.data.spar7m.stats import dataset_stats
 
 ROOT = Path(__file__).parent / "fixtures" / "spar7m" / "spar"
 

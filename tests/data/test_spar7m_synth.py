@@ -1,12 +1,12 @@
-"""`hatch data synth` writes the real SPAR-7M-RGBD layout, which the real reader (and selection) load."""
+"""`hatch-vlm data synth` writes the real SPAR-7M-RGBD layout, which the real reader (and selection) load."""
 import json
 
 import numpy as np
 import pytest
 
-from hatch.data.spar7m import read_spar_rgbd, select_records
-from hatch.data.spar7m.writer import write_spar_rgbd
-from hatch.data.synthetic import generate
+from hatch_vlm.data.spar7m import read_spar_rgbd, select_records
+from hatch_vlm.data.spar7m.writer import write_spar_rgbd
+from hatch_vlm.data.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_synthetic_tree_reads_back(samples, tmp_path):
 
 
 def test_cli_synth_refuses_to_mix_into_an_existing_tree(tmp_path, capsys):
-    from hatch.data.cli import main
+    from hatch_vlm.data.cli import main
 
     out = tmp_path / "syn"
     assert main(["data", "synth", "--out", str(out), "--num", "2", "--size", "32", "--bench-num", "0"]) == 0
@@ -62,7 +62,7 @@ def test_cli_synth_refuses_to_mix_into_an_existing_tree(tmp_path, capsys):
 
 
 def test_bad_pose_is_named(samples, tmp_path):
-    from hatch.data.common import DataError
+    from hatch_vlm.data.common import DataError
 
     write_spar_rgbd(samples[:1], tmp_path)
     p = tmp_path / "synthetic/images" / samples[0].id / "pose/0.txt"

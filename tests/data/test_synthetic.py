@@ -1,15 +1,15 @@
-"""hatch.data.synthetic: determinism, conventions, exact geometry, overlap, speed."""
+"""hatch_vlm.data.synthetic: determinism, conventions, exact geometry, overlap, speed."""
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from hatch import geometry as geo
-from hatch.data import questions as qs
-from hatch.data.render import cast_rays
-from hatch.data.scene import Scene
-from hatch.data.synthetic import SceneConfig, generate, generate_sample, iter_samples
+from hatch_vlm import geometry as geo
+from hatch_vlm.data import questions as qs
+from hatch_vlm.data.render import cast_rays
+from hatch_vlm.data.scene import Scene
+from hatch_vlm.data.synthetic import SceneConfig, generate, generate_sample, iter_samples
 
 
 @pytest.fixture(scope="module")

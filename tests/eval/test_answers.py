@@ -1,7 +1,7 @@
 """Answer extraction on realistic model outputs, for each benchmark format."""
 import pytest
 
-from hatch.eval.answers import (answer_span, extract_letter, extract_number, score_answer, score_mc,
+from hatch_vlm.eval.answers import (answer_span, extract_letter, extract_number, score_answer, score_mc,
                                 score_numeric)
 
 

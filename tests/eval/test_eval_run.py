@@ -1,4 +1,4 @@
-"""`hatch eval` end to end on benchmark files in their published formats: official and ActoR-aware
+"""`hatch-vlm eval` end to end on benchmark files in their published formats: official and ActoR-aware
 scores side by side, the paper-style table, and a killed run that resumes to the same results."""
 import io
 import json
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hatch.eval.run import load_benchmark, make_record, prompt_message
+from hatch_vlm.eval.run import load_benchmark, make_record, prompt_message
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 ACTOR = "<action>{from:0,to:1,action:[{turn left: 30 deg}{move forward: 1.2 m}]}</action><answer>{}</answer>"
@@ -118,7 +118,7 @@ def test_official_and_answer_span_scores_side_by_side(files):
 
 
 def _eval_cmd(tiny_dir, files, out):
-    cmd = [sys.executable, "-m", "hatch.cli", "eval", "--model", str(tiny_dir), "--out", str(out), "--actor",
+    cmd = [sys.executable, "-m", "hatch_vlm.cli", "eval", "--model", str(tiny_dir), "--out", str(out), "--actor",
            "--batch-size", "1", "--max-new-tokens", "6"]
     for name, path in files.items():
         cmd += ["--benchmark", name, "--data", str(path)]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hatch.models.loading import load_model_and_processor, resolve_dtype
-from hatch.models.tiny import SPECIAL_TOKENS, build_tiny_model
+from hatch_vlm.models.loading import load_model_and_processor, resolve_dtype
+from hatch_vlm.models.tiny import SPECIAL_TOKENS, build_tiny_model
 
 ACTOR_TEXT = ("<action>{from:0,to:1,action:[{turn right: 120 deg}{move forward: 1.2 m}]}</action>"
               "<answer>C. Back, Right</answer>")

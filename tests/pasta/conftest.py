@@ -3,6 +3,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from hatch.models.loading import load_model_and_processor
+    from hatch_vlm.models.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_dir)

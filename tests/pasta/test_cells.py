@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hatch.data.record import Sample
-from hatch.pasta.cells import cell_embeddings, pool_tokens
+from hatch_vlm.data.record import Sample
+from hatch_vlm.pasta.cells import cell_embeddings, pool_tokens
 
 
 def test_pool_tokens_matches_hand_rule():

@@ -3,9 +3,9 @@ import math
 
 import torch
 
-from hatch.pasta.metrics import correspondence_metrics, match_statistics
-from hatch.data.synthetic import generate
-from hatch.pasta.scenes import textured_room_samples
+from hatch_vlm.pasta.metrics import correspondence_metrics, match_statistics
+from hatch_vlm.data.synthetic import generate
+from hatch_vlm.pasta.scenes import textured_room_samples
 
 
 def _diagonal_overlap(P, strength=0.6):

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from hatch.models.loading import load_model_and_processor
-from hatch.pasta.metrics import correspondence_metrics
-from hatch.pasta.stage import (PastaCollator, PastaConfig, make_samples, pasta_aux_loss, pasta_loss,
+from hatch_vlm.models.loading import load_model_and_processor
+from hatch_vlm.pasta.metrics import correspondence_metrics
+from hatch_vlm.pasta.stage import (PastaCollator, PastaConfig, make_samples, pasta_aux_loss, pasta_loss,
                                run_pasta_stage)
 
 
@@ -87,8 +87,8 @@ def test_aux_loss(tiny):
     batch = PastaCollator(processor)(make_samples(config, 2, seed=5))
     # The stage's loss is the compiled op, equal to the naive reference on the model's cell embeddings.
     import hatch_ext
-    from hatch.pasta import loss as loss_module
-    from hatch.pasta.cells import cell_embeddings_from_pixels
+    from hatch_vlm.pasta import loss as loss_module
+    from hatch_vlm.pasta.cells import cell_embeddings_from_pixels
 
     assert loss_module.patch_align is hatch_ext.ops.patch_align
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_config_errors(tiny_dir, tmp_path):
 
 
 def test_time_aware_cosine():
-    from hatch.pasta.stage import time_aware_cosine
+    from hatch_vlm.pasta.stage import time_aware_cosine
 
     def factors(max_seconds, n=6):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -141,8 +141,8 @@ def test_time_aware_cosine():
 def test_embeddings_through_a_wrapper_keep_an_installed_forward(tiny):
     """Through a wrapper (DDP in real runs; DataParallel on CPU here) the cell embeddings go through the
     wrapper's call, and an instance `forward` someone installed (TRL's GRPOTrainer does) survives."""
-    from hatch.pasta.cells import cell_embeddings_from_pixels
-    from hatch.pasta.stage import _cell_embeddings
+    from hatch_vlm.pasta.cells import cell_embeddings_from_pixels
+    from hatch_vlm.pasta.stage import _cell_embeddings
 
     model, processor = tiny
     batch = PastaCollator(processor)(make_samples(PastaConfig(model_dir="", output_dir=""), 1, seed=3))

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-from hatch.pipeline.config import load_config
+from hatch_vlm.pipeline.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

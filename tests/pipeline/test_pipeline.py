@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from hatch.pipeline.config import load_config
-from hatch.utils.config import ConfigError
+from hatch_vlm.pipeline.config import load_config
+from hatch_vlm.utils.config import ConfigError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
@@ -39,7 +39,7 @@ def _write(tmp_path, **changes) -> Path:
 @pytest.mark.slow
 def test_demo_quick_report(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "hatch.cli", "demo", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "demo", "--quick", "--out", str(out)],
                           env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report" / "report.json").read_text())
@@ -57,9 +57,9 @@ def test_demo_quick_report(tmp_path):
     assert "HATCH 3B (paper)" in md and "## PaStA" in md and "## GRPO" in md
     assert (out / "report" / "grpo_rewards.png").stat().st_size > 1000
     assert (out / "report" / "pasta_matches.png").stat().st_size > 1000
-    # `hatch eval` on the final model and two benchmark files written by the demo.
+    # `hatch-vlm eval` on the final model and two benchmark files written by the demo.
     model = out / "stages" / "grpo" / "model"
-    ev = subprocess.run([sys.executable, "-m", "hatch.cli", "eval", "--model", str(model), "--actor",
+    ev = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "eval", "--model", str(model), "--actor",
                          "--benchmark", "mmsi", "--data", str(out / "benchmarks" / "mmsi" / "MMSI_bench.parquet"),
                          "--benchmark", "mindcube", "--data",
                          str(out / "benchmarks" / "mindcube" / "raw" / "MindCube_tinybench.jsonl"),
@@ -82,7 +82,7 @@ def test_demo_quick_report(tmp_path):
 def test_resume_after_kill_mid_stage(tmp_path):
     out = tmp_path / "run"
     cfg = _write(tmp_path, output_dir=str(out), stages=["pasta", "qa_sft"])
-    cmd = [sys.executable, "-m", "hatch.cli", "train", "--config", str(cfg)]
+    cmd = [sys.executable, "-m", "hatch_vlm.cli", "train", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Kill -9 once qa_sft has written a checkpoint (it runs 30 steps, saving every step).
     work = out / "stages" / "qa_sft" / "work"
@@ -112,7 +112,7 @@ def test_resume_after_kill_mid_stage(tmp_path):
 
     ref_out = tmp_path / "uninterrupted"
     ref_cfg = _write(tmp_path, output_dir=str(ref_out), stages=["pasta", "qa_sft"])
-    ref = subprocess.run([sys.executable, "-m", "hatch.cli", "train", "--config", str(ref_cfg)],
+    ref = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "train", "--config", str(ref_cfg)],
                          env=ENV, capture_output=True, text=True, timeout=1200)
     assert ref.returncode == 0, ref.stderr[-3000:]
     resumed = load_file(out / "stages" / "qa_sft" / "model" / "model.safetensors")
@@ -141,10 +141,10 @@ def test_bad_configs_fail_at_start(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_config(path)
     # Through the CLI: one clear line on stderr, exit code 2, nothing run.
-    proc = subprocess.run([sys.executable, "-m", "hatch.cli", "train", "--config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "train", "--config", str(path)],
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("hatch train: bad config:") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("hatch-vlm train: bad config:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

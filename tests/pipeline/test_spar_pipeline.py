@@ -1,12 +1,12 @@
-"""`hatch train` on a SPAR-7M tree in the real layout: every stage on lazily decoded records of mixed view
+"""`hatch-vlm train` on a SPAR-7M tree in the real layout: every stage on lazily decoded records of mixed view
 counts, one image-token budget everywhere, and a wrong depth unit refused at start."""
 import json
 
 import pytest
 
-from hatch.pipeline.config import load_config
-from hatch.pipeline.runner import run_pipeline, spar_data
-from hatch.utils.config import ConfigError
+from hatch_vlm.pipeline.config import load_config
+from hatch_vlm.pipeline.runner import run_pipeline, spar_data
+from hatch_vlm.utils.config import ConfigError
 
 from tests.data._spar_tree import write_tree
 
@@ -33,8 +33,8 @@ def _config(tmp_path, root, **data):
 
 @pytest.mark.slow
 def test_every_stage_runs_on_a_spar_tree_with_one_token_budget(tmp_path, monkeypatch):
-    import hatch.models.loading as loading
-    import hatch.pasta.stage as stage
+    import hatch_vlm.models.loading as loading
+    import hatch_vlm.pasta.stage as stage
 
     root = write_tree(tmp_path / "spar", COUNTS)
     seen = []

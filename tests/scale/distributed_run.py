@@ -1,10 +1,10 @@
 """Run by tests/scale/test_distributed_utils.py under `torchrun --nproc_per_node 2`: exercises
-hatch.utils.distributed on real gloo collectives and writes what each rank saw to OUT/rank{R}.json."""
+hatch_vlm.utils.distributed on real gloo collectives and writes what each rank saw to OUT/rank{R}.json."""
 import json
 import sys
 from pathlib import Path
 
-from hatch.utils import distributed as dist
+from hatch_vlm.utils import distributed as dist
 
 
 def main(out: Path) -> None:

@@ -1,4 +1,4 @@
-"""A short GRPO run (`hatch.actor.grpo.run_grpo`) on the tiny model, run by tests/scale/test_ddp_grpo.py once as
+"""A short GRPO run (`hatch_vlm.actor.grpo.run_grpo`) on the tiny model, run by tests/scale/test_ddp_grpo.py once as
 1 process and once under `accelerate launch` with 2 (same global batch per step: batch B on 1 process vs
 B/2 per rank on 2; TRL's RepeatSampler draws the same global prompt order for both, from `seed`).
 
@@ -9,7 +9,7 @@ Writes OUT/rank{R}.json (this rank's `log_history`, the completions it sampled, 
 OUT/final.safetensors (the weights before and after).
 
 `--aux global|per-rank` adds the PaStA auxiliary loss (weight 0.1) on scenes whose views overlap:
-`global` is `hatch.pasta.stage.pasta_aux_loss` (the mean over the global batch's valid rows), `per-rank`
+`global` is `hatch_vlm.pasta.stage.pasta_aux_loss` (the mean over the global batch's valid rows), `per-rank`
 the negative control (each rank's own mean over its valid rows, which DDP then averages).
 
 Three things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import hatch.actor.grpo as grpo
-from hatch.actor.formatting import grpo_row
-from hatch.actor.rewards import completion_text
-from hatch.data.synthetic import generate
-from hatch.models.loading import load_model_and_processor
+import hatch_vlm.actor.grpo as grpo
+from hatch_vlm.actor.formatting import grpo_row
+from hatch_vlm.actor.rewards import completion_text
+from hatch_vlm.data.synthetic import generate
+from hatch_vlm.models.loading import load_model_and_processor
 
 from _ddp_weights import save_rank_outputs, save_weights
 
@@ -123,8 +123,8 @@ AUX_WEIGHT = 0.1
 
 def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
     """grpo_row of synthetic scenes whose views overlap (PaStA's "near" tasks), plus depth, K, cam_to_world."""
-    from hatch.data.synthetic import SceneConfig, iter_samples
-    from hatch.pasta.stage import near_tasks
+    from hatch_vlm.data.synthetic import SceneConfig, iter_samples
+    from hatch_vlm.pasta.stage import near_tasks
 
     cfg = SceneConfig(views=2, size=size, tasks=near_tasks())
     return [{**grpo_row(s), "depth": np.asarray(s.depth, np.float32).tolist(), "K": np.asarray(s.K).tolist(),
@@ -132,11 +132,11 @@ def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
 
 
 def make_aux_loss(per_rank_mean: bool, valid_rows: list):
-    """aux_loss_fn for run_grpo: `hatch.pasta.stage.pasta_aux_loss` on the batch's prompts (every completion's
+    """aux_loss_fn for run_grpo: `hatch_vlm.pasta.stage.pasta_aux_loss` on the batch's prompts (every completion's
     row: each prompt counts num_generations times, which leaves a mean over rows unchanged). Records this
     rank's valid rows per micro-step (before the cross-rank sum). `per_rank_mean` (the negative control):
     each rank's own mean over its valid rows instead of the global batch's."""
-    import hatch.pasta.stage as stage
+    import hatch_vlm.pasta.stage as stage
 
     original = stage.global_mean_loss
 
@@ -169,7 +169,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=56)
     p.add_argument("--aux", choices=("none", "global", "per-rank"), default="none",
-                   help="PaStA auxiliary loss (weight AUX_WEIGHT): global: hatch.pasta.stage.pasta_aux_loss "
+                   help="PaStA auxiliary loss (weight AUX_WEIGHT): global: hatch_vlm.pasta.stage.pasta_aux_loss "
                         "(mean over the global batch's valid rows); per-rank: each rank's own mean")
     p.add_argument("--optim", default="sgd", help="TrainingArguments.optim (sgd: the weights' change is "
                    "lr x the gradient, so comparing weights compares gradients; Adam would hide a constant "
@@ -210,6 +210,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from hatch.utils.distributed import shutdown
+    from hatch_vlm.utils.distributed import shutdown
 
     shutdown()       # leave the process group together (a rank exiting early can abort in teardown)

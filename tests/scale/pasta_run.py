@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-import hatch.pasta.stage as stage
-from hatch.models.saving import is_sharded
+import hatch_vlm.pasta.stage as stage
+from hatch_vlm.models.saving import is_sharded
 
 
 def main() -> None:
@@ -60,6 +60,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from hatch.utils.distributed import shutdown
+    from hatch_vlm.utils.distributed import shutdown
 
     shutdown()       # leave the process group together (a rank exiting early can abort in teardown)

@@ -1,4 +1,4 @@
-"""A short cold-start SFT run (`hatch.actor.sft.run_sft`, TRL's SFTTrainer) on the tiny model, run by
+"""A short cold-start SFT run (`hatch_vlm.actor.sft.run_sft`, TRL's SFTTrainer) on the tiny model, run by
 tests/scale/test_ddp_sft.py once as 1 process and once under `accelerate launch` with 2 (same global batch
 per step: sequential sampling, batch B on 1 process vs B/2 per rank on 2).
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
-from hatch.actor.formatting import cold_start_row
-from hatch.actor.sft import SFTOptions, run_sft
-from hatch.data.synthetic import generate
-from hatch.models.loading import load_model_and_processor
+from hatch_vlm.actor.formatting import cold_start_row
+from hatch_vlm.actor.sft import SFTOptions, run_sft
+from hatch_vlm.data.synthetic import generate
+from hatch_vlm.models.loading import load_model_and_processor
 
 from _ddp_weights import save_rank_outputs, save_weights
 
@@ -70,6 +70,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    from hatch.utils.distributed import shutdown
+    from hatch_vlm.utils.distributed import shutdown
 
     shutdown()       # leave the process group together (a rank exiting early can abort in teardown)

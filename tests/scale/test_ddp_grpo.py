@@ -1,4 +1,4 @@
-"""GRPO (`hatch.actor.grpo.run_grpo`, TRL's GRPOTrainer) under `accelerate launch` with 2 CPU processes (gloo)
+"""GRPO (`hatch_vlm.actor.grpo.run_grpo`, TRL's GRPOTrainer) under `accelerate launch` with 2 CPU processes (gloo)
 logs the same per-step loss, gradient norm and rewards and trains the same weights as 1 process on the same
 global batch, with TRL's default loss ("dapo": token sum over the global number of completion tokens).
 

@@ -1,4 +1,4 @@
-"""`hatch train` under `accelerate launch` with 2 CPU processes (gloo): every stage runs, only rank 0
+"""`hatch-vlm train` under `accelerate launch` with 2 CPU processes (gloo): every stage runs, only rank 0
 writes the run directory, evaluation is split across the ranks; when one process dies mid-stage the launch
 stops, and the next launch skips the finished stages and resumes the interrupted one from its last
 checkpoint, ending with the weights of a launch that was never interrupted."""
@@ -39,7 +39,7 @@ def _config(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 
 def _train_cmd(cfg: Path) -> list[str]:
-    return accelerate_2proc("-m", "hatch.cli", "train", "--config", str(cfg))
+    return accelerate_2proc("-m", "hatch_vlm.cli", "train", "--config", str(cfg))
 
 
 def _workers(launcher_pid: int) -> dict[int, int]:
@@ -131,7 +131,7 @@ def test_a_config_error_on_rank_0_stops_every_rank_with_one_line(straight, tmp_p
     cfg.write_text(yaml.safe_dump(changed))
     r = subprocess.run(_train_cmd(cfg), env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
-    assert "hatch train: bad config: output_dir" in r.stderr and "different config (changed: pasta)" in r.stderr
+    assert "hatch-vlm train: bad config: output_dir" in r.stderr and "different config (changed: pasta)" in r.stderr
     # rank 1 says "the main process (rank 0) failed: ConfigError: ..." unless torchrun stopped it first
     # no worker printed a traceback (the launcher itself reports the failed workers with one of its own)
     # (workers' lines are prefixed with "[rankN]:")
@@ -139,24 +139,24 @@ def test_a_config_error_on_rank_0_stops_every_rank_with_one_line(straight, tmp_p
 
 
 def test_hatch_eval_splits_the_questions_across_processes(straight, tmp_path):
-    """`hatch eval` under 2 processes: each rank answers half, rank 0 writes the same records (same greedy
-    completions, same order) as a 1-process `hatch eval`."""
+    """`hatch-vlm eval` under 2 processes: each rank answers half, rank 0 writes the same records (same greedy
+    completions, same order) as a 1-process `hatch-vlm eval`."""
     import sys
 
-    from hatch.data import spar
-    from hatch.data.synthetic import SceneConfig, iter_samples
+    from hatch_vlm.data import spar
+    from hatch_vlm.data.synthetic import SceneConfig, iter_samples
 
     out, _ = straight
     bench = tmp_path / "spar_bench.jsonl"
     spar.write_spar_bench(list(iter_samples(5, seed=777, config=SceneConfig(views=2, size=56))), bench)
     args = ["--model", str(out / "stages" / "grpo" / "model"), "--actor", "--benchmark", "spar-mv", "--data",
             str(bench), "--max-new-tokens", "8"]
-    one = subprocess.run([sys.executable, "-m", "hatch.cli", "eval", *args, "--out", str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "eval", *args, "--out", str(tmp_path / "one")],
                          env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(accelerate_2proc("-m", "hatch.cli", "eval", *args, "--out", str(tmp_path / "two")),
+    two = subprocess.run(accelerate_2proc("-m", "hatch_vlm.cli", "eval", *args, "--out", str(tmp_path / "two")),
                          env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-6000:]
     r1, r2 = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("one", "two"))
     assert len(r1["records"]) == 5 and r2["records"] == r1["records"]
-    assert two.stdout.count("hatch eval: 5 ") == 1                   # rank 0 alone reports
+    assert two.stdout.count("hatch-vlm eval: 5 ") == 1                   # rank 0 alone reports

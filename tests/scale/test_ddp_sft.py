@@ -1,4 +1,4 @@
-"""Cold-start SFT (`hatch.actor.sft.run_sft`, TRL's SFTTrainer) under `accelerate launch` with 2 CPU processes
+"""Cold-start SFT (`hatch_vlm.actor.sft.run_sft`, TRL's SFTTrainer) under `accelerate launch` with 2 CPU processes
 (gloo) logs the same per-step loss and gradient norm and trains the same weights as 1 process on the same
 global batch: the loss is the mean over all completion tokens of the global batch, also when the ranks hold
 different numbers of them (the teacher completions differ in length)."""

@@ -1,4 +1,4 @@
-"""hatch.utils.distributed: identity with one process; with 2 processes (torchrun, gloo) the shards cover
+"""hatch_vlm.utils.distributed: identity with one process; with 2 processes (torchrun, gloo) the shards cover
 the items once, gathering restores their order, `on_main` runs once and hands its result (or its error) to
 every rank."""
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch.utils import distributed as dist
+from hatch_vlm.utils import distributed as dist
 from scale_launch import free_port, launch_env, needs_gloo
 
 ROOT = Path(__file__).resolve().parents[2]

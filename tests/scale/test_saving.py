@@ -1,4 +1,4 @@
-"""hatch.models.saving decides when a trained model's parameters are sharded and must be gathered before
+"""hatch_vlm.models.saving decides when a trained model's parameters are sharded and must be gathered before
 rank 0 saves. (FSDP itself needs GPUs: on CPU, transformers' Trainer runs the FSDP launch config as plain
 multi-CPU DDP, so the gather is exercised here through a stand-in accelerator.)"""
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from hatch.models.saving import gather_full_state, is_sharded
+from hatch_vlm.models.saving import gather_full_state, is_sharded
 
 
 class FakeAccelerator:
@@ -58,9 +58,9 @@ def test_lora_under_sharding_is_refused():
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3")])
 def test_pipeline_refuses_lora_under_sharding_before_training(monkeypatch, tmp_path, env, engine):
     """A LoRA stage under FSDP / ZeRO-3 fails at start (not after hours of training, at the save)."""
-    from hatch.pipeline.config import HatchConfig
-    from hatch.pipeline.runner import run_pipeline
-    from hatch.utils.config import ConfigError
+    from hatch_vlm.pipeline.config import HatchConfig
+    from hatch_vlm.pipeline.runner import run_pipeline
+    from hatch_vlm.utils.config import ConfigError
 
     for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
         monkeypatch.delenv(k, raising=False)
@@ -68,7 +68,7 @@ def test_pipeline_refuses_lora_under_sharding_before_training(monkeypatch, tmp_p
         monkeypatch.setenv(k, v)
     cfg = HatchConfig(output_dir=str(tmp_path / "run"), stages=["grpo"], grpo={"lora": {"r": 4}})
     if engine is None:
-        from hatch.pipeline import runner
+        from hatch_vlm.pipeline import runner
 
         monkeypatch.setattr(runner, "_prepare", lambda run: (_ for _ in ()).throw(RuntimeError("got past")))
         with pytest.raises(RuntimeError, match="got past"):

@@ -4,7 +4,8 @@
 // CUDA runtime: qualifiers vanish, threadIdx / blockIdx are thread-local, blockDim / gridDim are per
 // launch, every CUDA thread of a block is a host thread, __syncthreads is a barrier (flagging blocks in
 // which some threads exited before a barrier others reached: divergent, undefined on a GPU), warp
-// shuffles exchange through per-warp slots (checking a full mask and 32 live lanes), atomics are
+// shuffles and __match_any_sync exchange through per-warp slots (checking a full mask and 32 live
+// lanes), __popc / __ffs are the builtins, atomics are
 // std::atomic_ref, shared memory is poisoned with 0xAB before each block, and the launch limits of a
 // GPU are asserted. Technique: docs/CUDA_EMULATION.md; harness: tests/emulation/harness.cpp.
 #pragma once
@@ -302,6 +303,36 @@ T __shfl_xor_sync(unsigned int mask, T v, int lane_mask) {
   hatch_emu::g_block.sync(i, w);
   return r;
 }
+
+// __match_any_sync(mask, v): the lanes of the warp whose v equals the caller's, as a bit mask. The
+// same exchange as the shuffles (a slot per lane, two warp barriers) and the same checks (full mask,
+// 32 live lanes): on a GPU a lane outside the mask or an exited lane is undefined behaviour.
+template <typename T>
+unsigned int __match_any_sync(unsigned int mask, T v) {
+  static_assert(sizeof(T) <= sizeof(uint64_t), "match of a type wider than 8 bytes");
+  const int i = static_cast<int>(threadIdx.x);
+  const int w = i / hatch_emu::kWarp, lane = i % hatch_emu::kWarp;
+  if (mask != 0xffffffffu)
+    hatch_emu::report(hatch_emu::cat("__match_any_sync in ", hatch_emu::g_kernel_name,
+                                     " with a partial mask 0x", std::hex, mask));
+  uint64_t* slots = hatch_emu::g_warp_slots.data() + w * hatch_emu::kWarp;
+  uint64_t mine = 0;
+  std::memcpy(&mine, &v, sizeof(T));
+  slots[lane] = mine;
+  const int k = hatch_emu::g_block.sync(i, w);
+  if (k != hatch_emu::kWarp)
+    hatch_emu::report(hatch_emu::cat("__match_any_sync in ", hatch_emu::g_kernel_name, ", block ",
+                                     blockIdx.x, ", warp ", w, ": only ", k,
+                                     " of 32 lanes are live (partial or divergent warp)"));
+  unsigned int peers = 0;
+  for (int l = 0; l < hatch_emu::kWarp; ++l)
+    if (slots[l] == mine) peers |= 1u << l;
+  hatch_emu::g_block.sync(i, w);
+  return peers;
+}
+
+inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 
 // Relaxed, as CUDA's atomicAdd: no ordering with other memory, so ThreadSanitizer does not take an
 // atomic for a barrier.

@@ -1,0 +1,115 @@
+"""The `hatch-vlm` command line.
+
+    hatch-vlm demo                      the whole recipe on synthetic data with the tiny model (this machine)
+    hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
+    hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|synthetic --data PATH
+    hatch-vlm data synth / hatch-vlm data show
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="run the stages of a HATCH config (resumable)")
+    p.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from hatch_vlm.pipeline.runner import run_from_file
+    from hatch_vlm.utils.distributed import shutdown
+
+    run_from_file(args.config)
+    shutdown()      # under `accelerate launch`: leave the process group cleanly (see shutdown)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on a benchmark")
+    p.add_argument("--model", required=True, help="model directory (from_pretrained)")
+    from hatch_vlm.eval.benchmarks import BENCHMARKS
+
+    p.add_argument("--benchmark", required=True, action="append", choices=list(BENCHMARKS),
+                   help="benchmark; repeat with --data for several. " +
+                        "; ".join(f"{b.name}: {b.data_help}" for b in BENCHMARKS.values()))
+    p.add_argument("--data", required=True, action="append", help="benchmark file or directory")
+    p.add_argument("--image-root", action="append", default=None,
+                   help="where the image paths of the matching --benchmark start, one per --benchmark in "
+                        "order ('' keeps its default; MindCube's default: the JSONL's grandparent, data/)")
+    p.add_argument("--batch-size", type=int, default=8, help="questions generated together")
+    p.add_argument("--out", default=None, help="output directory (default: <model>/eval)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each benchmark")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--actor", action="store_true", help="prompt for actions then answer (ActoR)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="image-token budget: resize each image to at most this many pixels (as model.max_pixels "
+                        "in a training config; default: the checkpoint's)")
+    p.add_argument("--min-pixels", type=int, default=None, help="... and at least this many")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from hatch_vlm.eval.run import evaluate_cli
+
+    if len(args.benchmark) != len(args.data):
+        raise SystemExit("hatch-vlm eval: give one --data per --benchmark "
+                         f"(got {len(args.benchmark)} benchmarks and {len(args.data)} data paths)")
+    evaluate_cli(args)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole recipe on synthetic data with the tiny model")
+    p.add_argument("--out", default="runs/demo", help="run and report directory")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from hatch_vlm.pipeline.demo import run_demo
+
+    report = run_demo(args.out, quick=args.quick)
+    print(f"hatch-vlm demo: report written to {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hatch-vlm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    try:
+        from hatch_vlm.data.cli import register as register_data
+    except ImportError:  # the data commands are optional in a partial checkout
+        register_data = None
+    if register_data is not None:
+        register_data(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from hatch_vlm.utils.config import ConfigError
+    from hatch_vlm.utils.distributed import MainProcessError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:  # one clear line, no traceback
+        print(f"hatch {args.command}: bad config: {e}", file=sys.stderr)
+        return 2
+    except MainProcessError as e:  # the other ranks of a launch whose rank 0 failed (rank 0 said why)
+        print(f"hatch {args.command}: {e}", file=sys.stderr)
+        return 2 if ": ConfigError: " in str(e) else 1
+    except KeyboardInterrupt:
+        print(f"hatch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

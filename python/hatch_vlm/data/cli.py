@@ -1,0 +1,153 @@
+"""`hatch-vlm data ...` commands: `register(subparsers)` adds them to the top-level `hatch-vlm` parser.
+
+    hatch-vlm data synth --out DIR --num N [--views V] [--size S] [--seed K] [--bench-num M]
+        N synthetic samples in the SPAR-7M-RGBD layout with DIR as spar/ (DIR/synthetic/images/<scene>/...,
+        DIR/synthetic/qa_jsonl/train/<task>/<kind>/<kind>_<N>.jsonl), plus M further samples (a disjoint part
+        of the same seeded stream) as benchmark files laid out as the downloads are:
+        DIR/benchmarks/spar_bench/data/test-00000-of-00001.parquet, mindcube/raw/MindCube_tinybench.jsonl
+        (images under mindcube/other_all_image/), mmsi/MMSI_bench.parquet.
+    hatch-vlm data stats ROOT [--split S] [--check-files] [--json FILE]
+        What a SPAR-7M download holds: records per source / task / answer folder, views per record,
+        geometry and markers present, skipped records by reason.
+    hatch-vlm data show SAMPLE --out PNG [--index I] [--grid G] [--top T]
+        SAMPLE: a SPAR-7M-RGBD root (e.g. DIR above; --index picks the record) or "synth[:SEED]"
+        (generates sample --index of that seed). Draws views, depth and the PaStA overlap lines.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+def _synth(args) -> int:
+    from tqdm import tqdm
+
+    from . import mindcube, mmsi, spar
+    from .spar7m.writer import SparWriter
+    from .synthetic import SceneConfig, iter_samples
+
+    cfg = SceneConfig(views=args.views, size=args.size).validate()
+    out = Path(args.out)
+    if (out / "synthetic" / "qa_jsonl" / "train").exists():
+        print(f"hatch-vlm data synth: {out / 'synthetic' / 'qa_jsonl' / 'train'} exists already; use a new --out",
+              file=sys.stderr)
+        return 2
+    with SparWriter(out, source="synthetic", split="train") as writer:
+        for s in tqdm(iter_samples(args.num, seed=args.seed, config=cfg), total=args.num, desc="synth",
+                      unit="sample"):
+            writer.add(s)
+    if args.bench_num > 0:
+        bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
+                          total=args.bench_num, desc="benchmarks", unit="sample"))
+        bdir = out / "benchmarks"
+        # laid out as the downloads are; SPAR-Bench gets the families it has a task for (spar.bench_task)
+        in_spar = [s for s in bench if spar.bench_task(s)]
+        if in_spar:
+            spar.write_spar_bench(in_spar, bdir / "spar_bench" / "data" / "test-00000-of-00001.parquet")
+        mc = [s for s in bench if s.category in mindcube.COUNTED]
+        if mc:
+            mindcube.write_mindcube(mc, bdir / "mindcube" / "raw" / "MindCube_tinybench.jsonl")
+        choice = [s for s in bench if s.answer_type == "mc"]
+        if choice:
+            mmsi.write_mmsi(choice, bdir / "mmsi" / "MMSI_bench.parquet")
+    print(f"hatch-vlm data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
+    return 0
+
+
+def _show(args) -> int:
+    from .show import draw_sample
+
+    src = str(args.sample)
+    if src.startswith("synth"):
+        from .synthetic import SceneConfig, generate_sample
+
+        seed = int(src.split(":", 1)[1]) if ":" in src else 0
+        sample = generate_sample(args.index, seed, SceneConfig(views=args.views, size=args.size))
+    else:
+        from .spar7m import iter_spar_rgbd
+
+        sample = next((s for k, s in enumerate(iter_spar_rgbd(src, strict=True)) if k == args.index), None)
+        if sample is None:
+            print(f"hatch-vlm data show: {src} has no record {args.index}", file=sys.stderr)
+            return 2
+    out = draw_sample(sample, args.out, grid=args.grid, top=args.top)
+    print(f"hatch-vlm data show: {sample.id} -> {out}")
+    return 0
+
+
+def _stats(args) -> int:
+    from .common import DataError
+    from .spar7m.stats import dataset_stats, format_stats, write_stats
+
+    try:
+        st = dataset_stats(args.root, split=args.split, tasks=args.tasks, check_files=args.check_files,
+                           limit=args.limit, strict=args.strict)
+    except DataError as e:
+        print(f"hatch-vlm data stats: {e}", file=sys.stderr)
+        return 2
+    print(format_stats(st))
+    if args.json:
+        print(f"hatch-vlm data stats: wrote {write_stats(st, args.json)}")
+    return 0
+
+
+def _positive(x: str) -> int:
+    v = int(x)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {x}")
+    return v
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `data synth`, `data show` and `data stats` to a top-level `hatch-vlm` subparsers object."""
+    p = subparsers.add_parser("data", help="synthetic data and dataset tools")
+    sub = p.add_subparsers(dest="data_command", required=True)
+
+    s = sub.add_parser("synth", help="generate synthetic multi-view samples (SPAR-7M-RGBD layout)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--num", type=_positive, required=True, help="training samples")
+    s.add_argument("--views", type=int, default=2, help="cameras per sample (2-4)")
+    s.add_argument("--size", type=int, default=224, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--bench-num", type=_positive, default=None,
+                   help="extra samples written as benchmark files (default min(num, 100))")
+    s.set_defaults(func=lambda a: _synth(_fill_bench(a)))
+
+    w = sub.add_parser("show", help="draw a sample's views, depth and cell overlaps to a PNG")
+    w.add_argument("sample", help='a SPAR-7M-RGBD root directory, or "synth[:SEED]"')
+    w.add_argument("--out", required=True, help="PNG to write")
+    w.add_argument("--index", type=_positive, default=0, help="which record / synthetic index")
+    w.add_argument("--grid", type=int, default=4, help="cells per side")
+    w.add_argument("--top", type=int, default=8, help="overlap lines per view pair")
+    w.add_argument("--views", type=int, default=2, help="(synth) cameras")
+    w.add_argument("--size", type=int, default=224, help="(synth) image side")
+    w.set_defaults(func=_show)
+
+    t = sub.add_parser("stats", help="what a SPAR-7M(-RGBD) download holds, and which records are unusable")
+    t.add_argument("root", help="the spar/ directory of the download, or one spar/<source>/")
+    t.add_argument("--split", default=None, help="one qa_jsonl split (default: all)")
+    t.add_argument("--tasks", nargs="+", default=None, help="task names and/or groups (multi_view, ...)")
+    t.add_argument("--check-files", action="store_true", help="also check that every frame file exists")
+    t.add_argument("--limit", type=_positive, default=None, help="stop after this many records")
+    t.add_argument("--json", default=None, help="also write the statistics as JSON here")
+    t.add_argument("--strict", action="store_true", help="stop at the first bad record, naming it")
+    t.set_defaults(func=_stats)
+    return p
+
+
+def _fill_bench(args):
+    if args.bench_num is None:
+        args.bench_num = min(args.num, 100)
+    return args
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (`python -m hatch_vlm.data.cli data synth ...`) for trying the commands."""
+    parser = argparse.ArgumentParser(prog="hatch-vlm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

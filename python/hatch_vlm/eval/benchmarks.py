@@ -1,0 +1,123 @@
+"""The one list of benchmarks: everything that names, reads, prompts, scores or tabulates a benchmark reads
+this registry (the CLI's choices, the config's checks, the results table).
+
+    BENCHMARKS["spar-mv"].read(path, image_root=None, limit=None) -> Sequence[Sample]   (lazily decoded)
+    BENCHMARKS["mindcube"].rules                     -> hatch_vlm.eval.official.mindcube (official rules)
+
+A benchmark with `rules` is scored twice (hatch_vlm.eval.run): the official rule on the raw reply, and the same
+rule on the reply's `<answer>` span (what an ActoR completion means); the paper-style table uses the
+second for ActoR prompts and the first otherwise. The synthetic benchmark has no official rules: our own
+scorer (hatch_vlm.eval.answers) gives both columns.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Sequence
+
+from hatch_vlm.data.record import Sample
+
+# Table 1 of the paper (accuracy %), per benchmark, in the table's column names.
+PAPER_ROWS = {
+    "Qwen2.5-VL-3B (paper)": {
+        "spar-mv": {"Low": 13.4, "Mid": 26.2, "High": 32.6, "Avg": 24.9},
+        "mindcube": {"Around": 46.4, "Rotation": 34.5, "Among": 35.3, "Avg": 37.8},
+        "mmsi": {"Pos": 27.8, "Att": 19.2, "Mot": 23.3, "MSR": 25.8, "Avg": 25.6},
+        "Overall": 29.4,
+    },
+    "HATCH 3B (paper)": {
+        "spar-mv": {"Low": 41.3, "Mid": 47.4, "High": 67.1, "Avg": 53.6},
+        "mindcube": {"Around": 65.6, "Rotation": 31.0, "Among": 50.2, "Avg": 50.2},
+        "mmsi": {"Pos": 30.5, "Att": 20.8, "Mot": 23.3, "MSR": 24.7, "Avg": 27.0},
+        "Overall": 43.6,
+    },
+}
+# The paper's "Overall" is the mean of these three benchmarks' averages.
+OVERALL = ("spar-mv", "mindcube", "mmsi")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str                               # the CLI / config name
+    title: str                              # the table's name
+    columns: tuple[str, ...]                # the table's category columns, in order
+    rules_module: str | None                # hatch_vlm.eval.official.<module> (None: our own scorer)
+    reader: Callable[..., Sequence[Sample]]
+    data_help: str                          # what --data points at
+    image_root_help: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)   # official category name -> table column
+
+    @property
+    def rules(self) -> ModuleType | None:
+        return importlib.import_module(f"hatch_vlm.eval.official.{self.rules_module}") if self.rules_module else None
+
+    def read(self, path, image_root=None, limit: int | None = None) -> Sequence[Sample]:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"hatch-vlm eval: --data {path} does not exist (benchmark {self.name})")
+        samples = self.reader(path, image_root)
+        if len(samples) == 0:
+            raise ValueError(f"hatch-vlm eval: no readable {self.name} records under {path}")
+        return samples[:limit] if limit else samples
+
+    def column(self, official_category: str | None) -> str | None:
+        if official_category is None:
+            return None
+        return self.aliases.get(official_category, official_category)
+
+
+def _read_spar_mv(path: Path, image_root):
+    from hatch_vlm.data import spar
+
+    samples, _ = spar.read_spar_bench(path, image_root=image_root)
+    return samples.where(_is_multi_view) if hasattr(samples, "where") else [s for s in samples if _is_multi_view(s)]
+
+
+def _is_multi_view(s: Sample) -> bool:
+    row = s.meta.get("row") or {}
+    if "img_type" in row:
+        return row["img_type"] == "multi_view"          # the published split (SPAR-Bench-MV)
+    return s.num_views >= 2
+
+
+def _read_mindcube(path: Path, image_root):
+    from hatch_vlm.data import mindcube
+
+    return mindcube.read_mindcube(path, image_root=image_root)[0]
+
+
+def _read_mmsi(path: Path, image_root):
+    from hatch_vlm.data import mmsi
+
+    return mmsi.read_mmsi(path)[0]
+
+
+def _read_synthetic(path: Path, image_root):
+    from hatch_vlm.data.spar7m import read_spar_rgbd
+
+    return read_spar_rgbd(path, require_geometry=False)[0]
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("spar-mv", "SPAR-Bench-MV", ("Low", "Mid", "High"), "spar_bench", _read_spar_mv,
+              "SPAR-Bench as published (a directory with data/test-*.parquet, or one parquet / JSONL file); "
+              "its multi_view rows", "images are embedded (or relative to this directory for JSONL)",
+              aliases={"Middle": "Mid"}),
+    Benchmark("mindcube", "MindCube-Tiny", ("Around", "Rotation", "Among"), "mindcube", _read_mindcube,
+              "MindCube_tinybench.jsonl (data/raw/ of the MindCube download)",
+              "default: the JSONL's grandparent (data/), where other_all_image/ is"),
+    Benchmark("mmsi", "MMSI-Bench", ("Pos", "Att", "Mot", "MSR"), "mmsi", _read_mmsi,
+              "MMSI_bench.parquet (or a directory of parquet files)", "images are embedded"),
+    Benchmark("synthetic", "Synthetic", (), None, _read_synthetic,
+              "a SPAR-7M-RGBD tree (e.g. from `hatch-vlm data synth`)"),
+)}
+NAMES = tuple(BENCHMARKS)
+
+
+def get(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r} (known: {', '.join(NAMES)})") from None

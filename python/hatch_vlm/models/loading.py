@@ -1,0 +1,75 @@
+"""The one load path of hatch: a saved Qwen2.5-VL directory (the tiny model or a real Qwen2.5-VL-3B)
+-> (model, processor), offline, with `from_pretrained(local_dir)`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from .processor import HatchQwenProcessor, load_processor
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """torch dtype from a dtype, a name ("bf16", "float32", ...) or None (keep the saved dtype)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be a torch.dtype or one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | None = None,
+                             device: str | torch.device | None = None, min_pixels: int | None = None,
+                             max_pixels: int | None = None
+                             ) -> tuple[Qwen2_5_VLForConditionalGeneration, HatchQwenProcessor]:
+    """Load a Qwen2.5-VL model and its torchvision-free processor from a local directory.
+
+    Args:
+        model_dir: directory written by `save_pretrained` (e.g. by `hatch_vlm.models.tiny.build_tiny_model`,
+            a PaStA checkpoint, or a downloaded Qwen/Qwen2.5-VL-3B-Instruct snapshot).
+        dtype: weights dtype (torch dtype or "bf16"/"fp32"/...); None keeps the saved dtype.
+        device: where to put the model (None: stay on CPU).
+        min_pixels, max_pixels: override the processor's resized-image area bounds.
+
+    Returns:
+        (model in eval mode, processor).
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"model_dir={str(model_dir)!r} has no config.json: expected a directory "
+                                "saved with save_pretrained (build one with hatch_vlm.models.tiny.build_tiny_model)")
+    dt = resolve_dtype(dtype)
+    kwargs = {"dtype": dt} if dt is not None else {"dtype": "auto"}
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True, **kwargs)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    processor = load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    return model, processor
+
+
+def restore_weights(model, checkpoint: str | Path | None):
+    """Loads the weights of a Trainer `checkpoint-N` directory into `model` (in place) before a resumed
+    `trainer.train(resume_from_checkpoint=...)`.
+
+    Why: transformers 5 saves Qwen2.5-VL checkpoints under the original key names (`visual.*`,
+    `model.layers.*`) and `Trainer._load_from_checkpoint` loads them non-strictly without the key
+    mapping, so on its own a resume silently keeps the stage's *starting* weights. `from_pretrained`
+    applies the mapping. LoRA checkpoints (adapter files only) are left to the Trainer/peft path.
+    """
+    if checkpoint is None:
+        return model
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "adapter_model.safetensors").exists() or not (checkpoint / "config.json").exists():
+        return model
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    first = next(target.parameters())
+    saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
+    target.load_state_dict(saved.state_dict(), strict=True)
+    return model

@@ -1,0 +1,146 @@
+"""A tiny Qwen2.5-VL (~0.2M parameters) built offline, for tests, CI and quick experiments.
+
+`build_tiny_model(out_dir)` trains a byte-level BPE tokenizer on an in-memory corpus (the prompts, options,
+answers and ActoR action texts hatch produces), builds a `Qwen2_5_VLForConditionalGeneration` from a
+config, and saves model + tokenizer + processor config with `save_pretrained`, so that
+`hatch_vlm.models.loading.load_model_and_processor(out_dir)` loads it exactly as it loads a real
+Qwen2.5-VL-3B directory. Sizes follow docs/notes.md (vision out_hidden_size = text hidden_size;
+sum(mrope_section) = head_dim / 2).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from .processor import HatchQwenProcessor, build_image_processor
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen2.5-VL's template, reduced to what hatch uses: each image item becomes
+# <|vision_start|><|image_pad|><|vision_end|>, each message <|im_start|>role\n...<|im_end|>\n.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Image-size bounds of the tiny processor: 112x112 .. 224x224 resized pixels (4x4 .. 8x8 merged tokens),
+# so n = 4 cells always get at least one token and the vision tower stays cheap on CPU.
+TINY_MIN_PIXELS = 112 * 112
+TINY_MAX_PIXELS = 224 * 224
+
+_WORDS = """the a an of to in on at from with and or is are was be which what where how many much far
+left right front back behind above below up down forward backward turn move rotate camera view image
+images first second third fourth last object objects table chair sofa bed door window wall floor ceiling
+lamp shelf desk cabinet plant picture tv box bag cup bottle book person room scene near nearest farthest
+distance between height width length size metres meters meter m cm deg degrees angle direction
+clockwise counterclockwise relative position positions orientation facing face you your if when
+after before then would should could does do did it its this that these those there here than closer
+further same different both neither all none answer question options option choose select correct
+following please based taken standing while looking observer north south east west center middle
+corner side top bottom yes no true false number count total visible appears shown seen frame frames
+between motion translation rotation around among perspective viewpoint change moved""".split()
+
+_ACTIONS = ["turn left", "turn right", "turn up", "turn down", "move forward", "move up", "move down"]
+
+
+def tokenizer_corpus() -> list[str]:
+    """Texts the tokenizer is trained on: prompts, options, answers, action blocks, numbers."""
+    lines = [" ".join(_WORDS), " ".join(w.capitalize() for w in _WORDS)]
+    letters = "ABCD"
+    options = ["Left", "Right", "Front", "Back", "Back, Right", "Front, Left", "Above", "Below"]
+    for i, (l, o) in enumerate(itertools.product(letters, options)):
+        lines.append(f"<answer>{l}. {o}</answer> ({l}) {l}. {l}")
+        lines.append(f"Options: A. {o} B. {options[i % 8]} C. {options[(i + 3) % 8]} D. {options[(i + 5) % 8]}")
+    for k in range(200):
+        a, b = divmod(k, 7)
+        deg, dist = (k * 37) % 361, (k * 13 % 60) / 10
+        lines.append(
+            f"<action>{{from:{a % 4},to:{b % 4 + 1},action:[{{{_ACTIONS[k % 7]}: {deg} deg}}"
+            f"{{{_ACTIONS[(k + 3) % 7]}: {dist:.1f} m}}]}}</action><answer>{letters[k % 4]}. "
+            f"{options[k % 8]}</answer>")
+        lines.append(f"{k} {k * 10} {k / 10:.1f} {k / 100:.2f} -{k} +{k} {k}%")
+    lines.append("<action>{from:0,to:1,action:[{turn right: 120 deg}{move forward: 1.2 m}]}</action>"
+                 "<answer>C. Back, Right</answer>")
+    lines += [
+        "Which object is closer to the camera in the second image?",
+        "How far is the chair from the table in metres?",
+        "From the viewpoint of the first image, where is the door? Answer with the option's letter.",
+        "The images are taken from different positions in the same room.",
+        "You are standing where image 1 was taken, facing the sofa. Where is the lamp?",
+        "What is the distance between the camera positions of image 1 and image 2?",
+        "Think about the camera motion first: " + " ".join(f"{{{a}: 30 deg}}" for a in _ACTIONS),
+        "0123456789 .,:;!?()[]{}<>/\"'-_+=*%#@&",
+    ]
+    return lines
+
+
+def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `tokenizer_corpus()` with the Qwen special tokens and chat template."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE, padding_side="left")
+    return fast
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden = 48
+    return Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 2], "rope_theta": 10000.0},
+            tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], out_hidden_size=hidden,
+            in_channels=3),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """Build the tiny model, tokenizer and processor and save them to `out_dir`; returns the path.
+
+    Deterministic for a given seed. Load it back with `hatch_vlm.models.loading.load_model_and_processor`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    config = tiny_config(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.save_pretrained(out_dir)
+    processor = HatchQwenProcessor(build_image_processor(TINY_MIN_PIXELS, TINY_MAX_PIXELS), tokenizer,
+                                   chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,101 @@
+"""The report of a run: markdown + JSON + pictures gathered from the stages' outputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from hatch_vlm.utils.io import atomic_write_json, atomic_write_text, read_json
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+    return str(v)
+
+
+def _examples(results_path: Path, k: int = 4) -> list[dict]:
+    """A few completions with their parsed actions and rewards."""
+    data = read_json(results_path, default={})
+    from hatch_vlm.actor.actions import parse_completion
+
+    out = []
+    for r in data.get("records", [])[:k]:
+        parsed = parse_completion(r["completion"])
+        out.append({"id": r["id"], "gold": r["gold"], "completion": r["completion"],
+                    "answer_score": r["score"], "parses": parsed.ok,
+                    "why_not": None if parsed.ok else parsed.error})
+    return out
+
+
+def write_report(run_dir: str | Path, report_dir: str | Path | None = None) -> Path:
+    """Writes <report_dir>/report.md, report.json and the PNGs; returns the markdown path."""
+    run_dir = Path(run_dir)
+    report = Path(report_dir) if report_dir else run_dir / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    state = read_json(run_dir / "state.json", default={"stages": {}})
+    stages = state["stages"]
+    lines = ["# HATCH run report", "", f"Run directory: `{run_dir}`", ""]
+    lines += ["## Stages", "", "| stage | seconds | key results |", "|---|---|---|"]
+    from .config import STAGES
+
+    for name in sorted(stages, key=lambda n: STAGES.index(n) if n in STAGES else len(STAGES)):
+        s = stages[name]
+        m = s.get("metrics", {})
+        keys = [k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:6]
+        lines.append(f"| {name} | {s.get('seconds')} | " + ", ".join(f"{k}={_fmt(m[k])}" for k in keys) + " |")
+    pictures = {}
+
+    pasta = stages.get("pasta", {}).get("metrics")
+    if pasta:
+        lines += ["", "## PaStA: cross-view correspondence (held-out scenes)", "",
+                  "| | top-1 accuracy | mean rank |", "|---|---|---|",
+                  f"| before | {_fmt(pasta.get('before_top1'), True)} | {_fmt(pasta.get('before_mean_rank'))} |",
+                  f"| after | {_fmt(pasta.get('after_top1'), True)} | {_fmt(pasta.get('after_mean_rank'))} |",
+                  f"| chance | {_fmt(pasta.get('chance_top1'), True)} | {_fmt(pasta.get('chance_rank'))} |",
+                  "", f"LLM weights unchanged by the stage: {pasta.get('llm_unchanged')}"]
+        for png in sorted((run_dir / "stages" / "pasta" / "work").glob("*.png")):
+            pictures[f"pasta_{png.name}"] = png
+
+    actor = stages.get("actor_sft", {}).get("metrics")
+    if actor:
+        lines += ["", "## ActoR cold start: held-out rewards (greedy)", "",
+                  ", ".join(f"{k.removeprefix('held_out_')} {_fmt(v)}" for k, v in actor.items()
+                            if k.startswith("held_out_"))]
+    grpo = stages.get("grpo", {}).get("metrics")
+    if grpo:
+        lines += ["", "## GRPO", "", f"{grpo.get('steps')} steps. Mean reward, first fifth -> last fifth of "
+                  "the steps:", ""]
+        for name in ("action", "answer", "format"):
+            lines.append(f"* {name}: {_fmt(grpo.get(f'{name}_reward_first'))} -> "
+                         f"{_fmt(grpo.get(f'{name}_reward_last'))}")
+        if grpo.get("plot") and Path(grpo["plot"]).exists():
+            pictures["grpo_rewards.png"] = Path(grpo["plot"])
+
+    ev = stages.get("eval", {}).get("metrics")
+    examples = []
+    if ev:
+        results_md = Path(ev["results"]).with_suffix(".md")
+        lines += ["", "## Results", ""]
+        if results_md.exists():
+            lines += results_md.read_text().splitlines()[2:]
+        examples = _examples(Path(ev["results"]))
+        if examples:
+            lines += ["", "## Example completions", ""]
+            for e in examples:
+                lines += [f"**{e['id']}** (gold {e['gold']}, answer score {e['answer_score']}, "
+                          f"format {'ok' if e['parses'] else 'broken: ' + str(e['why_not'])})", "",
+                          "```", e["completion"].strip()[:600], "```", ""]
+    for name, src in pictures.items():
+        shutil.copyfile(src, report / name)
+        lines += ["", f"![{name}]({name})"]
+    atomic_write_json(report / "report.json", {"state": state, "examples": examples,
+                                               "pictures": sorted(pictures)})
+    atomic_write_text(report / "report.md", "\n".join(lines) + "\n")
+    return report / "report.md"
+
+
+def load_report(report_dir: str | Path) -> dict:
+    return json.loads((Path(report_dir) / "report.json").read_text())
