@@ -1,4 +1,4 @@
-// Op schemas of the `hatch-vlm` namespace. Kernels live in cpu/ and cuda/ (one TORCH_LIBRARY_IMPL per
+// Op schemas of the `hatch` namespace. Kernels live in cpu/ and cuda/ (one TORCH_LIBRARY_IMPL per
 // backend); autograd and fake (meta) implementations are registered from Python (hatch_ext/_registration.py).
 // The math every op follows is docs/design.md's "The PaStA math"; shapes use B samples, V views, H×W depth
 // pixels, P = grid_h·grid_w cells per view and D embedding channels.

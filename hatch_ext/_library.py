@@ -53,7 +53,7 @@ _missing_cuda_lib = None  # the torch.library.Library holding the raising CUDA i
 
 
 def hatch_op_names() -> list[str]:
-    """Every op of the `hatch-vlm` namespace ("hatch::patch_overlap", ...), from the dispatcher."""
+    """Every op of the `hatch` namespace ("hatch::patch_overlap", ...), from the dispatcher."""
     return sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("hatch::"))
 
 
