@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:  # one clear line, no traceback
-        print(f"hatch {args.command}: bad config: {e}", file=sys.stderr)
+        print(f"hatch-vlm {args.command}: bad config: {e}", file=sys.stderr)
         return 2
     except MainProcessError as e:  # the other ranks of a launch whose rank 0 failed (rank 0 said why)
-        print(f"hatch {args.command}: {e}", file=sys.stderr)
+        print(f"hatch-vlm {args.command}: {e}", file=sys.stderr)
         return 2 if ": ConfigError: " in str(e) else 1
     except KeyboardInterrupt:
-        print(f"hatch {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"hatch-vlm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
