@@ -40,6 +40,10 @@ void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& nu
 // float64 on the CPU: [B, V, V, 16]. Raises on singular K, non-finite or non-invertible poses.
 at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tensor& cam_to_world);
 
+// The normalisation e_hat = e / max(|e|, kNormEps) of every backend (as F.normalize); its backward
+// takes the |e| >= kNormEps branch at equality, as autograd through clamp_min does.
+constexpr double kNormEps = 1e-12;
+
 // Accumulation dtype for an embedding dtype: float64 for float64, float32 otherwise.
 inline at::ScalarType acc_type_for(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;

@@ -15,7 +15,6 @@
 namespace hatch::cpu {
 namespace {
 
-constexpr double kNormEps = 1e-12;  // ê = e / max(|e|, eps), as F.normalize
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // exp for the elementwise passes over a similarity tile, written so that GCC/Clang vectorise the loops

@@ -16,7 +16,6 @@
 namespace hatch::cpu {
 namespace {
 
-constexpr double kNormEps = 1e-12;  // e / max(|e|, eps), as hatch_ext.reference.normalize
 
 struct Normalized {
   at::Tensor e_hat;  // [B, V, P, D] acc dtype, contiguous
@@ -38,7 +37,7 @@ at::Tensor views_after(const at::Tensor& e_hat, int64_t a) {
 
 // Normalisation backward, ê = e / max(|e|, eps), for the rows of view a, fused (one pass for g.ê,
 // one to write, in emb's dtype):
-//   |e| > eps: (g - (g.ê) ê) / |e|;   |e| <= eps (ê = e / eps, linear in e): g / eps.
+//   |e| >= eps: (g - (g.ê) ê) / |e|;   |e| < eps (ê = e / eps, linear in e): g / eps.
 // g_a [B, P, D] contiguous; e_hat [B, V, P, D], norm [B, V, P, 1], out [B, V, P, D] contiguous.
 template <typename acc_t, typename out_t>
 void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* norm, out_t* out,
@@ -52,7 +51,7 @@ void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* 
       const acc_t* e = e_hat + cell * D;
       out_t* o = out + cell * D;
       const acc_t n = norm[cell];
-      if (n > acc_t(kNormEps)) {
+      if (n >= acc_t(kNormEps)) {  // checks.h: kNormEps
         acc_t dot = 0;
         for (int64_t k = 0; k < D; ++k) dot += g[k] * e[k];
         for (int64_t k = 0; k < D; ++k) o[k] = static_cast<out_t>((g[k] - dot * e[k]) / n);

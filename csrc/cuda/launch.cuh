@@ -15,7 +15,6 @@
 
 namespace hatch::cuda {
 
-constexpr double kNormEps = 1e-12;             // e / max(|e|, eps), as F.normalize
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 

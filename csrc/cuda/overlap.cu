@@ -1,5 +1,6 @@
-// patch_overlap on CUDA: one thread per (taking-part source pixel, view pair), histogrammed into int32
-// counts (shared memory per block when P^2 is small), then one elementwise pass M = count / den.
+// patch_overlap on CUDA: the pair projections (one kernel), one thread per (taking-part source pixel,
+// view pair), histogrammed into int32 counts (shared memory per block, tiled over the target cells:
+// device/reprojection.cuh), then one elementwise pass M = count / den. No host synchronisation.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
@@ -24,8 +25,9 @@ at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at:
   const PixelGrid g = PixelGrid::make(dims.H, dims.W, grid_h, grid_w, stride);
   check_count_limits(op, g);
 
-  // Float64 projection numbers, computed (and validated: singular K, bad poses) on the CPU.
-  const at::Tensor proj = pair_projections(op, K, cam_to_world).to(depth.device()).contiguous();
+  // Float64 projection numbers, computed on the device; K and the poses are checked on the host as the
+  // CPU op checks them, except under CUDA-graph capture (reprojection.cuh).
+  const at::Tensor proj = device_pair_projections(op, K, cam_to_world);
   const at::Tensor d = depth.contiguous();
   const auto int_opts = depth.options().dtype(at::kInt);
 

@@ -1,11 +1,20 @@
 // Host side of the CUDA reprojection kernels shared by patch_overlap (all view pairs at once) and the
-// fused PaStA loss (one view pair at a time): launches of the kernels of device/reprojection.cuh
+// fused PaStA loss (a chunk of view pairs at a time): launches of the kernels of device/reprojection.cuh
 // (which holds the device code, compiled also by g++ for the CPU emulation in tests/emulation).
 //
-// Precision: the projection numbers are computed on the CPU in float64 (checks.h: pair_projections)
-// and every pixel is reprojected in float64, exactly as the CPU loop (cpu/pair_counts.h) does, so the
-// two backends bin the same pixels (up to the rare pixel that lands within a rounding error of a pixel
-// or tolerance boundary, where the GPU's fused multiply-adds may round differently).
+// Precision: the projection numbers are computed on the device in float64 (pair_projections_kernel,
+// the same geometry.h functions the CPU's checks.h: pair_projections uses) and every pixel is
+// reprojected in float64, exactly as the CPU loop (cpu/pair_counts.h) does, so the two backends bin
+// the same pixels (up to the rare pixel that lands within a rounding error of a pixel or tolerance
+// boundary, where the GPU's fused multiply-adds may round differently).
+//
+// Geometry checks: outside CUDA-graph capture, K and cam_to_world (B·V·25 numbers) are copied to the
+// host once per call and checked exactly as the CPU ops check them (common/checks.cpp:
+// pair_projections), so a non-finite or singular K or a bad pose raises the same message on both
+// backends; that copy is the ops' one synchronisation. While the current stream is being captured
+// into a CUDA graph nothing is read on the host (a capture cannot synchronise): the projections come
+// from the device only, and a view the CPU would reject gets NaN projections and overlaps nothing
+// (zero targets). The projections themselves are always computed on the device.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -19,10 +28,35 @@
 
 namespace hatch::cuda {
 
+// The kernels index pixels and bins in int32: checked here, up front, naming the argument.
 inline void check_count_limits(const char* op, const PixelGrid& g) {
-  TORCH_CHECK_VALUE(g.H * g.W <= std::numeric_limits<int32_t>::max(), "hatch.", op,
-                    ": depth maps of ", g.H, " x ", g.W,
-                    " pixels are too large for the CUDA kernel's int32 pixel counts");
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK_VALUE(g.H * g.W <= kMax - kPixelsPerBlock, "hatch.", op, ": argument 'depth' has maps of ",
+                    g.H, " x ", g.W, " pixels, too large for the CUDA kernel's int32 pixel indices");
+  TORCH_CHECK_VALUE(g.cells() * g.cells() <= kMax, "hatch.", op, ": grid_h * grid_w = ", g.cells(),
+                    " cells, too many for the CUDA kernel's int32 (cell, cell) bins (at most 46340)");
+  TORCH_CHECK_VALUE(g.H * g.grid_h <= kMax && g.W * g.grid_w <= kMax, "hatch.", op, ": grid_h = ",
+                    g.grid_h, ", grid_w = ", g.grid_w, " with depth maps of ", g.H, " x ", g.W,
+                    " pixels overflow the CUDA kernel's int32 cell index math");
+}
+
+// [B, V, V, kPairProjSize] float64 projections from K [B, V, 3, 3] and cam_to_world [B, V, 4, 4] (any
+// floating dtype, on the device): one kernel; the host reads K and the poses only for the checks above.
+inline at::Tensor device_pair_projections(const char* op, const at::Tensor& K,
+                                          const at::Tensor& cam_to_world) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(current_stream(), &capture));
+  if (capture == cudaStreamCaptureStatusNone)
+    (void)hatch::pair_projections(op, K, cam_to_world);  // raises with the CPU op's message
+  const at::Tensor k = K.to(at::kDouble).contiguous();
+  const at::Tensor t = cam_to_world.to(at::kDouble).contiguous();
+  const int64_t B = k.size(0), V = k.size(1);
+  at::Tensor proj = at::empty({B, V, V, kPairProjSize}, k.options());
+  const LaunchCfg L = pair_projections_launch(B, V);
+  pair_projections_kernel<<<L.grid, L.block, L.shmem, current_stream()>>>(
+      k.data_ptr<double>(), t.data_ptr<double>(), B, V, proj.data_ptr<double>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return proj;
 }
 
 // den [B * V, P] int32 (zeroed by the caller) += valid-depth pixel counts per cell.
@@ -31,8 +65,7 @@ inline void launch_cell_valid_counts(const at::Tensor& depth, const PixelGrid& g
   const CountsLaunch L = cell_valid_counts_launch(g, maps);
   AT_DISPATCH_FLOATING_TYPES(depth.scalar_type(), "hatch_cell_valid_counts", [&] {
     cell_valid_counts_kernel<scalar_t><<<L.cfg.grid, L.cfg.block, L.cfg.shmem, current_stream()>>>(
-        depth.data_ptr<scalar_t>(), g, maps, L.blocks_per_item, L.per_block, L.use_shared,
-        den.data_ptr<int32_t>());
+        depth.data_ptr<scalar_t>(), g, maps, L.args, den.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -48,8 +81,8 @@ inline void launch_pair_counts(const at::Tensor& depth, const at::Tensor& proj, 
                         counts.numel() >= tri.count * P * P);
   AT_DISPATCH_FLOATING_TYPES(depth.scalar_type(), "hatch_pair_counts", [&] {
     pair_counts_kernel<scalar_t><<<L.cfg.grid, L.cfg.block, L.cfg.shmem, current_stream()>>>(
-        depth.data_ptr<scalar_t>(), proj.data_ptr<double>(), tri, g, abs_tol, rel_tol,
-        L.blocks_per_item, L.per_block, L.use_shared, counts.data_ptr<int32_t>());
+        depth.data_ptr<scalar_t>(), proj.data_ptr<double>(), tri, g, abs_tol, rel_tol, L.args,
+        counts.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -115,7 +115,8 @@ def _loss_outputs(emb):
     B, V, P, D = emb.shape
     acc = np.float64 if emb.dtype == torch.float64 else np.float32
     return {"loss": (np.float64, ()), "row_lse": (acc, (B, V, V, P)), "num_valid": (np.int64, ()),
-            "valid": (np.uint8, (B, V, V, P)), "grad": (acc, (B, V, P, D))}
+            "valid": (np.uint8, (B, V, V, P)), "grad": (acc, (B, V, P, D)),
+            "launches": (np.int64, (3,))}  # kernel launches of forward, backward; chunks
 
 
 def soft_infonce(exe, emb, overlap, tau_t, tau_p, min_overlap, grad_loss=1.0, env=None):

@@ -1,13 +1,15 @@
 // CPU emulation harness of the CUDA kernels of hatch (csrc/cuda/device/*.cuh, compiled here by g++
 // with the shim of csrc/cuda/device/compat.cuh). It runs each kernel with the launch configuration
 // the .cu host code uses (the same LaunchCfg functions), on host buffers, and replays the host-side
-// drivers of csrc/cuda/overlap.cu and csrc/cuda/pasta_loss.cu around them: the pair loop, the row
-// tiles, the GEMMs (plain loops here, cuBLAS there: not emulated), the normalisation and the final
-// scaling (ATen there). tests/emulation/test_emulation.py compares the results with the CPU ops.
+// drivers of csrc/cuda/overlap.cu and csrc/cuda/pasta_loss.cu around them: the chunk loop over the
+// pairs (the same loss_plan), the row tiles, the gathers and batched GEMMs (plain loops here, ATen /
+// cuBLAS there: not emulated), the normalisation and the final scaling (ATen there). It counts the
+// kernel launches of the loss (launches.bin). tests/emulation/test_cuda_emulation.py compares the
+// results with the CPU ops.
 //
 //   harness overlap <dir>   patch_overlap: M, den and counts
 //   harness loss <dir>      soft_infonce (mode overlap) or patch_align (mode depth), forward and
-//                           backward: loss, row_lse, num_valid, valid rows, grad_emb
+//                           backward: loss, row_lse, num_valid, valid rows, grad_emb, launches
 // <dir>/params.txt holds "key value" lines; arrays are raw little-endian files in <dir>. Exit status 3
 // when the shim reported a problem (divergent barrier, bad shuffle), 2 on a launch error.
 #include <algorithm>
@@ -30,12 +32,15 @@
 using namespace hatch;
 using namespace hatch::cuda;
 
-#define LAUNCH(kernel, cfg, ...) \
-  hatch_emu::launch(#kernel, dim3((cfg).grid), dim3((cfg).block), (cfg).shmem, kernel, __VA_ARGS__)
+#define LAUNCH(kernel, cfg, ...)                                                                 \
+  do {                                                                                           \
+    ++g_launches;                                                                                \
+    hatch_emu::launch(#kernel, dim3((cfg).grid), dim3((cfg).block), (cfg).shmem, kernel, __VA_ARGS__); \
+  } while (0)
 
 namespace {
 
-constexpr double kEps = 1e-12;  // launch.cuh: kNormEps (F.normalize's eps)
+constexpr double kEps = 1e-12;  // common/checks.h: kNormEps (F.normalize's eps; that header needs ATen)
 
 // ----------------------------------------------------------------------------------------- I/O
 struct Params {
@@ -73,63 +78,13 @@ void write_array(const std::string& dir, const std::string& name, const std::vec
   f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
 }
 
-// ------------------------------------------------- pair projections (copy of checks.cpp, host)
-// The CUDA host code computes these on the CPU (checks.cpp: pair_projections) and copies them to the
-// device; the same float64 arithmetic here, without the validation.
-using Mat3 = std::array<double, 9>;
-double det3(const double* m) {
-  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
-         m[2] * (m[3] * m[7] - m[4] * m[6]);
-}
-Mat3 inv3(const double* m) {
-  const double d = det3(m);
-  return {(m[4] * m[8] - m[5] * m[7]) / d, (m[2] * m[7] - m[1] * m[8]) / d,
-          (m[1] * m[5] - m[2] * m[4]) / d, (m[5] * m[6] - m[3] * m[8]) / d,
-          (m[0] * m[8] - m[2] * m[6]) / d, (m[2] * m[3] - m[0] * m[5]) / d,
-          (m[3] * m[7] - m[4] * m[6]) / d, (m[1] * m[6] - m[0] * m[7]) / d,
-          (m[0] * m[4] - m[1] * m[3]) / d};
-}
-Mat3 mul3(const double* a, const double* b) {
-  Mat3 r{};
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j)
-      r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
-  return r;
-}
+// --------------------------------------------- pair projections (reprojection.cuh: device_pair_projections)
+int64_t g_launches = 0;  // hatch kernel launches of the replayed driver (the launch plan's count)
 
-std::vector<double> pair_projections(const std::vector<double>& kp, const std::vector<double>& tp,
+std::vector<double> pair_projections(const std::vector<double>& K, const std::vector<double>& T,
                                      int64_t B, int64_t V) {
-  std::vector<Mat3> Ks(B * V), Kinv(B * V), R(B * V), Rinv(B * V);
-  std::vector<std::array<double, 3>> t(B * V);
-  for (int64_t n = 0; n < B * V; ++n) {
-    const double* km = kp.data() + n * 9;
-    const double* tm = tp.data() + n * 16;
-    Mat3 r{tm[0], tm[1], tm[2], tm[4], tm[5], tm[6], tm[8], tm[9], tm[10]};
-    std::copy(km, km + 9, Ks[n].begin());
-    Kinv[n] = inv3(km);
-    R[n] = r;
-    Rinv[n] = inv3(r.data());
-    t[n] = {tm[3], tm[7], tm[11]};
-  }
-  std::vector<double> o(B * V * V * 16);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t a = 0; a < V; ++a)
-      for (int64_t c = 0; c < V; ++c) {
-        const int64_t na = b * V + a, nc = b * V + c;
-        const Mat3 rel_R = mul3(Rinv[nc].data(), R[na].data());
-        double d[3], rel_t[3];
-        for (int i = 0; i < 3; ++i) d[i] = t[na][i] - t[nc][i];
-        for (int i = 0; i < 3; ++i)
-          rel_t[i] = Rinv[nc][i * 3] * d[0] + Rinv[nc][i * 3 + 1] * d[1] + Rinv[nc][i * 3 + 2] * d[2];
-        const Mat3 RQ = mul3(rel_R.data(), Kinv[na].data());
-        const Mat3 A = mul3(Ks[nc].data(), RQ.data());
-        double* m = o.data() + ((b * V + a) * V + c) * 16;
-        for (int i = 0; i < 9; ++i) m[i] = A[i];
-        for (int i = 0; i < 3; ++i)
-          m[9 + i] = Ks[nc][i * 3] * rel_t[0] + Ks[nc][i * 3 + 1] * rel_t[1] + Ks[nc][i * 3 + 2] * rel_t[2];
-        for (int j = 0; j < 3; ++j) m[12 + j] = RQ[6 + j];
-        m[15] = rel_t[2];
-      }
+  std::vector<double> o(B * V * V * kPairProjSize);
+  LAUNCH(pair_projections_kernel, pair_projections_launch(B, V), K.data(), T.data(), B, V, o.data());
   return o;
 }
 
@@ -149,16 +104,15 @@ template <typename D>
 void cell_valid_counts(const std::vector<D>& depth, const PixelGrid& g, int64_t maps,
                        std::vector<int32_t>& den) {
   const CountsLaunch L = cell_valid_counts_launch(g, maps);
-  LAUNCH(cell_valid_counts_kernel<D>, L.cfg, depth.data(), g, maps, L.blocks_per_item, L.per_block,
-         L.use_shared, den.data());
+  LAUNCH(cell_valid_counts_kernel<D>, L.cfg, depth.data(), g, maps, L.args, den.data());
 }
 
 template <typename D>
 void pair_counts(const std::vector<D>& depth, const std::vector<double>& proj, const Triples& tri,
                  const PixelGrid& g, double abs_tol, double rel_tol, std::vector<int32_t>& counts) {
   const CountsLaunch L = pair_counts_launch(g, tri);
-  LAUNCH(pair_counts_kernel<D>, L.cfg, depth.data(), proj.data(), tri, g, abs_tol, rel_tol,
-         L.blocks_per_item, L.per_block, L.use_shared, counts.data());
+  LAUNCH(pair_counts_kernel<D>, L.cfg, depth.data(), proj.data(), tri, g, abs_tol, rel_tol, L.args,
+         counts.data());
 }
 
 template <typename D>
@@ -183,80 +137,16 @@ void run_overlap(const std::string& dir, const Params& p) {
 }
 
 // ------------------------------------------------------------------ loss (pasta_loss.cu, host)
+// The chunk of pairs q0 .. q0 + n - 1 (pasta_loss.cu: Chunk, prepare_chunk).
 template <typename T>
-struct TargetStats {
-  std::vector<T> row_lse, col_lse;
-  std::vector<double> row_sum, col_sum;
+struct Chunk {
+  int64_t q0, n;
+  std::vector<int64_t> info;
+  std::vector<T> S, ea, ec, t_lse_row, t_lse_col;
+  std::vector<double> S64, t_sum_row, t_sum_col;
 };
 
-template <typename T>
-TargetStats<T> target_stats(const std::vector<T>& S, const std::vector<double>& S64, int64_t P,
-                            T inv_tau_t) {
-  TargetStats<T> st{std::vector<T>(P), std::vector<T>(P), std::vector<double>(P),
-                    std::vector<double>(P)};
-  LAUNCH(target_row_stats_kernel<T>, per_row_launch(P), S.data(), S64.data(), P, inv_tau_t,
-         st.row_lse.data(), st.row_sum.data());
-  LAUNCH(target_col_stats_kernel<T>, per_column_launch(P), S.data(), S64.data(), P, inv_tau_t,
-         st.col_lse.data(), st.col_sum.data());
-  return st;
-}
-
-// dots[i, j] = ea[r0 + i] . ec[j] (cuBLAS on the GPU; a plain loop in the accumulation dtype here).
-template <typename T>
-std::vector<T> tile_dots(const T* ea, const T* ec, int64_t r0, int64_t rows, int64_t P, int64_t D) {
-  std::vector<T> dots(rows * P);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < P; ++j) {
-      T s = T(0);
-      for (int64_t d = 0; d < D; ++d) s += ea[(r0 + i) * D + d] * ec[j * D + d];
-      dots[i * P + j] = s;
-    }
-  return dots;
-}
-
-template <typename T>
-void forward_pair(const std::vector<T>& S, const std::vector<double>& S64, const T* ea, const T* ec,
-                  int64_t P, int64_t D, const LossConsts<T>& k, int64_t tile_rows, T* lse_ac,
-                  T* H_ac, bool* valid_ac, T* lse_ca, T* H_ca, bool* valid_ca) {
-  const TargetStats<T> st = target_stats<T>(S, S64, P, k.inv_tau_t);
-  std::vector<T> run_max(P, -std::numeric_limits<T>::infinity()), run_sum(P, T(0)), run_cross(P, T(0));
-  for (int64_t r0 = 0; r0 < P; r0 += tile_rows) {
-    const int64_t rows = std::min(tile_rows, P - r0);
-    const std::vector<T> dots = tile_dots(ea, ec, r0, rows, P, D);
-    LAUNCH(tile_rows_forward_kernel<T>, per_row_launch(rows), dots.data(), rows, r0, P, S.data(),
-           st.row_lse.data(), st.row_sum.data(), k, lse_ac, H_ac, valid_ac);
-    LAUNCH(tile_cols_forward_kernel<T>, per_column_launch(P), dots.data(), rows, r0, P, S.data(),
-           st.col_lse.data(), k, run_max.data(), run_sum.data(), run_cross.data());
-  }
-  LAUNCH(cols_finalize_kernel<T>, per_column_launch(P), P, run_max.data(), run_sum.data(),
-         run_cross.data(), st.col_sum.data(), k.min_overlap, lse_ca, H_ca, valid_ca);
-}
-
-template <typename T>
-void backward_pair(const std::vector<T>& S, const std::vector<double>& S64, const T* ea, const T* ec,
-                   int64_t P, int64_t D, const LossConsts<T>& k, int64_t tile_rows, const T* L_ac,
-                   const T* L_ca, T* ga, T* gc) {
-  const TargetStats<T> st = target_stats<T>(S, S64, P, k.inv_tau_t);
-  for (int64_t r0 = 0; r0 < P; r0 += tile_rows) {
-    const int64_t rows = std::min(tile_rows, P - r0);
-    const std::vector<T> dots = tile_dots(ea, ec, r0, rows, P, D);
-    std::vector<T> G(rows * P);
-    LAUNCH(tile_grad_kernel<T>, elementwise_launch(rows * P), dots.data(), rows, r0, P, S.data(),
-           st.row_lse.data(), st.row_sum.data(), st.col_lse.data(), st.col_sum.data(), L_ac, L_ca,
-           k, G.data());
-    // ga[r0 + i] += G[i] ec ; gc[j] += G[:, j]^T ea_tile (addmm_ on the GPU).
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < P; ++j) {
-        const T gij = G[i * P + j];
-        for (int64_t d = 0; d < D; ++d) {
-          ga[(r0 + i) * D + d] += gij * ec[j * D + d];
-          gc[j * D + d] += gij * ea[(r0 + i) * D + d];
-        }
-      }
-  }
-}
-
-// S of one pair: from the overlap input (soft_infonce) or from the depth maps (patch_align).
+// S of a chunk: from the overlap input (soft_infonce) or from the depth maps (patch_align).
 template <typename D, typename T>
 struct Targets {
   bool from_depth;
@@ -269,29 +159,69 @@ struct Targets {
   std::vector<double> proj;
   std::vector<int32_t> den, counts;
 
-  void make(int64_t b, int64_t a, int64_t c, std::vector<T>& S, std::vector<double>& S64) {
-    S.assign(P * P, T(0));
-    S64.assign(P * P, 0.0);
+  void make(Chunk<T>& ch) {
+    const LaunchCfg L = elementwise_launch(ch.n * P * P);
     if (!from_depth) {
-      const D* M_ac = overlap.data() + ((b * V + a) * V + c) * P * P;
-      const D* M_ca = overlap.data() + ((b * V + c) * V + a) * P * P;
-      for (int64_t i = 0; i < P; ++i)
-        for (int64_t j = 0; j < P; ++j) {
-          // (M_ac + M_ca^T) * 0.5 in the overlap dtype, then to T (ATen there).
-          S[i * P + j] = static_cast<T>(static_cast<D>(M_ac[i * P + j] + M_ca[j * P + i]) * D(0.5));
-          S64[i * P + j] = static_cast<double>(M_ac[i * P + j]) * 0.5 +
-                           static_cast<double>(M_ca[j * P + i]) * 0.5;
-        }
+      LAUNCH((targets_from_overlap_kernel<D, T>), L, overlap.data(), V, P, ch.n, ch.info.data(),
+             ch.S.data(), ch.S64.data());
       return;
     }
-    const PixelGrid g = geo.g();
-    counts.assign(2 * P * P, 0);
-    pair_counts(depth, proj, Triples::pair(V, b, a, c), g, geo.abs_tol, geo.rel_tol, counts);
-    LAUNCH((targets_from_counts_kernel<D, T>), elementwise_launch(P * P), counts.data(),
-           counts.data() + P * P, den.data() + (b * V + a) * P, den.data() + (b * V + c) * P, P,
-           S.data(), S64.data());
+    counts.assign(ch.n * 2 * P * P, 0);  // cnt.zero_() there
+    pair_counts(depth, proj, Triples::chunk(V, ch.q0, ch.n), geo.g(), geo.abs_tol, geo.rel_tol,
+                counts);
+    LAUNCH((targets_from_counts_kernel<D, T>), L, counts.data(), den.data(), P, ch.n, ch.info.data(),
+           ch.S.data(), ch.S64.data());
   }
 };
+
+template <typename D, typename T>
+Chunk<T> prepare_chunk(Targets<D, T>& tg, const std::vector<T>& e_hat, int64_t P, int64_t Dm,
+                       int64_t q0, int64_t n, const LossConsts<T>& k) {
+  const int64_t V = tg.V;
+  Chunk<T> ch{q0, n};
+  ch.info.assign(4 * n, -1);
+  LAUNCH(pair_info_kernel, per_item_launch(n), q0, n, V, P, ch.info.data());
+  ch.S.assign(n * P * P, T(0));
+  ch.S64.assign(n * P * P, 0.0);
+  tg.make(ch);
+  // at::index_select there.
+  ch.ea.resize(n * P * Dm);
+  ch.ec.resize(n * P * Dm);
+  for (int64_t q = 0; q < n; ++q) {
+    std::copy_n(e_hat.data() + ch.info[q] * P * Dm, P * Dm, ch.ea.data() + q * P * Dm);
+    std::copy_n(e_hat.data() + ch.info[n + q] * P * Dm, P * Dm, ch.ec.data() + q * P * Dm);
+  }
+  ch.t_lse_row.assign(n * P, T(0));
+  ch.t_lse_col.assign(n * P, T(0));
+  ch.t_sum_row.assign(n * P, 0.0);
+  ch.t_sum_col.assign(n * P, 0.0);
+  LAUNCH(target_row_stats_kernel<T>, per_row_launch(n * P), ch.S.data(), ch.S64.data(), n * P, P,
+         k.inv_tau_t, ch.t_lse_row.data(), ch.t_sum_row.data());
+  const int64_t slabs = col_slabs(P);
+  std::vector<T> pm(n * slabs * P), pz(n * slabs * P);
+  std::vector<double> ps(n * slabs * P);
+  LAUNCH(target_col_partial_kernel<T>, per_item_launch(n * slabs * P), ch.S.data(), ch.S64.data(), n,
+         P, slabs, k.inv_tau_t, pm.data(), pz.data(), ps.data());
+  LAUNCH(target_col_merge_kernel<T>, per_item_launch(n * P), pm.data(), pz.data(), ps.data(), n, P,
+         slabs, ch.t_lse_col.data(), ch.t_sum_col.data());
+  return ch;
+}
+
+// dots[q, i, j] = ea[q, r0 + i] . ec[q, j] (at::bmm on the GPU; a plain loop in the accumulation
+// dtype here).
+template <typename T>
+std::vector<T> tile_dots(const Chunk<T>& ch, int64_t r0, int64_t rows, int64_t P, int64_t D) {
+  std::vector<T> dots(ch.n * rows * P);
+  for (int64_t q = 0; q < ch.n; ++q)
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < P; ++j) {
+        T s = T(0);
+        for (int64_t d = 0; d < D; ++d)
+          s += ch.ea[(q * P + r0 + i) * D + d] * ch.ec[(q * P + j) * D + d];
+        dots[(q * rows + i) * P + j] = s;
+      }
+  return dots;
+}
 
 template <typename D, typename T>
 void run_loss(const std::string& dir, const Params& p) {
@@ -300,6 +230,7 @@ void run_loss(const std::string& dir, const Params& p) {
   const double tau_t = p.d("tau_t"), tau_p = p.d("tau_p"), min_overlap = p.d("min_overlap");
   const double grad_loss = p.d("grad_loss");
   const auto emb = read_array<T>(dir, "emb.bin", B * V * P * Dm);
+  const LossPlan plan = loss_plan(B, V, P, Dm, sizeof(T), from_depth);
 
   Targets<D, T> tg;
   tg.from_depth = from_depth;
@@ -328,27 +259,34 @@ void run_loss(const std::string& dir, const Params& p) {
     for (int64_t d = 0; d < Dm; ++d) e_hat[r * Dm + d] = emb[r * Dm + d] / den;
   }
   const LossConsts<T> k = loss_consts<T>(tau_t, tau_p, min_overlap);
-  const int64_t tile_rows = loss_tile_rows(P);
 
   // Forward.
+  const int64_t launches_before_fwd = g_launches;
   const int64_t nrow = B * V * V * P;
   std::vector<T> row_lse(nrow, T(0)), H(nrow, T(0));
   std::unique_ptr<bool[]> valid(new bool[nrow]());
-  std::vector<T> S;
-  std::vector<double> S64;
-  auto pair_rows = [&](int64_t b, int64_t a, int64_t c) { return ((b * V + a) * V + c) * P; };
-  auto emb_rows = [&](const std::vector<T>& e, int64_t b, int64_t a) {
-    return e.data() + (b * V + a) * P * Dm;
-  };
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t a = 0; a < V; ++a)
-      for (int64_t c = a + 1; c < V; ++c) {
-        tg.make(b, a, c, S, S64);
-        const int64_t ac = pair_rows(b, a, c), ca = pair_rows(b, c, a);
-        forward_pair<T>(S, S64, emb_rows(e_hat, b, a), emb_rows(e_hat, b, c), P, Dm, k, tile_rows,
-                        row_lse.data() + ac, H.data() + ac, valid.get() + ac, row_lse.data() + ca,
-                        H.data() + ca, valid.get() + ca);
-      }
+  for (int64_t q0 = 0; q0 < plan.pairs; q0 += plan.per_chunk) {
+    const int64_t n = std::min(plan.per_chunk, plan.pairs - q0);
+    const Chunk<T> ch = prepare_chunk(tg, e_hat, P, Dm, q0, n, k);
+    // Poisoned, as at::empty: the first tile must not read them.
+    std::vector<T> run_m(n * P, T(NAN)), run_z(n * P, T(NAN)), run_x(n * P, T(NAN));
+    const int64_t max_slabs = col_slabs(plan.tile_rows);
+    std::vector<T> pm(n * max_slabs * P), pz(n * max_slabs * P), px(n * max_slabs * P);
+    for (int64_t r0 = 0; r0 < P; r0 += plan.tile_rows) {
+      const int64_t rows = std::min(plan.tile_rows, P - r0), slabs = col_slabs(rows);
+      const std::vector<T> dots = tile_dots(ch, r0, rows, P, Dm);
+      LAUNCH(tile_rows_forward_kernel<T>, per_row_launch(n * rows), dots.data(), n, rows, r0, P,
+             ch.S.data(), ch.t_lse_row.data(), ch.t_sum_row.data(), ch.info.data(), k, row_lse.data(),
+             H.data(), valid.get());
+      LAUNCH(tile_cols_partial_kernel<T>, per_item_launch(n * slabs * P), dots.data(), n, rows, r0, P,
+             slabs, ch.S.data(), ch.t_lse_col.data(), k, pm.data(), pz.data(), px.data());
+      LAUNCH(tile_cols_merge_kernel<T>, per_item_launch(n * P), pm.data(), pz.data(), px.data(), n, P,
+             slabs, r0 == 0, r0 + rows == P, run_m.data(), run_z.data(), run_x.data(),
+             ch.t_sum_col.data(), ch.info.data(), k.min_overlap, row_lse.data(), H.data(),
+             valid.get());
+    }
+  }
+  const int64_t launches_fwd = g_launches - launches_before_fwd;
   int64_t num_valid = 0;
   double Hsum = 0;
   std::vector<uint8_t> valid_out(nrow);
@@ -360,15 +298,36 @@ void run_loss(const std::string& dir, const Params& p) {
   const double loss = Hsum / static_cast<double>(std::max<int64_t>(num_valid, 1));
 
   // Backward, with the forward's row_lse.
+  const int64_t launches_before_bwd = g_launches;
   std::vector<T> g_hat(emb.size(), T(0));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t a = 0; a < V; ++a)
-      for (int64_t c = a + 1; c < V; ++c) {
-        tg.make(b, a, c, S, S64);
-        backward_pair<T>(S, S64, emb_rows(e_hat, b, a), emb_rows(e_hat, b, c), P, Dm, k, tile_rows,
-                         row_lse.data() + pair_rows(b, a, c), row_lse.data() + pair_rows(b, c, a),
-                         g_hat.data() + (b * V + a) * P * Dm, g_hat.data() + (b * V + c) * P * Dm);
-      }
+  const int64_t np = pairs_per_sample(V), PD = P * Dm;
+  for (int64_t q0 = 0; q0 < plan.pairs; q0 += plan.per_chunk) {
+    const int64_t n = std::min(plan.per_chunk, plan.pairs - q0);
+    const Chunk<T> ch = prepare_chunk(tg, e_hat, P, Dm, q0, n, k);
+    std::vector<T> ga(n * PD, T(0)), gc(n * PD, T(0));
+    for (int64_t r0 = 0; r0 < P; r0 += plan.tile_rows) {
+      const int64_t rows = std::min(plan.tile_rows, P - r0);
+      const std::vector<T> dots = tile_dots(ch, r0, rows, P, Dm);
+      std::vector<T> G(n * rows * P);
+      LAUNCH(tile_grad_kernel<T>, elementwise_launch(n * rows * P), dots.data(), n, rows, r0, P,
+             ch.S.data(), ch.t_lse_row.data(), ch.t_sum_row.data(), ch.t_lse_col.data(),
+             ch.t_sum_col.data(), row_lse.data(), ch.info.data(), k, G.data());
+      // ga[q, r0 + i] += G[q, i] ec[q]; gc[q, j] += G[q, :, j]^T ea[q, tile] (baddbmm_ on the GPU).
+      for (int64_t q = 0; q < n; ++q)
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < P; ++j) {
+            const T gij = G[(q * rows + i) * P + j];
+            for (int64_t d = 0; d < Dm; ++d) {
+              ga[q * PD + (r0 + i) * Dm + d] += gij * ch.ec[q * PD + j * Dm + d];
+              gc[q * PD + j * Dm + d] += gij * ch.ea[q * PD + (r0 + i) * Dm + d];
+            }
+          }
+    }
+    const int64_t b_lo = q0 / np, nb = (q0 + n - 1) / np - b_lo + 1;
+    LAUNCH(scatter_grad_kernel<T>, elementwise_launch(nb * V * PD), ga.data(), gc.data(), q0, n, V,
+           PD, b_lo, nb, g_hat.data());
+  }
+  const int64_t launches_bwd = g_launches - launches_before_bwd;
   const T scale = static_cast<T>(grad_loss / (static_cast<double>(std::max<int64_t>(num_valid, 1)) * tau_p));
   for (auto& v : g_hat) v *= scale;
   // normalize_backward: (g - (g.e_hat) e_hat [|e| >= eps]) / max(|e|, eps).
@@ -384,6 +343,9 @@ void run_loss(const std::string& dir, const Params& p) {
   write_array(dir, "num_valid.bin", std::vector<int64_t>{num_valid});
   write_array(dir, "valid.bin", valid_out);
   write_array(dir, "grad.bin", g_hat);
+  // Kernel launches of the forward and the backward (not counting those made once per call before
+  // the chunk loop), and the plan's chunks.
+  write_array(dir, "launches.bin", std::vector<int64_t>{launches_fwd, launches_bwd, plan.chunks});
 }
 
 }  // namespace

@@ -3,8 +3,10 @@ csrc/cuda/device/compat.cuh, harness: harness.cpp) and compared with the CPU ops
 
 Counts (patch_overlap, num_valid, the valid rows) must match exactly; losses, row log-sum-exps and
 gradients to rounding. Cases as tests/ops: odd sizes, several blocks per depth map, partial warps,
-several row tiles, P^2 below and above the shared-memory threshold (8192 bins), stride > 1, invalid
-depth, min_overlap at and just below a row sum (the float64 validity rule). Negative controls build a
+several row tiles, P^2 below and above 8192 bins (one and several target-cell tiles of the shared
+histogram; P = 1024 in the slow set), stride > 1, invalid depth and an invalid view geometry, min_overlap
+at and just below a row sum (the float64 validity rule), chunks of view pairs that cross samples, and
+the driver's launch count for several (B, V). Negative controls build a
 copy of the device code with planted bugs and check that the comparison fails; sanitizer runs are
 marked slow. What the emulation cannot show (memory model outside barriers, FMA contraction, the
 ATen / cuBLAS host side) still needs a GPU run.
@@ -36,21 +38,21 @@ ABS_TOL, REL_TOL = 0.05, 0.05
 # (k, name, header, marked kernel, old text, new text).
 MUTANTS = [
     (1, "barrier removed", "reprojection.cuh", "pair_counts_kernel",
-     "  __syncthreads();\n  const int64_t start",
-     "  if (::hatch_emu::mutant() != 1) __syncthreads();\n  const int64_t start"),
+     "  __syncthreads();\n  const int32_t start",
+     "  if (::hatch_emu::mutant() != 1) __syncthreads();\n  const int32_t start"),
     (2, "half-warp sum", "common.cuh", "warp_sum",
      "for (int o = kWarpSize / 2;",
      "for (int o = (::hatch_emu::mutant() == 2 ? kWarpSize / 4 : kWarpSize / 2);"),
     (3, "cell off by one", "reprojection.cuh", "cell_valid_counts_kernel",
-     "const int64_t i = cell_of(r, c,",
-     "const int64_t i = cell_of(r, ::hatch_emu::mutant() == 3 ? min(c + 1, g.W - 1) : c,"),
+     "const int32_t i = cell_of32(r, c,",
+     "const int32_t i = cell_of32(r, ::hatch_emu::mutant() == 3 ? min(c + 1, W - 1) : c,"),
     (4, "> became >=", "loss.cuh", "tile_rows_forward_kernel",
-     "const bool valid = t_sum[gi] > k.min_overlap;",
-     "const bool valid = ::hatch_emu::mutant() == 4 ? t_sum[gi] >= k.min_overlap"
-     " : t_sum[gi] > k.min_overlap;"),
+     "const bool valid = t_sum[q * P + gi] > k.min_overlap;",
+     "const bool valid = ::hatch_emu::mutant() == 4 ? t_sum[q * P + gi] >= k.min_overlap"
+     " : t_sum[q * P + gi] > k.min_overlap;"),
     (5, "unzeroed histogram", "reprojection.cuh", "pair_counts_kernel",
-     "for (int64_t k = threadIdx.x; k < P * P; k += blockDim.x) hist[k] = 0;",
-     "for (int64_t k = threadIdx.x; k < P * P; k += blockDim.x) if (::hatch_emu::mutant() != 5) hist[k] = 0;"),
+     "for (int32_t k = threadIdx.x; k < bins; k += blockDim.x) hist[k] = 0;",
+     "for (int32_t k = threadIdx.x; k < bins; k += blockDim.x) if (::hatch_emu::mutant() != 5) hist[k] = 0;"),
     (6, "divergent barrier", "reprojection.cuh", "cell_valid_counts_kernel",
      "if (map >= maps) return;",
      "if (map >= maps || (::hatch_emu::mutant() == 6 && threadIdx.x == 7)) return;"),
@@ -60,17 +62,35 @@ MUTANTS = [
     # The validity rule before issue 14: row sum and min_overlap compared in the accumulation dtype.
     (8, "float32 validity", "loss.cuh", "tile_rows_forward_kernel",
      "const bool valid = ::hatch_emu::mutant() == 4 ?",
-     "const bool valid = ::hatch_emu::mutant() == 8 ? static_cast<T>(t_sum[gi]) >"
+     "const bool valid = ::hatch_emu::mutant() == 8 ? static_cast<T>(t_sum[q * P + gi]) >"
      " static_cast<T>(k.min_overlap) : ::hatch_emu::mutant() == 4 ?"),
     # A launch configuration a GPU refuses (blockDim.x > 1024): the shim's limits must say so.
     (9, "block of 2048 threads", "loss.cuh", None,
-     "  return {blocks_exact(P, kThreads), static_cast<unsigned int>(kThreads), 0};",
-     "  return {blocks_exact(P, kThreads), static_cast<unsigned int>(::hatch_emu::mutant() == 9 ? 2048"
-     " : kThreads), 0};"),
-    (8, "float32 validity", "loss.cuh", "cols_finalize_kernel",
-     "const bool valid = t_sum_col[j] > min_overlap;",
-     "const bool valid = ::hatch_emu::mutant() == 8 ? static_cast<T>(t_sum_col[j]) >"
-     " static_cast<T>(min_overlap) : t_sum_col[j] > min_overlap;"),
+     "  return {blocks_exact(items, kThreads), static_cast<unsigned int>(kThreads), 0};",
+     "  return {blocks_exact(items, kThreads), static_cast<unsigned int>(::hatch_emu::mutant() == 9 ?"
+     " 2048 : kThreads), 0};"),
+    (8, "float32 validity", "loss.cuh", "tile_cols_merge_kernel",
+     "const bool valid = t_sum_col[idx] > min_overlap;",
+     "const bool valid = ::hatch_emu::mutant() == 8 ? static_cast<T>(t_sum_col[idx]) >"
+     " static_cast<T>(min_overlap) : t_sum_col[idx] > min_overlap;"),
+    # New with the batched loss and the tiled histograms (issue 14):
+    # the leader of a warp-aggregated histogram update counts the other lanes but not itself.
+    (10, "dropped warp-aggregate lane", "common.cuh", "warp_aggregated_add",
+     "atomicAdd(&hist[bin], __popc(peers))",
+     "atomicAdd(&hist[bin], ::hatch_emu::mutant() == 10 ? __popc(peers & (peers - 1)) : __popc(peers))"),
+    # the two-stage column statistics merge a slab without rescaling the running sum.
+    (11, "column merge without rescale", "loss.cuh", "lse_merge",
+     "Z * exp_t(M - nm)",
+     "(::hatch_emu::mutant() == 11 ? Z : Z * exp_t(M - nm))"),
+    # the target-cell tiles of the pair histogram flushed to the first tile's cells.
+    (12, "target tile offset dropped", "reprojection.cuh", "pair_counts_kernel",
+     "atomicAdd(&out[(lo + k / w) * P + j0 + k % w], hist[k]);",
+     "atomicAdd(&out[(lo + k / w) * P + (::hatch_emu::mutant() == 12 ? 0 : j0) + k % w], hist[k]);"),
+    # the pair indexing of the batched grid: the chunk's scatter reads the wrong partner's pair.
+    (13, "pair index off by one", "common.cuh", None,
+     "  return b * pairs_per_sample(V) + a * (V - 1) - a * (a - 1) / 2 + (c - a - 1);",
+     "  return b * pairs_per_sample(V) + a * (V - 1) - a * (a - 1) / 2 + (c - a - 1) +"
+     " (::hatch_emu::mutant() == 13 && a > 0 ? 1 : 0);"),
 ]
 
 
@@ -157,8 +177,12 @@ OVERLAP_CASES = [
     (2, 3, 45, 53, 3, 5, 1, 0.15, 2, 1, F64),
     (1, 4, 29, 31, 4, 4, 2, 0.1, 1, 2, F32),  # stride 2, float32 depth
     (1, 3, 33, 27, 5, 2, 3, 0.05, 1, 4, F64),  # stride 3, non-square grid
-    # P = 100: P^2 = 10000 bins > 8192, the global-atomics path; 2400 pixels: several blocks.
+    # P = 100: P^2 = 10000 bins > 8192 (the global-atomics path before issue 14); a block's source
+    # range (5 cell rows, 50 cells) x 100 target cells fits; 2400 pixels: several blocks.
     (1, 2, 48, 50, 10, 10, 1, 0.1, 1, 5, F64),
+    # P = 256: 128 source cells per block, so 4 target-cell tiles of 64 (the tiled shared histogram).
+    (1, 2, 16, 128, 8, 32, 1, 0.1, 1, 6, F64),
+    (1, 2, 17, 130, 8, 32, 2, 0.1, 1, 7, F32),  # the same, stride 2, odd sizes, float32 depth
 ]
 
 
@@ -172,6 +196,31 @@ def test_patch_overlap_counts_exact(harness, B, V, H, W, gh, gw, stride, invalid
     assert torch.equal(out["den"], testing.cell_pixel_counts(s.depth, gh, gw, stride).to(torch.int32)
                        .reshape(B, V, gh * gw))
     assert out["counts"].sum() > 0
+
+
+@pytest.mark.slow
+def test_patch_overlap_P1024_tiled(harness):
+    """P = 1024 (32 x 32 cells of 2 x 2 pixels), a dense 4M-entry overlap: 16 target-cell tiles."""
+    s = testing.room_scene(1, 2, 64, 64, seed=8, invalid_fraction=0.05)
+    out = E.patch_overlap(harness, s.depth, s.K, s.cam_to_world, 32, 32, ABS_TOL, REL_TOL, 1)
+    assert torch.equal(out["M"], cpu_overlap(s, 32, 32, 1))
+    assert out["counts"].sum() > 0
+
+
+def test_invalid_view_geometry_overlaps_nothing(harness):
+    """pair_projections_kernel: a view the CPU op rejects (here a singular K) gets NaN projections, so
+    no pixel is visible from or in it; the other pairs are unchanged. (The CUDA ops cannot raise here
+    without a host synchronisation; the CPU op raises.)"""
+    s = testing.room_scene(1, 3, 29, 31, seed=2, invalid_fraction=0.1)
+    K = s.K.clone()
+    K[0, 2] = 0
+    with pytest.raises(ValueError, match="'K' is singular at sample 0, view 2"):
+        torch.ops.hatch.patch_overlap(s.depth, K, s.cam_to_world, 4, 4, ABS_TOL, REL_TOL, 1)
+    out = E.patch_overlap(harness, s.depth, K, s.cam_to_world, 4, 4, ABS_TOL, REL_TOL, 1)
+    M = cpu_overlap(s, 4, 4, 1)
+    assert M[0, 0, 2].sum() > 0 and M[0, 2, 0].sum() > 0
+    assert torch.equal(out["M"][0, :2, :2], M[0, :2, :2])
+    assert out["M"][0, 2].abs().sum() == 0 and out["M"][0, :, 2].abs().sum() == 0
 
 
 # ---------------------------------------------------------------------------------- soft_infonce
@@ -243,6 +292,63 @@ def test_patch_align_matches_cpu(harness, monkeypatch, B, V, H, W, gh, gw, strid
     assert out["num_valid"].item() > 0
 
 
+# ------------------------------------------------------------------------------ chunked pair grid
+# (B, V, chunk pairs): chunks that cross samples and a last, partial chunk.
+CHUNK_CASES = [(2, 3, 4), (3, 4, 5), (1, 5, 3)]
+
+
+@pytest.mark.parametrize("B,V,chunk", CHUNK_CASES)
+def test_soft_infonce_chunked(harness, monkeypatch, B, V, chunk):
+    monkeypatch.setenv("HATCH_LOSS_TILE_ROWS", "4")
+    P, D = 11, 3
+    ov = sparse_overlap(B, V, P, seed=B + V)
+    emb = randn(B, V, P, D, seed=chunk)
+    out = E.soft_infonce(harness, emb, ov, TAU_T, TAU_P, 0.05, grad_loss=0.9,
+                         env={"HATCH_LOSS_CHUNK_PAIRS": str(chunk)})
+    pairs = B * V * (V - 1) // 2
+    assert out["launches"][2].item() == -(-pairs // chunk)
+    cpu = cpu_loss_grad(torch.ops.hatch.soft_infonce, emb, ov, TAU_T, TAU_P, 0.05, grad_loss=0.9)
+    assert_loss_matches(out, cpu, emb, R.valid_rows(ov, 0.05))
+
+
+def test_patch_align_chunked(harness):
+    B, V, gh, gw, D = 2, 3, 3, 4, 4
+    s = testing.room_scene(B, V, 23, 29, seed=9, invalid_fraction=0.1)
+    emb = randn(B, V, gh * gw, D, seed=10)
+    args = (s.depth, s.K, s.cam_to_world, gh, gw, TAU_T, TAU_P, ABS_TOL, REL_TOL, 1, 0.05)
+    out = E.patch_align(harness, emb, *args, env={"HATCH_LOSS_CHUNK_PAIRS": "4"})
+    assert out["launches"][2].item() == 2
+    assert_loss_matches(out, cpu_loss_grad(torch.ops.hatch.patch_align, emb, *args), emb)
+    assert out["num_valid"].item() > 0
+
+
+@pytest.mark.parametrize("mode", ["overlap", "depth"])
+def test_launch_count_independent_of_B_and_V(harness, mode):
+    """The replayed driver's kernel launches (forward, backward) are the same for (B, V) = (1, 2),
+    (2, 4), (4, 8): one chunk holds all the pairs, and every launch covers all of them. With one pair
+    per chunk they grow with the pairs, as the plan says (loss.cuh: loss_plan)."""
+    counts, per_pair = [], []
+    for B, V in [(1, 2), (2, 4), (4, 8)]:
+        P, D = 6, 3
+        emb = randn(B, V, P, D, seed=B)
+        if mode == "overlap":
+            ov = sparse_overlap(B, V, P, seed=V)
+            run = lambda env: E.soft_infonce(harness, emb, ov, TAU_T, TAU_P, 0.05, env=env)
+        else:
+            s = testing.room_scene(B, V, 9, 11, seed=V)
+            run = lambda env: E.patch_align(harness, emb, s.depth, s.K, s.cam_to_world, 2, 3, TAU_T,
+                                            TAU_P, ABS_TOL, REL_TOL, 1, 0.05, env=env)
+        out = run({})
+        assert out["launches"][2].item() == 1
+        counts.append(tuple(out["launches"][:2].tolist()))
+        if B == 2:
+            one = run({"HATCH_LOSS_CHUNK_PAIRS": "1"})["launches"]
+            per_pair.append((one[0].item(), one[1].item(), one[2].item()))
+    assert counts[0] == counts[1] == counts[2], counts
+    fwd, bwd, chunks = per_pair[0]
+    assert chunks == 2 * 4 * 3 // 2 and (fwd, bwd) == (chunks * counts[0][0], chunks * counts[0][1])
+
+
 @pytest.mark.slow
 def test_soft_infonce_large_P(harness, monkeypatch):
     """P = 300: two blocks for the per-column kernels (256 threads each, the second partly idle), 38
@@ -302,9 +408,29 @@ def _threshold_check_f32_below(exe, env):
     _threshold_check(exe, env, dtype=F32, below=True)
 
 
+def _tiled_overlap_check(exe, env):
+    """P = 256 (8 x 32 cells of 2 x 4 pixels): a block's 1024 pixels span 4 cell rows (128 source
+    cells), so the pair histogram runs in 4 target-cell tiles of 64."""
+    s = testing.room_scene(1, 2, 16, 128, seed=6, invalid_fraction=0.1)
+    out = E.patch_overlap(exe, s.depth, s.K, s.cam_to_world, 8, 32, ABS_TOL, REL_TOL, 1, env=env)
+    assert torch.equal(out["M"], cpu_overlap(s, 8, 32, 1))
+
+
+def _chunked_loss_check(exe, env):
+    """B = 2, V = 4 in chunks of 5 pairs: chunks cross samples, so g_hat gathers a view's gradient
+    from two chunks and pair_index must find each partner's pair."""
+    B, V, P, D = 2, 4, 9, 3
+    ov = sparse_overlap(B, V, P, seed=11)
+    emb = randn(B, V, P, D, seed=12)
+    out = E.soft_infonce(exe, emb, ov, TAU_T, TAU_P, 0.05, env=dict(env, HATCH_LOSS_CHUNK_PAIRS="5"))
+    assert_loss_matches(out, cpu_loss_grad(torch.ops.hatch.soft_infonce, emb, ov, TAU_T, TAU_P, 0.05),
+                        emb)
+
+
 CHECK_OF_MUTANT = {1: _overlap_check, 2: _loss_check, 3: _overlap_check, 4: _threshold_check,
                    5: _overlap_check, 6: _overlap_check, 7: _loss_check,
-                   8: _threshold_check_f32_below, 9: _loss_check}
+                   8: _threshold_check_f32_below, 9: _loss_check, 10: _overlap_check,
+                   11: _loss_check, 12: _tiled_overlap_check, 13: _chunked_loss_check}
 
 
 def test_mutant_build_unmutated_passes(builds):

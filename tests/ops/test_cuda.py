@@ -9,7 +9,8 @@ with a CUDA toolkit and a CUDA torch; scripts/gpu_check.sh does it and records t
 with the reason otherwise. Covers: values and gradients of every op on random room scenes with odd
 sizes, non-square grids, invalid depth, occluders and stride > 1; the online column statistics across
 many row tiles (HATCH_LOSS_TILE_ROWS); run-to-run determinism; the low-precision rule; outputs fully
-written over poisoned memory; torch.library.opcheck; and the memory of a dense problem.
+written over poisoned memory; torch.library.opcheck; the memory of a dense problem; a launch count
+(torch.profiler) that does not depend on B and V; and forward + backward captured in a CUDA graph.
 """
 from __future__ import annotations
 
@@ -430,3 +431,107 @@ def test_dense_problem_memory_bound_and_values():
     ref.backward()
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(x.grad, xr.grad, rtol=1e-3, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- launch count
+def _kernel_launches(fn) -> tuple[int, list[str]]:
+    """Kernels (and memset / memcpy operations) on the GPU while fn() runs, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = sorted(e.name for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    return len(names), names
+
+
+def _loss_step(op, B, V, seed=30):
+    """forward + backward of op ('soft_infonce' / 'patch_align') at (B, V), P = 12, as a closure."""
+    s = scene(B=B, V=V, H=13, W=17, seed=seed)
+    d, K, T = geometry(s, CUDA)
+    emb = randn(B, V, 12, 8, seed=seed + 1).to(torch.float32).to(CUDA)
+    if op == "soft_infonce":
+        M = OPS.patch_overlap(d, K, T, 3, 4, ABS_TOL, REL_TOL, 1)
+        fwd = lambda x: OPS.soft_infonce(x, M, TAU_T, TAU_P, 0.0)
+    else:
+        fwd = lambda x: OPS.patch_align(x, d, K, T, 3, 4, TAU_T, TAU_P, ABS_TOL, REL_TOL, 1, 0.0)
+
+    def step(x=emb):
+        x = x.detach().requires_grad_()
+        loss, _, _ = fwd(x)
+        (g,) = torch.autograd.grad(loss, x)
+        return loss.detach(), g
+
+    return step, emb
+
+
+@pytest.mark.parametrize("op", ["soft_infonce", "patch_align"])
+def test_launch_count_independent_of_B_and_V(op):
+    """Forward + backward make the same number of GPU launches for (B, V) = (1, 2), (2, 4), (4, 8):
+    every kernel and batched GEMM covers all view pairs of a chunk, and these sizes are one chunk
+    (csrc/cuda/device/loss.cuh: loss_plan). Before issue 14 the host looped over (sample, pair) with
+    ~8 + 3 tiles launches each. (If this fails on a new cuBLAS, compare the names: a GEMM heuristic
+    that splits K for one batch size adds a kernel without the pair loop coming back.)"""
+    counts = {}
+    for B, V in [(1, 2), (2, 4), (4, 8)]:
+        step, _ = _loss_step(op, B, V)
+        step()  # warm-up: cuBLAS handles, allocator
+        counts[(B, V)] = _kernel_launches(step)
+    sizes = {k: v[0] for k, v in counts.items()}
+    assert len(set(sizes.values())) == 1, (sizes, {k: v[1] for k, v in counts.items()})
+
+
+# ---------------------------------------------------------------------------------- CUDA graphs
+@pytest.mark.parametrize("op", ["soft_infonce", "patch_align"])
+def test_cuda_graph_capture_and_replay(op):
+    """Forward + backward captured in a CUDA graph (no host synchronisation, no host reads of device
+    data: K and the poses become projections on the device) and replayed on new embeddings equal
+    eager runs bit for bit."""
+    step, emb = _loss_step(op, 2, 3, seed=31)
+    static_x = emb.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up on a side stream, as torch.cuda.graphs asks
+            step(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss, static_grad = step(static_x)
+    for seed in (32, 33):
+        new = randn(*emb.shape, seed=seed).to(torch.float32).to(CUDA)
+        static_x.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        loss, grad = step(new)
+        assert torch.equal(static_loss, loss)
+        assert torch.equal(static_grad, grad)
+
+
+# ------------------------------------------------------------------------------ geometry errors
+@pytest.mark.parametrize("op", ["patch_overlap", "patch_align"])
+@pytest.mark.parametrize("bad", ["singular K", "non-finite pose"])
+def test_bad_geometry_raises_the_cpu_message(op, bad):
+    """Outside graph capture the CUDA ops check K and the poses on the host exactly as the CPU ops do
+    (csrc/cuda/reprojection.cuh): same error type, same message."""
+    s = scene(B=1, V=2, H=13, W=17, seed=40)
+    K, T = s.K.clone(), s.cam_to_world.clone()
+    if bad == "singular K":
+        K[0, 1] = 0.0
+    else:
+        T[0, 0, 0, 3] = float("nan")
+    emb = randn(1, 2, 12, 8, seed=41)
+
+    def call(device):
+        d, k, t = s.depth.to(device), K.to(device), T.to(device)
+        if op == "patch_overlap":
+            return OPS.patch_overlap(d, k, t, 3, 4, ABS_TOL, REL_TOL, 1)
+        return OPS.patch_align(emb.to(device), d, k, t, 3, 4, TAU_T, TAU_P, ABS_TOL, REL_TOL, 1, 0.0)
+
+    with pytest.raises(ValueError) as cpu_err:
+        call("cpu")
+    with pytest.raises(ValueError) as cuda_err:
+        call(CUDA)
+    assert str(cuda_err.value).splitlines()[0] == str(cpu_err.value).splitlines()[0]

@@ -102,8 +102,8 @@ struct CountsArgs {
 // cam_to_world [B, V, 4, 4] (float64, contiguous, on the device), one thread per (b, a, c). A view that
 // fails the CPU's checks (geometry.h: view_geometry_valid) gets NaN projections to and from it: none of
 // its pixels is visible anywhere, so its overlaps are 0 (the CPU op raises instead; raising here would
-// need a host synchronisation).
-__global__ void pair_projections_kernel(const double* __restrict__ K, const double* __restrict__ T,
+// need a host synchronisation). static: a non-template kernel in a header included by two .cu files.
+static __global__ void pair_projections_kernel(const double* __restrict__ K, const double* __restrict__ T,
                                         int64_t B, int64_t V, double* __restrict__ proj) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * V * V) return;
