@@ -6,6 +6,8 @@ registers autograd and fake-tensor support, so the ops work in training and unde
     hatch_ext.ops        documented Python functions (patch_overlap, cell_similarity, soft_infonce,
                          patch_align)
     hatch_ext.reference  the naive, vectorised PyTorch version of the same math (tests, benchmarks)
+    hatch_ext.scenes     exact-depth toy rooms (depth, K, poses) for examples, tests and benchmarks
+    hatch_ext.testing    test helpers (re-exports the scenes)
 """
 from ._library import build_info, has_cuda_kernels, load as _load
 from ._library import register_missing_cuda_kernels as _register_missing_cuda_kernels

@@ -210,7 +210,8 @@ def bench_train(root: Path, out: Path, cache: Path, num_train: int, steps: int) 
     cfg = {"model": {"path": "tiny", "max_pixels": 128 * 28 * 28}, "output_dir": str(run_dir), "stages": ["pasta"],
            "data": {"kind": "spar", "path": str(root), "tasks": ["multi_view"], "num_train": num_train,
                     "num_eval": 16, "index_cache": str(cache), "num_workers": 2},
-           "pasta": {"max_steps": steps, "batch_size": 8, "logging_steps": 1, "plot": False, "warmup_steps": 0}}
+           "pasta": {"max_steps": steps, "per_device_train_batch_size": 8, "logging_steps": 1, "plot": False,
+                     "warmup_steps": 0}}
     path = out / f"train_{num_train}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

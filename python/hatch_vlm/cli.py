@@ -2,6 +2,7 @@
 
     hatch-vlm demo                      the whole recipe on synthetic data with the tiny model (this machine)
     hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
+    hatch-vlm pasta --tiny --output-dir DIR [...]   the PaStA stage alone, metrics printed as JSON
     hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|synthetic --data PATH
     hatch-vlm data synth / hatch-vlm data show
 """
@@ -24,6 +25,54 @@ def _cmd_train(args) -> int:
 
     run_from_file(args.config)
     shutdown()      # under `accelerate launch`: leave the process group cleanly (see shutdown)
+    return 0
+
+
+# PastaConfig fields the `pasta` command sets, with their types (the rest keep PastaConfig's defaults)
+_PASTA_OPTIONS = (("num_train", int), ("num_eval", int), ("image_size", int), ("views", int),
+                  ("max_steps", int), ("per_device_train_batch_size", int), ("gradient_accumulation_steps", int), ("grid", int),
+                  ("learning_rate", float), ("max_seconds", float), ("save_steps", int), ("stride", int))
+
+
+def _add_pasta(sub) -> None:
+    p = sub.add_parser("pasta", help="run the PaStA stage alone and print its metrics as JSON",
+                       description="Run the PaStA stage (on a freshly built tiny model with --tiny), e.g. "
+                                   "`hatch-vlm pasta --tiny --output-dir runs/pasta --max-seconds 300`, and "
+                                   "print the metrics as JSON. Options left out keep PastaConfig's defaults.")
+    p.add_argument("--model-dir", help="saved Qwen2.5-VL directory (or use --tiny)")
+    p.add_argument("--tiny", action="store_true", help="build the tiny model into OUTPUT_DIR/tiny first")
+    p.add_argument("--output-dir", required=True)
+    for name, kind in _PASTA_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--tune", choices=("full", "lora"), default=None)
+    p.add_argument("--data", choices=("auto", "synthetic", "toy_room"), default=None)
+    p.set_defaults(func=_cmd_pasta, parser_error=p.error)
+
+
+def _cmd_pasta(args) -> int:
+    """Runs the stage; the main process prints its metrics as JSON."""
+    import json
+    from pathlib import Path
+
+    from hatch_vlm.pasta.config import PastaConfig
+    from hatch_vlm.pasta.stage import run_pasta_stage
+    from hatch_vlm.utils.distributed import init_distributed, is_main, on_main, shutdown
+
+    if not args.tiny and not args.model_dir:
+        args.parser_error("give --model-dir or --tiny")
+    init_distributed()          # no-op without a launcher
+    model_dir = args.model_dir
+    if args.tiny:
+        from hatch_vlm.models.tiny import build_tiny_model
+
+        # one rank builds it, the others wait for it
+        model_dir = on_main(lambda: str(build_tiny_model(Path(args.output_dir) / "tiny")))
+    overrides = {name: getattr(args, name) for name in ("tune", "data", *(n for n, _ in _PASTA_OPTIONS))
+                 if getattr(args, name) is not None}
+    results = run_pasta_stage(PastaConfig(model_dir=model_dir, output_dir=args.output_dir, **overrides))
+    if is_main():
+        print(json.dumps(results, indent=2))
+    shutdown()          # under `accelerate launch`: leave the process group cleanly
     return 0
 
 
@@ -82,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_train(sub)
+    _add_pasta(sub)
     _add_eval(sub)
     try:
         from hatch_vlm.data.cli import register as register_data

@@ -1,4 +1,5 @@
-"""Camera geometry helpers shared by the data, PaStA and ActoR code (numpy, float64).
+"""Camera geometry helpers shared by the data, PaStA and ActoR code (numpy, float64): the one home of the
+viewer model and of its motion type.
 
 Conventions (docs/design.md): OpenCV camera axes (x right, y down, z forward); poses are camera-to-world
 4x4 matrices; K in pixels, pixel (r, c) centred at (u, v) = (c, r); depth is z-depth in metres. World
@@ -6,22 +7,30 @@ Conventions (docs/design.md): OpenCV camera axes (x right, y down, z forward); p
 
 A *viewer* (ActoR's action model) has a position, a yaw about world up and a pitch, and no roll:
 
-* ``yaw``: heading angle in the horizontal plane, radians, counter-clockwise seen from above (so a
-  positive change is a turn to the *left*). Measured in the horizontal basis ``(e1, e2)`` of
-  :func:`up_basis` (for up = +z: e1 = +x, e2 = +y, yaw 0 faces +x).
-* ``pitch``: elevation of the viewing direction above the horizontal, radians (positive looks up).
+* yaw: heading angle in the horizontal plane, counter-clockwise seen from above (so a positive change is
+  a turn to the *left*). Measured in the horizontal basis ``(e1, e2)`` of :func:`up_basis` (for up = +z:
+  e1 = +x, e2 = +y, yaw 0 faces +x).
+* pitch: elevation of the viewing direction above the horizontal (positive looks up).
+
+Units: lengths are metres everywhere. The pose-level functions (`yaw_pitch`, `pose_from_yaw_pitch`,
+`heading`, `wrap_radians`) work in radians, as numpy's trigonometry does. A :class:`Motion` holds its angles
+in **degrees** (`yaw_deg`, `pitch_deg`), the unit of the ActoR action text, the rewards and the questions:
+`relative_motion` converts once from radians, `compose_motion` back, and nothing else converts.
 
 Public functions:
     validate_pose, validate_poses, validate_intrinsics  -> raise ValueError naming what is wrong
     normalize_up, up_basis                               -> world-up handling
     relative_pose(T_a, T_b)                              -> pose of b in a's camera frame
     yaw_pitch(T, up), pose_from_yaw_pitch(pos, yaw, pitch, up), look_at(eye, target, up)
-    relative_motion(T_a, T_b, up) / compose_motion(T_a, motion, up)  -> viewer-frame motion and back
-    intrinsics(size, fov_deg), unproject_depth, project_points, transform_points
+    relative_motion(T_a, T_b, up) / compose_motion(T_a, motion, up)  -> viewer-frame Motion and back
+    wrap_radians, wrap_degrees                           -> angles into (-pi, pi] / (-180, 180]
+    intrinsics(size, fov_deg), unproject_depth, project_points, transform_points, reproject, visible_in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -166,31 +175,53 @@ def look_at(eye, target, up=UP_Z) -> np.ndarray:
     return pose_from_yaw_pitch(eye, yaw, pitch, up)
 
 
-def wrap_angle(a):
-    """Wrap radians into (-pi, pi]."""
+def wrap_radians(a):
+    """Wrap radians into (-pi, pi] (numpy, element-wise)."""
     return -((-np.asarray(a) + np.pi) % (2 * np.pi) - np.pi)
 
 
-@dataclass
+def wrap_degrees(a: float) -> float:
+    """Wrap one angle in degrees into (-180, 180]."""
+    a = math.fmod(a, 360.0)
+    if a <= -180.0:
+        a += 360.0
+    elif a > 180.0:
+        a -= 360.0
+    return a
+
+
+@dataclass(frozen=True)
 class Motion:
-    """Motion of a viewer from pose a to pose b, in a's horizontal frame (no roll).
+    """Motion of a roll-free viewer from pose a to pose b, in a's horizontal frame.
 
     forward, left: horizontal displacement along a's heading and to its left (metres);
-    up: displacement along world up (metres); yaw: heading change b - a (radians, + = turned left);
-    pitch: pitch of b minus pitch of a (radians, + = looks more up)."""
+    up: displacement along world up (metres);
+    yaw_deg: heading change b - a (degrees, wrapped to (-180, 180]; + = turned left);
+    pitch_deg: pitch of b minus pitch of a (degrees; + = looks more up).
+
+    As a list ([forward, left, up, yaw_deg, pitch_deg]) it is the `gold_motions` column of ActoR's data."""
     forward: float
     left: float
     up: float
-    yaw: float
-    pitch: float
+    yaw_deg: float
+    pitch_deg: float
 
     @property
     def distance(self) -> float:
         return float(np.sqrt(self.forward ** 2 + self.left ** 2 + self.up ** 2))
 
+    def as_list(self) -> list[float]:
+        return [self.forward, self.left, self.up, self.yaw_deg, self.pitch_deg]
+
+    @classmethod
+    def from_list(cls, values: Sequence[float]) -> "Motion":
+        if len(values) != 5:
+            raise ValueError(f"a motion needs 5 numbers (forward, left, up, yaw_deg, pitch_deg), got {len(values)}")
+        return cls(*(float(v) for v in values))
+
 
 def relative_motion(T_a, T_b, up=UP_Z) -> Motion:
-    """Viewer-frame motion that takes camera a to camera b (see :class:`Motion`)."""
+    """Viewer-frame motion that takes camera a to camera b (see :class:`Motion`; roll is ignored)."""
     T_a = np.asarray(T_a, dtype=np.float64)
     T_b = np.asarray(T_b, dtype=np.float64)
     _, _, u = up_basis(up)
@@ -199,8 +230,10 @@ def relative_motion(T_a, T_b, up=UP_Z) -> Motion:
     d = T_b[:3, 3] - T_a[:3, 3]
     h_f = heading(yaw_a, up)
     h_l = np.cross(u, h_f)
+    # radians -> degrees here, once (the wrap in radians first, as this function always did)
     return Motion(forward=float(d.dot(h_f)), left=float(d.dot(h_l)), up=float(d.dot(u)),
-                  yaw=float(wrap_angle(yaw_b - yaw_a)), pitch=float(pitch_b - pitch_a))
+                  yaw_deg=wrap_degrees(math.degrees(float(wrap_radians(yaw_b - yaw_a)))),
+                  pitch_deg=math.degrees(float(pitch_b - pitch_a)))
 
 
 def compose_motion(T_a, m: Motion, up=UP_Z) -> np.ndarray:
@@ -211,7 +244,7 @@ def compose_motion(T_a, m: Motion, up=UP_Z) -> np.ndarray:
     h_f = heading(yaw_a, up)
     h_l = np.cross(u, h_f)
     pos = T_a[:3, 3] + m.forward * h_f + m.left * h_l + m.up * u
-    return pose_from_yaw_pitch(pos, yaw_a + m.yaw, pitch_a + m.pitch, up)
+    return pose_from_yaw_pitch(pos, yaw_a + math.radians(m.yaw_deg), pitch_a + math.radians(m.pitch_deg), up)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,11 +308,22 @@ def reproject(depth_a, K_a, T_a, K_b, T_b) -> tuple[np.ndarray, np.ndarray, np.n
     return rows, cols, z
 
 
-def visible_in(depth_a, K_a, T_a, depth_b, K_b, T_b, abs_tol: float = 0.05,
-               rel_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def visible_in(depth_a, K_a, T_a, depth_b, K_b, T_b, abs_tol: float | None = None,
+               rel_tol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-pixel visibility of view a's pixels in view b (docs/design.md's test, nearest-pixel lookup).
 
+    Why a numpy twin of the op's test exists: the synthetic data generator checks candidate camera layouts
+    with it (`hatch_vlm.data.synthetic.overlap_ok`) on numpy renders, per pixel, without torch; switching it
+    to `hatch_ext.ops.patch_overlap` could decide boundary pixels differently and so change generated data.
+    The tolerances are not a second rule: left as None they are the ops' own defaults
+    (`hatch_ext.ops.ABS_TOL` / `REL_TOL`, imported only when needed: loading the ops loads torch).
+
     Returns (visible `[H, W]` bool, rows, cols, z) with rows/cols/z as in :func:`reproject`."""
+    if abs_tol is None or rel_tol is None:
+        from hatch_ext.ops import ABS_TOL, REL_TOL
+
+        abs_tol = ABS_TOL if abs_tol is None else abs_tol
+        rel_tol = REL_TOL if rel_tol is None else rel_tol
     rows, cols, z = reproject(depth_a, K_a, T_a, K_b, T_b)
     depth_b = np.asarray(depth_b, dtype=np.float64)
     land = rows >= 0

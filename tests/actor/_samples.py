@@ -5,7 +5,7 @@ images whose colour encodes the view, and a two-option question answerable from 
 """
 import numpy as np
 
-from hatch_vlm.actor.actions import relative_motion
+from hatch_vlm.geometry import relative_motion
 from hatch_vlm.data.record import Sample
 
 from ._poses import look_pose

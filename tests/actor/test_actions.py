@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hatch_vlm.actor.actions import (Action, PairActions, compose_actions, format_action, format_completion,
-                                 format_pair, parse_action, parse_completion, parse_pair, relative_motion,
-                                 teacher_actions, teacher_pairs, wrap_degrees)
+                                     format_pair, parse_action, parse_completion, parse_pair, teacher_actions,
+                                     teacher_pairs)
+from hatch_vlm.geometry import relative_motion, wrap_degrees
 
 from ._poses import look_pose
 
@@ -17,12 +18,12 @@ UPS = [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0), (1.0, 2.0, -0.5)]
 def test_relative_motion_by_hand():
     # Facing +x at (1, 2, 3) -> at (1, 4, 2) facing -x, looking 10 deg down: the target is 2 m to the left.
     m = relative_motion(look_pose([1, 2, 3], 0, 0), look_pose([1, 4, 2], 180, -10))
-    assert (m.forward, m.left, m.up, abs(m.yaw), m.pitch) == pytest.approx((0, 2, -1, 180, -10), abs=1e-9)
+    assert (m.forward, m.left, m.up, abs(m.yaw_deg), m.pitch_deg) == pytest.approx((0, 2, -1, 180, -10), abs=1e-9)
     # Facing +y (yaw 90): a point at +x is to the right, and yaw is measured against the start heading.
     m = relative_motion(look_pose([0, 0, 0], 90, 5), look_pose([3, 0, 0], 60, 5))
-    assert (m.forward, m.left, m.up, m.yaw, m.pitch) == pytest.approx((0, -3, 0, -30, 0), abs=1e-9)
+    assert (m.forward, m.left, m.up, m.yaw_deg, m.pitch_deg) == pytest.approx((0, -3, 0, -30, 0), abs=1e-9)
     # The OpenCV identity camera looks along world +z: with up = -y (a y-down world) it looks horizontally.
-    assert relative_motion(np.eye(4), look_pose([0, 0, 1], 0, 0, (0, -1, 0)), (0, -1, 0)).pitch == \
+    assert relative_motion(np.eye(4), look_pose([0, 0, 1], 0, 0, (0, -1, 0)), (0, -1, 0)).pitch_deg == \
         pytest.approx(0.0, abs=1e-9)
 
 
@@ -65,7 +66,7 @@ def test_composed_teacher_actions_give_relative_motion(p1, p2, y1, y2, q1, q2, u
     Ti, Tj = look_pose(p1, y1, q1, up), look_pose(p2, y2, q2, up)
     rel = relative_motion(Ti, Tj, up)
     # The relative motion itself is right: yaw / pitch differences and the displacement's length.
-    assert abs(wrap_degrees(rel.yaw - (y2 - y1))) < 1e-6 and rel.pitch == pytest.approx(q2 - q1, abs=1e-6)
+    assert abs(wrap_degrees(rel.yaw_deg - (y2 - y1))) < 1e-6 and rel.pitch_deg == pytest.approx(q2 - q1, abs=1e-6)
     assert math.dist((0, 0, 0), (rel.forward, rel.left, rel.up)) == pytest.approx(math.dist(p1, p2), abs=1e-6)
     actions = teacher_actions(Ti, Tj, up)
     for a in actions:
@@ -76,14 +77,14 @@ def test_composed_teacher_actions_give_relative_motion(p1, p2, y1, y2, q1, q2, u
     tol_pos = 0.05 + horiz * math.sin(math.radians(0.5)) + 1e-9     # length rounding + heading rounding
     assert math.hypot(got.forward - rel.forward, got.left - rel.left) <= tol_pos
     assert abs(got.up - rel.up) <= 0.05 + 1e-9
-    assert abs(wrap_degrees(got.yaw - rel.yaw)) <= 0.5 + 1e-9
-    assert abs(got.pitch - rel.pitch) <= 0.5 + 1e-9
+    assert abs(wrap_degrees(got.yaw_deg - rel.yaw_deg)) <= 0.5 + 1e-9
+    assert abs(got.pitch_deg - rel.pitch_deg) <= 0.5 + 1e-9
 
 
 def test_compose_by_hand():
     m = compose_actions([Action("turn", "left", 90), Action("move", "forward", 2), Action("move", "down", 1),
                          Action("turn", "right", 270), Action("turn", "up", 10)])
-    assert (m.forward, m.left, m.up, m.yaw, m.pitch) == pytest.approx((0, 2, -1, 180, 10), abs=1e-12)
+    assert (m.forward, m.left, m.up, m.yaw_deg, m.pitch_deg) == pytest.approx((0, 2, -1, 180, 10), abs=1e-12)
 
 
 def _action():

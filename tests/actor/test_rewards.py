@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch_vlm.actor.actions import (Action, PairActions, RelativeMotion, compose_actions, format_completion,
-                                 teacher_pairs)
+from hatch_vlm.actor.actions import Action, PairActions, compose_actions, format_completion, teacher_pairs
 from hatch_vlm.actor.rewards import (action_reward, answer_reward, format_reward, make_action_reward,
-                                 motion_score)
+                                     motion_score)
+from hatch_vlm.geometry import Motion
 
 from ._poses import look_pose
 
@@ -71,11 +71,11 @@ def test_action_reward_strictly_decreases_with_noise():
 
 
 def test_motion_score_formula():
-    g = RelativeMotion(1.0, 0.0, 0.0, 30.0, 0.0)
+    g = Motion(1.0, 0.0, 0.0, 30.0, 0.0)
     assert motion_score(g, g) == 1.0
-    assert motion_score(RelativeMotion(1.5, 0.0, 0.0, 30.0, 0.0), g) == pytest.approx(math.exp(-1))
+    assert motion_score(Motion(1.5, 0.0, 0.0, 30.0, 0.0), g) == pytest.approx(math.exp(-1))
     # yaw wraps: -170 vs 170 is 20 deg apart; pitch adds
-    assert motion_score(RelativeMotion(1, 0, 0, -170, 5), RelativeMotion(1, 0, 0, 170, 0),
+    assert motion_score(Motion(1, 0, 0, -170, 5), Motion(1, 0, 0, 170, 0),
                         sigma_ang=25) == pytest.approx(math.exp(-1))
     wide = make_action_reward(sigma_pos=2.0)
     off = format_completion([PairActions(0, 1, (Action("move", "forward", 1.0),))], "A")

@@ -26,6 +26,7 @@ import hatch_vlm.data.lazy as lazy
 from hatch_vlm.data import mindcube, mmsi, spar
 from hatch_vlm.data.common import DataError
 from hatch_vlm.data.lazy import LazyImages, LazySamples
+from hatch_vlm.scoring.official import mmsi as official_mmsi
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 MINDCUBE_DATA = FIXTURES / "mindcube" / "data"
@@ -422,7 +423,7 @@ def test_mmsi_published_parquet(mmsi_file, decodes):
 def test_mmsi_question_types_both_dashes():
     for dash in ("–", "-"):
         for pair in ("Cam.{}Cam.", "Obj.{}Obj.", "Reg.{}Reg.", "Cam.{}Obj.", "Obj.{}Reg.", "Cam.{}Reg."):
-            assert mmsi.category_of(f"Positional Relationship ({pair.format(dash)})") == "Positional"
-    assert mmsi.category_of("Attribute (Meas.)") == mmsi.category_of("Attribute (Appr.)") == "Attribute"
-    assert mmsi.category_of("Motion (Cam.)") == mmsi.category_of("Motion (Obj.)") == "Motion"
-    assert mmsi.category_of("MSR") == "MSR"
+            assert official_mmsi.family(f"Positional Relationship ({pair.format(dash)})") == "Positional"
+    assert official_mmsi.family("Attribute (Meas.)") == official_mmsi.family("Attribute (Appr.)") == "Attribute"
+    assert official_mmsi.family("Motion (Cam.)") == official_mmsi.family("Motion (Obj.)") == "Motion"
+    assert official_mmsi.family("MSR") == "MSR"

@@ -23,7 +23,7 @@ def test_yaw_pitch_round_trip_and_left_is_positive():
     yaw, pitch = geo.yaw_pitch(T)
     assert math.degrees(yaw) == pytest.approx(90) and math.degrees(pitch) == pytest.approx(-20)
     m = geo.relative_motion(geo.pose_from_yaw_pitch([0, 0, 0], 0, 0), T)
-    assert math.degrees(m.yaw) == pytest.approx(90)      # turned left
+    assert m.yaw_deg == pytest.approx(90)      # turned left (a Motion's angles are in degrees)
 
 
 def test_relative_pose_maps_b_into_a():
@@ -44,8 +44,7 @@ def test_motion_composes_back_within_rounding(up):
         Tb = geo.pose_from_yaw_pitch(rng.normal(size=3), rng.uniform(-3, 3), rng.uniform(-0.6, 0.6), up)
         m = geo.relative_motion(Ta, Tb, up)
         np.testing.assert_allclose(geo.compose_motion(Ta, m, up), Tb, atol=1e-9)
-        r = geo.Motion(round(m.forward, 1), round(m.left, 1), round(m.up, 1),
-                       math.radians(round(math.degrees(m.yaw))), math.radians(round(math.degrees(m.pitch))))
+        r = geo.Motion(round(m.forward, 1), round(m.left, 1), round(m.up, 1), round(m.yaw_deg), round(m.pitch_deg))
         Tr = geo.compose_motion(Ta, r, up)
         assert np.linalg.norm(Tr[:3, 3] - Tb[:3, 3]) <= 0.05 * math.sqrt(3) + 1e-9
         ang = math.degrees(math.acos(np.clip((np.trace(Tr[:3, :3].T @ Tb[:3, :3]) - 1) / 2, -1, 1)))

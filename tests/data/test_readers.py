@@ -9,10 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from hatch_vlm.data import mindcube, mmsi, spar
-from hatch_vlm.data.common import DataError, extract_letter, split_options, write_image
+from hatch_vlm.data.common import DataError, split_options, write_image
 from hatch_vlm.data.lazy import LazySamples
 from hatch_vlm.data.questions import FAMILIES
 from hatch_vlm.data.synthetic import generate
+from hatch_vlm.scoring.answers import label_letter
+from hatch_vlm.scoring.official import mmsi as official_mmsi
 
 QA = ("question", "options", "answer", "answer_type")
 
@@ -100,7 +102,7 @@ def test_mmsi_round_trip(samples, tmp_path):
     assert len(back) == len(choice)
     for a, b in zip(choice, back):
         same(a, b)
-        assert b.category in mmsi.CATEGORIES and b.meta["row"]["question_type"] == b.task
+        assert b.category in official_mmsi.FAMILIES and b.meta["row"]["question_type"] == b.task
         same_images(a, b)
 
 
@@ -191,8 +193,8 @@ def test_option_parsing():
     assert split_options("Q? A. x B. y") == ("Q?", ["A. x", "B. y"])
     assert split_options("Turn A. then B. Q? A. left B. right C. back") == ("Turn A. then B. Q?", ["A. left", "B. right", "C. back"])
     assert split_options("How far is it?") == ("How far is it?", [])
-    assert extract_letter("C. Back, Right") == "C" and extract_letter("(B)") == "B"
-    assert extract_letter("right", ["A. Left", "B. Right"]) == "B" and extract_letter("maybe") is None
+    assert label_letter("C. Back, Right") == "C" and label_letter("(B)") == "B"
+    assert label_letter("right", ["A. Left", "B. Right"]) == "B" and label_letter("maybe") is None
     stem, options, answer, kind = spar.parse_answer(
         "Q?\nA. a\nB. b\nYour answer can only include one of options A or B", "B", "select", "here")
     assert (stem, options, answer, kind) == ("Q?", ["A. a", "B. b"], "B", "mc")

@@ -102,7 +102,7 @@ def test_near_views_overlap():
     for s in generate(4, seed=1, config=cfg):
         vis = geo.visible_in(s.depth[0], s.K[0], s.cam_to_world[0], s.depth[1], s.K[1], s.cam_to_world[1])[0]
         assert vis.mean() > 0.15                            # checked at 48 px, so a little slack
-        yaw = abs(np.rad2deg(geo.relative_motion(s.cam_to_world[0], s.cam_to_world[1]).yaw))
+        yaw = abs(geo.relative_motion(s.cam_to_world[0], s.cam_to_world[1]).yaw_deg)
         assert cfg.yaw_step_deg[0] - 1e-6 <= yaw <= cfg.yaw_step_deg[1] + 1e-6
 
 

@@ -1,8 +1,8 @@
 """Answer extraction on realistic model outputs, for each benchmark format."""
 import pytest
 
-from hatch_vlm.eval.answers import (answer_span, extract_letter, extract_number, score_answer, score_mc,
-                                score_numeric)
+from hatch_vlm.scoring.answers import (answer_span, extract_number, reply_letter, score_answer, score_mc,
+                                     score_numeric)
 
 
 @pytest.mark.parametrize("completion, gold, expected", [
@@ -36,12 +36,12 @@ def test_multiple_choice(completion, gold, expected):
     ("I am not sure", None), ("Answer: **B**", "B"), ("{B}", "B"),
 ])
 def test_letter_rules(text, expected):
-    assert extract_letter(text, num_options=4) == expected
+    assert reply_letter(text, num_options=4) == expected
 
 
 def test_letter_outside_the_options_does_not_count():
-    assert extract_letter("E", num_options=4) is None
-    assert extract_letter("D", num_options=4) == "D"
+    assert reply_letter("E", num_options=4) is None
+    assert reply_letter("D", num_options=4) == "D"
 
 
 def test_numeric_rule_matches_spar_bench():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch_vlm.eval.official import mindcube as mc
+from hatch_vlm.scoring.official import mindcube as mc
 
 QUESTION = ("Based on these two views showing the same scene: in which direction is the black sofa from the "
             "plush toy? A. Left B. Right C. Behind D. Front")

@@ -1,4 +1,4 @@
-"""MMSI-Bench official scoring (hatch_vlm.eval.official.mmsi) on rows shaped like the real parquet rows.
+"""MMSI-Bench official scoring (hatch_vlm.scoring.official.mmsi) on rows shaped like the real parquet rows.
 
 Every expected value below was worked out by hand from the official rule (InternRobotics/MMSI-Bench README,
 "Answer Extraction"): narrow to the first ``…``, then the first `…`, then the first {…}; then take the first
@@ -9,7 +9,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch_vlm.eval.official import mmsi
+from hatch_vlm.scoring.official import mmsi
 
 EN = "\u2013"
 ACTOR = "<action>{from:0,to:1,action:[{turn left: 30 deg}]}</action><answer>C</answer>"

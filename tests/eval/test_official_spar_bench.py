@@ -1,4 +1,4 @@
-"""hatch_vlm.eval.official.spar_bench against the official SPAR-Bench rules (fudan-zvg/spar
+"""hatch_vlm.scoring.official.spar_bench against the official SPAR-Bench rules (fudan-zvg/spar
 lmms-eval/lmms_eval/tasks/sparbench/utils.py). Every expected value below was worked out by hand from that
 code; nothing here imports it.
 
@@ -13,7 +13,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hatch_vlm.eval.official import spar_bench as sb
+from hatch_vlm.scoring.official import spar_bench as sb
 
 VC_GOLD = "move_right:0.5,rotate_left:30"
 

@@ -74,3 +74,26 @@ def test_cell_embeddings_errors(tiny):
         cell_embeddings(model, processor, [_sample((112, 112), 2), _sample((112, 112), 3)], 4)
     with pytest.raises(ValueError, match="at least one merged token"):
         cell_embeddings(model, processor, [_sample((112, 112))], 5)
+
+
+def test_embeddings_through_a_wrapper_keep_an_installed_forward(tiny):
+    """Through a wrapper (DDP in real runs; DataParallel on CPU here) the cell embeddings go through the
+    wrapper's call, and an instance `forward` someone installed (TRL's GRPOTrainer does) survives."""
+    from hatch_vlm.pasta.cells import cell_embeddings_for_training, cell_embeddings_from_pixels
+    from hatch_vlm.pasta.config import PastaConfig
+    from hatch_vlm.pasta.data import PastaCollator, make_samples
+
+    model, processor = tiny
+    batch = PastaCollator(processor)(make_samples(PastaConfig(model_dir="", output_dir=""), 1, seed=3))
+    args = (batch["pixel_values"], batch["image_grid_thw"], 2, 4)
+    with torch.no_grad():
+        direct = cell_embeddings_from_pixels(model, *args, 4)
+        installed = lambda *a, **k: "installed"                      # noqa: E731
+        model.forward = installed
+        try:
+            torch.testing.assert_close(cell_embeddings_for_training(torch.nn.DataParallel(model), *args), direct)
+            assert model.__dict__.get("forward") is installed
+        finally:
+            del model.forward
+        torch.testing.assert_close(cell_embeddings_for_training(torch.nn.DataParallel(model), *args), direct)
+        assert "forward" not in model.__dict__

@@ -19,10 +19,10 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
 SMALL = {
     "model": "tiny",
     "data": {"num_train": 6, "num_eval": 3, "size": 56, "actor_fraction": 1.0},
-    "pasta": {"max_steps": 2, "batch_size": 3, "plot": False},
-    "qa_sft": {"max_steps": 30, "batch_size": 2, "save_steps": 1, "extra": {"save_total_limit": 2}},
-    "actor_sft": {"max_steps": 2, "batch_size": 2},
-    "grpo": {"max_steps": 2, "batch_size": 2, "num_generations": 2, "max_completion_length": 8,
+    "pasta": {"max_steps": 2, "per_device_train_batch_size": 3, "plot": False},
+    "qa_sft": {"max_steps": 30, "per_device_train_batch_size": 2, "save_steps": 1, "save_total_limit": 2},
+    "actor_sft": {"max_steps": 2, "per_device_train_batch_size": 2},
+    "grpo": {"max_steps": 2, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8,
              "plot": False},
     "eval": {"max_new_tokens": 8},
 }
@@ -127,7 +127,8 @@ def test_resume_after_kill_mid_stage(tmp_path):
     ({"stages": ["grpo", "pasta"]}, r"stages: must follow the recipe's order"),
     ({"colour": "red"}, r"config: unknown key 'colour'"),
     ({"pasta": {"learning_rat": 1e-3}}, r"pasta: unknown key 'learning_rat'"),
-    ({"grpo": {"num_generations": 1}}, r"grpo: .*num_generations must be >= 2"),
+    ({"grpo": {"num_generations": 1}}, r"config.grpo.num_generations: must be >= 2"),
+    ({"actor_sft": {"optim": 7}}, r"config.actor_sft.optim: expected OptimizerNames or str, got 7"),    # a TRL field
     ({"data": {"kind": "spar", "path": "/no/such/dir"}}, r"data.path: no such directory: /no/such/dir"),
     ({"data": {"views": 9}}, r"data.views: must be 2, 3 or 4, got 9"),
     ({"data": {"num_train": "many"}}, r"config.data.num_train: expected an integer, got 'many'"),
@@ -146,6 +147,65 @@ def test_bad_configs_fail_at_start(tmp_path, change, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("hatch-vlm train: bad config:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grpo": {"per_device_train_batch_size": 3}},
+     r"config.grpo.per_device_train_batch_size: \(3\) must be a multiple of num_generations \(4\)"),
+    ({"qa_sft": {"max_stepz": 3}}, r"config.qa_sft.max_stepz: unknown key, neither one of ours \(lora\) nor a "
+                                   r"field of trl.SFTConfig; did you mean 'max_steps'"),
+    ({"qa_sft": {"learning_rate": "fast"}}, r"config.qa_sft.learning_rate: expected a number, got 'fast'"),
+    ({"qa_sft": {"output_dir": "/tmp/x"}}, r"config.qa_sft.output_dir: set by the stage itself"),
+    ({"grpo": {"reward_weights": [1, 1, 1]}}, r"config.grpo.reward_weights: set by the stage itself "
+                                              r"\(lambda_act, lambda_ans, lambda_fmt\)"),
+    ({"grpo": {"pasta_weight": -1.0}}, r"config.grpo.pasta_weight: must be a finite number >= 0"),
+    # one name per concept (TRL's): the names of earlier versions say what replaced them
+    ({"qa_sft": {"batch_size": 2}}, r"config.qa_sft.batch_size: renamed to per_device_train_batch_size"),
+    ({"grpo": {"aux_weight": 0.5}}, r"config.grpo.aux_weight: renamed to pasta_weight"),
+    ({"actor_sft": {"extra": {"optim": "sgd"}}}, r"config.actor_sft.extra: removed: write any TRL config field"),
+    ({"qa_sft": {"gradient_checkpointing": False}}, r"config.qa_sft.gradient_checkpointing: transformers' "
+                                                    r"deprecated name: use activation_checkpointing"),
+    ({"pasta": {"grad_accum": 2}}, r"config.pasta.grad_accum: renamed to gradient_accumulation_steps"),
+    ({"pasta": {"batch_size": 2}}, r"config.pasta.batch_size: renamed to per_device_train_batch_size"),
+    ({"pasta": {"gradient_accumulation_steps": 0}}, r"config.pasta.gradient_accumulation_steps: must be positive"),
+    ({"pasta": {"tune": "half"}}, r"config.pasta.tune: must be 'full' or 'lora'"),
+])
+def test_bad_stage_options_name_the_key(tmp_path, change, message):
+    # load_config only: test_bad_configs_fail_at_start shows the CLI turns any ConfigError into one line
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, output_dir=str(tmp_path / "out"), **change))
+
+
+def test_stage_sections_take_any_trl_field(tmp_path):
+    """Stage sections are typed (parsed once); SFT / GRPO sections take any field of TRL's config, by its own
+    name, into the TRL config the stage builds."""
+    from hatch_vlm.actor.grpo import GRPOOptions
+    from hatch_vlm.actor.sft import SFTOptions
+    from hatch_vlm.pipeline.config import PastaSection
+
+    path = _write(tmp_path, output_dir=str(tmp_path / "out"),
+                  qa_sft={"max_steps": 4, "optim": "sgd", "max_grad_norm": 0.5, "gradient_accumulation_steps": 2,
+                          "activation_checkpointing": False, "lora": {"r": 4}},
+                  grpo={"num_generations": 2, "per_device_train_batch_size": 4, "loss_type": "grpo",
+                        "pasta_weight": 0.1},
+                  pasta={"gradient_accumulation_steps": 3, "per_device_train_batch_size": 2})
+    cfg = load_config(path)
+    assert isinstance(cfg.qa_sft, SFTOptions) and isinstance(cfg.grpo, GRPOOptions)
+    assert isinstance(cfg.pasta, PastaSection)
+    assert cfg.qa_sft.lora == {"r": 4} and cfg.qa_sft.trl["optim"] == "sgd"
+    args = cfg.qa_sft.trl_config(output_dir=str(tmp_path / "o"), max_length=None)
+    assert (args.optim, args.max_grad_norm, args.gradient_accumulation_steps, args.max_steps) == ("sgd", 0.5, 2, 4)
+    assert args.activation_checkpointing is False and args.gradient_checkpointing is False
+    # our defaults where the section is silent (pinned, not TRL's)
+    assert (args.seed, args.lr_scheduler_type.value, args.per_device_train_batch_size) == (0, "cosine", 8)
+    assert cfg.grpo.pasta_weight == 0.1 and cfg.grpo.setting("loss_type") == "grpo"
+    assert cfg.grpo.trl_config(output_dir=str(tmp_path / "o")).num_generations == 2
+    pasta = cfg.pasta.to_pasta_config(model_dir="m", output_dir="o")
+    assert (pasta.gradient_accumulation_steps, pasta.per_device_train_batch_size) == (3, 2)
+    # the same options from Python, and the same checks
+    assert SFTOptions(trl={"max_steps": 4}).setting("max_steps") == 4
+    with pytest.raises(ConfigError, match="max_steps: must be >= 1, got 0"):
+        SFTOptions(trl={"max_steps": 0})
 
 
 def test_missing_config_file(tmp_path):

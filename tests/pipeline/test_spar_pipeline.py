@@ -21,10 +21,11 @@ def _config(tmp_path, root, **data):
            "data": {"kind": "spar", "path": str(root), "tasks": ["multi_view"], "answer_types": ["mc", "numeric"],
                     "num_train": 8, "num_eval": 3, "index_cache": str(tmp_path / "cache"), "num_workers": 1,
                     "actor_fraction": 1.0, **data},
-           "pasta": {"max_steps": 2, "batch_size": 4, "plot": False},
-           "qa_sft": {"max_steps": 2, "batch_size": 2},
-           "actor_sft": {"max_steps": 2, "batch_size": 2},
-           "grpo": {"max_steps": 1, "batch_size": 2, "num_generations": 2, "max_completion_length": 8, "plot": False},
+           "pasta": {"max_steps": 2, "per_device_train_batch_size": 4, "plot": False},
+           "qa_sft": {"max_steps": 2, "per_device_train_batch_size": 2},
+           "actor_sft": {"max_steps": 2, "per_device_train_batch_size": 2},
+           "grpo": {"max_steps": 1, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8,
+                    "plot": False, "pasta_weight": 0.1},     # the PaStA term on mixed view counts
            "eval": {"max_new_tokens": 8, "batch_size": 2}}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
@@ -56,6 +57,7 @@ def test_every_stage_runs_on_a_spar_tree_with_one_token_budget(tmp_path, monkeyp
     for name in ("pasta", "qa_sft", "actor_sft", "grpo"):
         cfg = json.loads((tmp_path / "run" / "stages" / name / "model" / "processor_config.json").read_text())
         assert cfg["image_processor"]["size"]["longest_edge"] == MAX_PIXELS, name   # the saved max_pixels
+    assert stages["grpo"]["metrics"]["pasta_loss_first"] > 0     # the GRPO PaStA term ran (2- and 3-view prompts)
     summary = stages["eval"]["metrics"]["summary"]
     assert summary["synthetic"]["n"] == 3                              # the held-out SPAR records
 

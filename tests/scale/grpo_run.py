@@ -9,7 +9,7 @@ Writes OUT/rank{R}.json (this rank's `log_history`, the completions it sampled, 
 OUT/final.safetensors (the weights before and after).
 
 `--aux global|per-rank` adds the PaStA auxiliary loss (weight 0.1) on scenes whose views overlap:
-`global` is `hatch_vlm.pasta.stage.pasta_aux_loss` (the mean over the global batch's valid rows), `per-rank`
+`global` is `hatch_vlm.pasta.objective.pasta_aux_loss` (the mean over the global batch's valid rows), `per-rank`
 the negative control (each rank's own mean over its valid rows, which DDP then averages).
 
 Three things are changed for the test only; TRL's own batch split, reward gather, group advantages, loss and
@@ -124,7 +124,7 @@ AUX_WEIGHT = 0.1
 def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
     """grpo_row of synthetic scenes whose views overlap (PaStA's "near" tasks), plus depth, K, cam_to_world."""
     from hatch_vlm.data.synthetic import SceneConfig, iter_samples
-    from hatch_vlm.pasta.stage import near_tasks
+    from hatch_vlm.pasta.data import near_tasks
 
     cfg = SceneConfig(views=2, size=size, tasks=near_tasks())
     return [{**grpo_row(s), "depth": np.asarray(s.depth, np.float32).tolist(), "K": np.asarray(s.K).tolist(),
@@ -132,26 +132,26 @@ def geometry_rows(num: int, size: int, seed: int) -> list[dict]:
 
 
 def make_aux_loss(per_rank_mean: bool, valid_rows: list):
-    """aux_loss_fn for run_grpo: `hatch_vlm.pasta.stage.pasta_aux_loss` on the batch's prompts (every completion's
+    """aux_loss_fn for run_grpo: `hatch_vlm.pasta.objective.pasta_aux_loss` on the batch's prompts (every completion's
     row: each prompt counts num_generations times, which leaves a mean over rows unchanged). Records this
     rank's valid rows per micro-step (before the cross-rank sum). `per_rank_mean` (the negative control):
     each rank's own mean over its valid rows instead of the global batch's."""
-    import hatch_vlm.pasta.stage as stage
+    import hatch_vlm.pasta.objective as objective
 
-    original = stage.global_mean_loss
+    original = objective.global_mean_loss
 
     def recording(loss, num_valid):
         valid_rows.append(int(num_valid))
         return (loss, num_valid) if per_rank_mean else original(loss, num_valid)
 
-    stage.global_mean_loss = recording     # pasta_aux_loss looks the name up at call time
+    objective.global_mean_loss = recording     # pasta_aux_loss looks the name up at call time
 
     def aux(model, inputs):
         batch = {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"],
                  "depth": torch.tensor(np.asarray(inputs["depth"]), dtype=torch.float32),
                  "K": torch.tensor(np.asarray(inputs["K"]), dtype=torch.float64),
                  "cam_to_world": torch.tensor(np.asarray(inputs["cam_to_world"]), dtype=torch.float64)}
-        return stage.pasta_aux_loss(model, batch, AUX_WEIGHT)
+        return objective.pasta_aux_loss(model, batch, AUX_WEIGHT)
 
     return aux
 
@@ -169,7 +169,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=56)
     p.add_argument("--aux", choices=("none", "global", "per-rank"), default="none",
-                   help="PaStA auxiliary loss (weight AUX_WEIGHT): global: hatch_vlm.pasta.stage.pasta_aux_loss "
+                   help="PaStA auxiliary loss (weight AUX_WEIGHT): global: hatch_vlm.pasta.objective.pasta_aux_loss "
                         "(mean over the global batch's valid rows); per-rank: each rank's own mean")
     p.add_argument("--optim", default="sgd", help="TrainingArguments.optim (sgd: the weights' change is "
                    "lr x the gradient, so comparing weights compares gradients; Adam would hide a constant "
@@ -194,16 +194,17 @@ def main() -> None:
     else:
         rows = geometry_rows(prompts, a.image_size, a.seed)
     extra = {"optim": a.optim, **({"loss_type": a.loss_type} if a.loss_type else {})}
-    opt = grpo.GRPOOptions(max_steps=a.steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
-                           num_generations=a.num_generations, max_completion_length=a.max_completion_length,
-                           seed=a.seed, plot=False, extra=extra, lora={"r": a.lora_r} if a.lora_r else None,
-                           aux_columns=() if a.aux == "none" else ("depth", "K", "cam_to_world"))
+    opt = grpo.GRPOOptions(plot=False, lora={"r": a.lora_r} if a.lora_r else None, trl={
+        "max_steps": a.steps, "learning_rate": a.learning_rate, "per_device_train_batch_size": a.batch_size,
+        "num_generations": a.num_generations, "max_completion_length": a.max_completion_length, "seed": a.seed,
+        **extra})
     out = Path(a.output_dir)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         save_weights(model, out / "start.safetensors")
     trainer = grpo.run_grpo(model, processor, rows, out, opt,
-                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "per-rank", valid_rows))
+                            aux_loss_fn=None if a.aux == "none" else make_aux_loss(a.aux == "per-rank", valid_rows),
+                            aux_columns=() if a.aux == "none" else ("depth", "K", "cam_to_world"))
 
     save_rank_outputs(trainer, out, completions=record, aux_valid_rows=valid_rows)
 

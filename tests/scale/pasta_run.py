@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 
 import hatch_vlm.pasta.stage as stage
+import hatch_vlm.pasta.trainer as pasta_trainer
 from hatch_vlm.models.saving import is_sharded
+from hatch_vlm.pasta.config import PastaConfig
 
 
 def main() -> None:
@@ -31,13 +33,13 @@ def main() -> None:
     a = p.parse_args()
 
     local_counts: list[int] = []
-    original = stage.global_mean_loss
+    original = pasta_trainer.global_mean_loss
 
     def recording(loss, num_valid):
         local_counts.append(int(num_valid))
         return (loss, num_valid) if a.per_rank_mean else original(loss, num_valid)
 
-    stage.global_mean_loss = recording     # PastaTrainer.compute_loss looks the name up at call time
+    pasta_trainer.global_mean_loss = recording     # PastaTrainer.compute_loss looks the name up at call time
     sharded: list[bool] = []
     gather = stage.gather_full_state
 
@@ -45,12 +47,12 @@ def main() -> None:
         sharded.append(is_sharded(trainer.accelerator))
         return gather(trainer)
 
-    stage.gather_full_state = recording_gather
-    config = stage.PastaConfig(
+    stage.gather_full_state = recording_gather     # run_pasta_stage looks the name up at call time
+    config = PastaConfig(
         model_dir=a.model_dir, output_dir=a.output_dir, num_train=a.global_batch * a.steps, num_eval=2,
-        image_size=112, max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
-        learning_rate=1e-3, warmup_steps=0, lr_scheduler_type="constant", logging_steps=1, evaluate_before=False, plot=False,
-        check_llm_unchanged=False, eval_batch_size=2, seed=0,
+        image_size=112, max_steps=a.steps, per_device_train_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
+        learning_rate=1e-3, warmup_steps=0, lr_scheduler_type="constant", logging_steps=1, evaluate_before=False,
+        plot=False, check_llm_unchanged=False, eval_batch_size=2, seed=0,
         extra_training_args={"train_sampling_strategy": "sequential"})
     res = stage.run_pasta_stage(config)
     rank = int(os.environ.get("RANK", "0"))

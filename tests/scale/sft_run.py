@@ -59,11 +59,11 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         save_weights(model, out / "start.safetensors")
-    opt = SFTOptions(max_steps=a.steps, learning_rate=a.learning_rate, batch_size=a.batch_size, warmup_steps=0,
-                     gradient_accumulation_steps=a.grad_accum,
-                     lr_scheduler_type="constant", logging_steps=1, seed=0, extra={
-                         "optim": a.optim, "train_sampling_strategy": "sequential",
-                         "average_tokens_across_devices": not a.per_rank_mean})
+    opt = SFTOptions(trl={"max_steps": a.steps, "learning_rate": a.learning_rate,
+                          "per_device_train_batch_size": a.batch_size, "warmup_steps": 0,
+                          "gradient_accumulation_steps": a.grad_accum, "lr_scheduler_type": "constant",
+                          "logging_steps": 1, "seed": 0, "optim": a.optim, "train_sampling_strategy": "sequential",
+                          "average_tokens_across_devices": not a.per_rank_mean})
     trainer = run_sft(model, processor, rows, out, opt)
     save_rank_outputs(trainer, out, local_tokens=local_tokens, num_items_in_batch=items)
 

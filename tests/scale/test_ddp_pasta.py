@@ -48,7 +48,7 @@ def test_two_processes_train_the_same_weights_as_one(runs, tiny_dir):
     moved = max((v1[k] - v0[k]).abs().max().item() for k in v1)
     assert moved > 1e-3                                  # training changed the weights ...
     for k in v1:                                         # ... identically on 1 and 2 processes
-        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_mean_of_per_rank_means_differs(runs, tiny_dir):
@@ -71,4 +71,4 @@ def test_gradient_accumulation_on_two_processes_matches_one(tiny_dir, tmp_path):
     assert abs(two[0]["train_loss"] - one[0]["train_loss"]) < 1e-5
     v1, v2 = _vision(tmp_path / "one" / "final"), _vision(tmp_path / "two" / "final")
     for k in v1:
-        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")

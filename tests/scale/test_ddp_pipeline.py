@@ -21,11 +21,12 @@ pytestmark = [pytest.mark.slow, needs_gloo]
 CONFIG = {
     "model": "tiny", "threads": 1,
     "data": {"num_train": 8, "num_eval": 5, "size": 56, "actor_fraction": 1.0},
-    "pasta": {"max_steps": 4, "batch_size": 2, "plot": False},
+    "pasta": {"max_steps": 4, "per_device_train_batch_size": 2, "plot": False},
     # long enough to be killed in the middle; a checkpoint every 2 steps
-    "qa_sft": {"max_steps": 40, "batch_size": 2, "save_steps": 2, "extra": {"save_total_limit": 2}},
-    "actor_sft": {"max_steps": 2, "batch_size": 2},
-    "grpo": {"max_steps": 2, "batch_size": 2, "num_generations": 2, "max_completion_length": 8, "plot": False},
+    "qa_sft": {"max_steps": 40, "per_device_train_batch_size": 2, "save_steps": 2, "save_total_limit": 2},
+    "actor_sft": {"max_steps": 2, "per_device_train_batch_size": 2},
+    "grpo": {"max_steps": 2, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8,
+             "plot": False},
     "eval": {"max_new_tokens": 8},
 }
 CONFIG_STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
@@ -118,7 +119,8 @@ def test_a_dead_process_leaves_a_checkpoint_the_next_launch_resumes(straight, tm
         resumed, ref = _weights(out, stage), _weights(straight_out, stage)
         assert resumed.keys() == ref.keys()
         for k in ref:
-            torch.testing.assert_close(resumed[k], ref[k], atol=1e-6, rtol=0, msg=lambda m: f"{stage} {k}: {m}")
+            torch.testing.assert_close(resumed[k], ref[k], atol=1e-6, rtol=0,
+                                       msg=lambda m, k=k, stage=stage: f"{stage} {k}: {m}")
 
 
 

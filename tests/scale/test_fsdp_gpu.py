@@ -46,4 +46,4 @@ def test_fsdp_saves_the_gathered_weights(tiny_dir, tmp_path):
     moved = max((b[k] - start[k]).abs().max().item() for k in b if k in start and "visual." in k)
     assert moved > 1e-3
     for k in b:                       # GPU kernels are not bitwise reproducible across wrappers: a tolerance
-        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")

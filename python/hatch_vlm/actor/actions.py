@@ -7,8 +7,9 @@ yaw increases, with a right-handed world), `turn up/down` changes the pitch, `mo
 *horizontal* heading (the pitch does not tilt the move), `move up/down` moves along world up. Yaw, pitch and the
 horizontal frame come from `hatch_vlm.geometry` (`up_basis`, `yaw_pitch`, `relative_motion`).
 
-A relative motion is expressed in the horizontal frame of the start viewer: x = forward (along its
-heading), y = left, z = up, in metres; yaw and pitch changes in degrees (yaw wrapped to (-180, 180]).
+A relative motion is a `hatch_vlm.geometry.Motion`, in the horizontal frame of the start viewer: forward
+(along its heading), left, up, in metres; `yaw_deg` and `pitch_deg` changes in degrees (yaw wrapped to
+(-180, 180]), the unit of the action text, so no conversion happens here.
 
 Text format (one pair block):
 
@@ -24,8 +25,6 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Generic, Sequence, TypeVar
-
-import numpy as np
 
 from .. import geometry as geo
 
@@ -77,26 +76,6 @@ class Completion:
 
 
 @dataclass(frozen=True)
-class RelativeMotion:
-    """Motion in the start viewer's horizontal frame: metres (forward, left, up) and degree changes."""
-
-    forward: float
-    left: float
-    up: float
-    yaw: float    # degrees, wrapped to (-180, 180]; positive = turned left
-    pitch: float  # degrees; positive = turned up
-
-    def as_list(self) -> list[float]:
-        return [self.forward, self.left, self.up, self.yaw, self.pitch]
-
-    @classmethod
-    def from_list(cls, values: Sequence[float]) -> "RelativeMotion":
-        if len(values) != 5:
-            raise ValueError(f"a relative motion needs 5 numbers (forward, left, up, yaw, pitch), got {len(values)}")
-        return cls(*(float(v) for v in values))
-
-
-@dataclass(frozen=True)
 class Parsed(Generic[T]):
     """Result of a parse: `value` when `ok`, else `error` says why (and where) the text was rejected."""
 
@@ -110,16 +89,6 @@ class Parsed(Generic[T]):
 
 def _fail(msg: str) -> Parsed:
     return Parsed(None, msg)
-
-
-def wrap_degrees(a: float) -> float:
-    """Wrap an angle in degrees to (-180, 180]."""
-    a = math.fmod(a, 360.0)
-    if a <= -180.0:
-        a += 360.0
-    elif a > 180.0:
-        a -= 360.0
-    return a
 
 
 # ------------------------------------------------------------------------------------------ serializer
@@ -323,18 +292,7 @@ def expected_pairs(num_views: int) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------------ viewer geometry
-def relative_motion(T_i, T_j, world_up=(0.0, 0.0, 1.0)) -> RelativeMotion:
-    """Exact motion from camera pose `T_i` to `T_j` (camera-to-world 4x4, OpenCV axes) in viewer i's
-    horizontal frame, in metres and degrees (`hatch_vlm.geometry.relative_motion`, which works in radians:
-    forward = the camera +z axis, yaw measured about world up, pitch = asin(forward . up), roll ignored)."""
-    T_i = geo.validate_pose(T_i, "T_i")
-    T_j = geo.validate_pose(T_j, "T_j")
-    m = geo.relative_motion(T_i, T_j, world_up)
-    return RelativeMotion(forward=m.forward, left=m.left, up=m.up, yaw=wrap_degrees(math.degrees(m.yaw)),
-                          pitch=math.degrees(m.pitch))
-
-
-def compose_actions(actions: Sequence[Action]) -> RelativeMotion:
+def compose_actions(actions: Sequence[Action]) -> geo.Motion:
     """Apply actions to a viewer at the origin with yaw 0 and pitch 0; return where it ends up."""
     x = y = z = yaw = pitch = 0.0
     for a in actions:
@@ -356,7 +314,7 @@ def compose_actions(actions: Sequence[Action]) -> RelativeMotion:
                 z += v
             else:
                 z -= v
-    return RelativeMotion(x, y, z, wrap_degrees(yaw), pitch)
+    return geo.Motion(x, y, z, geo.wrap_degrees(yaw), pitch)
 
 
 def _turn(delta_deg: float, positive: str, negative: str) -> list[Action]:
@@ -377,17 +335,17 @@ def teacher_actions(T_i, T_j, world_up=(0.0, 0.0, 1.0)) -> tuple[Action, ...]:
     the result gives yaw and pitch within 0.5 deg and each position component within 0.05 m plus the
     0.5 deg heading error over the forward distance.
     """
-    rel = relative_motion(T_i, T_j, world_up)
+    rel = geo.relative_motion(geo.validate_pose(T_i, "T_i"), geo.validate_pose(T_j, "T_j"), world_up)
     out: list[Action] = []
     dist = round(math.hypot(rel.forward, rel.left), 1)
     heading = 0.0
     if dist > 0:
-        heading = float(round(wrap_degrees(math.degrees(math.atan2(rel.left, rel.forward)))))
+        heading = float(round(geo.wrap_degrees(math.degrees(math.atan2(rel.left, rel.forward)))))
         out += _turn(heading, "left", "right")
         out += _move(dist, "forward", "forward")
     out += _move(round(rel.up, 1), "up", "down")
-    out += _turn(float(round(wrap_degrees(rel.yaw - heading))), "left", "right")
-    out += _turn(float(round(rel.pitch)), "up", "down")
+    out += _turn(float(round(geo.wrap_degrees(rel.yaw_deg - heading))), "left", "right")
+    out += _turn(float(round(rel.pitch_deg)), "up", "down")
     return tuple(out)
 
 

@@ -6,14 +6,15 @@ the text, and `images` a list of PIL images, the layout TRL's SFTTrainer and GRP
 * `qa_sft_row`        {"prompt": [user], "completion": [assistant: answer], "images": [...]}
 * `cold_start_row`    {"prompt": [user], "completion": [assistant: <action>…</action><answer>…</answer>], ...}
 * `grpo_row`          {"prompt": [user], "images": [...], "answer", "answer_type", "num_views",
-                       "gold_motions", "task"}: the gold columns the rewards read (`hatch_vlm.actor.rewards`).
+                       "gold_motions", "task"}: the gold columns the rewards read (`hatch_vlm.actor.rewards`);
+                       with `geometry=True` also "depth", "K", "cam_to_world" for the PaStA term.
 
 `gold_motions` holds, per pair i < j in order, the motion of the teacher actions (forward, left, up metres;
 yaw, pitch degrees): the teacher's own text then scores R_act = 1 exactly.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -119,12 +120,20 @@ def cold_start_row(sample: Sample) -> dict:
             "images": to_pil(sample.images)}
 
 
-def grpo_row(sample: Sample) -> dict:
-    """GRPO prompt row with the gold columns the rewards read."""
+def grpo_row(sample: Sample, geometry: bool = False) -> dict:
+    """GRPO prompt row with the gold columns the rewards read; with `geometry`, also the views' depth
+    [V, H, W] (float32, metres), K [V, 3, 3] and cam_to_world [V, 4, 4] (float64) that the PaStA auxiliary
+    term needs (`hatch_vlm.actor.grpo.prompt_geometry_batch`). Only then: they are a lot of data per row."""
     motions = gold_motions(sample)           # validates the sample first
-    return {"prompt": [user_message(sample, actor=True)], "images": to_pil(sample.images),
-            "answer": str(sample.answer), "answer_type": sample.answer_type, "num_views": sample.num_views,
-            "gold_motions": motions, "task": sample.task}
+    row = {"prompt": [user_message(sample, actor=True)], "images": to_pil(sample.images),
+           "answer": str(sample.answer), "answer_type": sample.answer_type, "num_views": sample.num_views,
+           "gold_motions": motions, "task": sample.task}
+    if geometry:
+        if not sample.has_geometry:
+            raise ValueError(f"sample {sample.id!r}: the PaStA term needs depth, K and cam_to_world")
+        row.update(depth=np.asarray(sample.depth, np.float32), K=np.asarray(sample.K, np.float64),
+                   cam_to_world=np.asarray(sample.cam_to_world, np.float64))
+    return row
 
 
 def rows_to_dataset(rows: Sequence[dict]):

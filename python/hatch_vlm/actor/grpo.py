@@ -7,66 +7,91 @@ training the log history is written to `<output_dir>/reward_log.json` and the Fi
 `<output_dir>/rewards.png`.
 
 PaStA auxiliary loss: `aux_loss_fn(model, inputs) -> scalar Tensor` is called on every training micro-batch and
-added as `aux_weight * aux`. `inputs` is TRL's batch (prompt/completion ids, `pixel_values`, `image_grid_thw`,
-`num_images`, ...) plus, per completion, the dataset columns named in `aux_columns` (e.g. depth, K,
-cam_to_world) and `group_id`: GRPO repeats each prompt `num_generations` times, and rows with the same
-`group_id` hold the same prompt, so a prompt-side loss should count each group once.
+added to TRL's loss (scaled for gradient accumulation as TRL's own); its value is logged as `pasta_loss`.
+`inputs` is TRL's batch (prompt/completion ids, `pixel_values`, `image_grid_thw`, `num_images`, ...) plus, per
+completion, the dataset columns named in `aux_columns` (default: `PASTA_COLUMNS`, the geometry that
+`formatting.grpo_row(sample, geometry=True)` adds) and `group_id`: GRPO repeats each prompt `num_generations`
+times, and rows with the same `group_id` hold the same prompt. `prompt_geometry_batch` turns such inputs into
+the batch `hatch_vlm.pasta` losses take, each prompt once. The pipeline wires it with `grpo.pasta_weight`.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+
+from hatch_vlm.utils.config import check
+from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 
 from .generation import vision_token_ids
 from .rewards import DEFAULT_SIGMA_ANG, DEFAULT_SIGMA_POS, answer_reward, format_reward, make_action_reward
-from .sft import _use_cpu, make_lora_config
+from .sft import RENAMED, TRLStageOptions, make_lora_config
 
 AuxLossFn = Callable[[Any, dict], torch.Tensor]
 
 
-@dataclass
-class GRPOOptions:
-    """Options of `run_grpo` (ours; the paper gives no GRPO settings). Rewards are each in [0, 1]."""
+# Our defaults for GRPOConfig fields (the paper gives no GRPO settings); every other field keeps TRL's
+# default. Pinned even where TRL agrees today, so that a TRL release cannot move the demo's numbers.
+GRPO_DEFAULTS: dict[str, Any] = {
+    "max_steps": 100, "learning_rate": 1e-5,
+    "per_device_train_batch_size": 8,    # completions per device and step (a multiple of num_generations)
+    "num_generations": 4,                # G: completions per prompt
+    "max_completion_length": 256, "temperature": 1.0,
+    "beta": 0.0,                         # KL coefficient
+    "logging_steps": 1, "save_steps": 500, "seed": 0, "bf16": False, "report_to": "none", "disable_tqdm": True,
+}
+GRPO_RESERVED = {
+    "output_dir": "the stage's work directory",
+    "dataloader_num_workers": "data.num_workers",
+    "reward_weights": "lambda_act, lambda_ans, lambda_fmt",
+}
+# Dataset columns the PaStA term needs (formatting.grpo_row(sample, geometry=True)).
+PASTA_COLUMNS = ("depth", "K", "cam_to_world")
 
-    max_steps: int = 100
-    learning_rate: float = 1e-5
-    batch_size: int = 8                  # completions per device and step (multiple of num_generations)
-    num_generations: int = 4             # G: completions per prompt
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    beta: float = 0.0                    # KL coefficient (TRL default 0)
+
+@dataclass
+class GRPOOptions(TRLStageOptions):
+    """Options of `run_grpo`: ours below, plus any GRPOConfig field (see TRLStageOptions). Rewards are each
+    in [0, 1] and combined as lambda_act * R_act + lambda_ans * R_ans + lambda_fmt * R_fmt."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = GRPO_DEFAULTS
+    RESERVED: ClassVar[dict[str, str]] = GRPO_RESERVED
+    RENAMED: ClassVar[dict[str, str]] = {
+        **RENAMED, "aux_weight": "renamed to pasta_weight (0: off)",
+        "aux_columns": "removed: the PaStA term takes the geometry columns (grpo.PASTA_COLUMNS)"}
+
     lambda_act: float = 1.0
     lambda_ans: float = 1.0
     lambda_fmt: float = 1.0
     sigma_pos: float = DEFAULT_SIGMA_POS   # metres, R_act position scale
     sigma_ang: float = DEFAULT_SIGMA_ANG   # degrees, R_act heading scale
-    logging_steps: int = 1
-    save_steps: int | None = None          # Trainer checkpoints every N steps (resume points); None: none
-    seed: int = 0
-    use_cpu: bool | None = None
-    bf16: bool = False
-    lora: dict | None = None             # peft LoraConfig kwargs; None trains all weights
-    aux_weight: float = 1.0
-    aux_columns: tuple[str, ...] = ()     # dataset columns handed to aux_loss_fn
+    # λ of the PaStA auxiliary term on the prompts' images (0: off); its loss settings (grid, temperatures,
+    # tolerances) are the pasta section's
+    pasta_weight: float = 0.0
     plot: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)   # any further GRPOConfig fields
+
+    @classmethod
+    def config_class(cls):
+        from trl import GRPOConfig
+
+        return GRPOConfig
 
     def __post_init__(self):
-        if self.num_generations < 2:
-            raise ValueError(f"GRPOOptions.num_generations must be >= 2 (advantages compare completions), "
-                             f"got {self.num_generations}")
-        if self.batch_size % self.num_generations:
-            raise ValueError(f"GRPOOptions.batch_size ({self.batch_size}) must be a multiple of "
-                             f"num_generations ({self.num_generations})")
-        if self.max_steps < 1 or self.max_completion_length < 1:
-            raise ValueError(f"GRPOOptions: max_steps and max_completion_length must be >= 1, got "
-                             f"{self.max_steps}, {self.max_completion_length}")
-        if min(self.lambda_act, self.lambda_ans, self.lambda_fmt) < 0:
-            raise ValueError("GRPOOptions: reward weights lambda_* must be >= 0")
+        super().__post_init__()
+        g, b = self.setting("num_generations"), self.setting("per_device_train_batch_size")
+        check(g >= 2, "num_generations", f"must be >= 2 (advantages compare completions), got {g}")
+        check(b % g == 0, "per_device_train_batch_size", f"({b}) must be a multiple of num_generations ({g})")
+        m = self.setting("max_completion_length")
+        check(m >= 1, "max_completion_length", f"must be >= 1, got {m}")
+        for name in ("lambda_act", "lambda_ans", "lambda_fmt", "pasta_weight"):
+            v = getattr(self, name)
+            check(math.isfinite(v) and v >= 0, name, f"must be a finite number >= 0, got {v}")
 
 
 def _trainer_class():
@@ -75,11 +100,10 @@ def _trainer_class():
     class HatchGRPOTrainer(GRPOTrainer):
         """GRPOTrainer with an optional auxiliary loss that sees chosen dataset columns."""
 
-        def __init__(self, *args, aux_loss_fn: AuxLossFn | None = None, aux_weight: float = 1.0,
-                     aux_columns: Sequence[str] = (), **kwargs):
+        def __init__(self, *args, aux_loss_fn: AuxLossFn | None = None, aux_columns: Sequence[str] = (),
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.aux_loss_fn = aux_loss_fn
-            self.aux_weight = float(aux_weight)
             self.aux_columns = tuple(aux_columns)
 
         def _generate_and_score_completions(self, inputs):
@@ -106,9 +130,45 @@ def _trainer_class():
                 self.accelerator.gather(aux.detach().float().reshape(1)).mean().item())
             # TRL scales its loss for gradient accumulation itself; scale the aux term the same way.
             norm = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-            return loss + self.aux_weight * aux.to(loss.dtype) / norm
+            return loss + aux.to(loss.dtype) / norm
 
     return HatchGRPOTrainer
+
+
+def prompt_geometry_batch(inputs: dict) -> dict:
+    """The PaStA batch of a GRPO micro-batch, each prompt once: `pixel_values` and `image_grid_thw` of its
+    images and its geometry `depth`, `K`, `cam_to_world` (`PASTA_COLUMNS`), as `hatch_vlm.pasta`'s collator
+    makes them (`num_views` + `geometry_groups` when view counts or depth sizes differ).
+
+    GRPO repeats each prompt for its `num_generations` completions (same `group_id`); counting a prompt once
+    per completion would only repeat the same vision forward. Needs `num_images` (TRL adds it for image
+    prompts) to find each row's images in `pixel_values` / `image_grid_thw`."""
+    groups = list(inputs["group_id"])
+    keep = [k for k, g in enumerate(groups) if g not in groups[:k]]       # the first completion per prompt
+    num_images = [int(n) for n in inputs["num_images"]]
+    grid = inputs["image_grid_thw"]
+    patches = grid.prod(-1).tolist()                 # pixel_values rows per image (raster over the images)
+    first_image = [sum(num_images[:k]) for k in range(len(num_images))]
+    first_patch = [0]
+    for n in patches:
+        first_patch.append(first_patch[-1] + n)
+    images = [i for k in keep for i in range(first_image[k], first_image[k] + num_images[k])]
+    pixel_values = torch.cat([inputs["pixel_values"][first_patch[i]:first_patch[i + 1]] for i in images])
+    batch = {"pixel_values": pixel_values, "image_grid_thw": grid[images]}
+    depth = [torch.as_tensor(np.asarray(inputs["depth"][k]), dtype=torch.float32) for k in keep]
+    K = [torch.as_tensor(np.asarray(inputs["K"][k]), dtype=torch.float64) for k in keep]
+    T = [torch.as_tensor(np.asarray(inputs["cam_to_world"][k]), dtype=torch.float64) for k in keep]
+    shapes: dict[tuple, list[int]] = {}
+    for j, d in enumerate(depth):
+        shapes.setdefault(tuple(d.shape), []).append(j)
+    if len(shapes) == 1:
+        batch.update(depth=torch.stack(depth), K=torch.stack(K), cam_to_world=torch.stack(T))
+        return batch
+    batch["num_views"] = torch.tensor([num_images[k] for k in keep])
+    batch["geometry_groups"] = [{"samples": torch.tensor(idx), "depth": torch.stack([depth[j] for j in idx]),
+                                 "K": torch.stack([K[j] for j in idx]),
+                                 "cam_to_world": torch.stack([T[j] for j in idx])} for idx in shapes.values()]
+    return batch
 
 
 def reward_functions(options: GRPOOptions) -> list[Callable]:
@@ -118,7 +178,8 @@ def reward_functions(options: GRPOOptions) -> list[Callable]:
 
 def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
              options: GRPOOptions | None = None, aux_loss_fn: AuxLossFn | None = None,
-             resume_from_checkpoint: str | None = None, num_workers: int = 0):
+             resume_from_checkpoint: str | None = None, num_workers: int = 0,
+             aux_columns: Sequence[str] = PASTA_COLUMNS):
     """Run ActoR GRPO; returns the trainer after training (its `state.log_history` holds the rewards).
 
     Args:
@@ -127,12 +188,12 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
         rows: `grpo_row` dicts or a `datasets.Dataset` of them (prompt, images, answer, answer_type,
             num_views, gold_motions).
         output_dir: TRL output dir; `reward_log.json` and `rewards.png` go here.
-        options: `GRPOOptions`.
-        aux_loss_fn: optional PaStA loss `f(model, inputs) -> scalar Tensor` (see module doc).
+        options: `GRPOOptions` (any GRPOConfig field; see TRLStageOptions).
+        aux_loss_fn: optional auxiliary term `f(model, inputs) -> scalar Tensor`, its weight included (see
+            the module doc; the pipeline passes the PaStA term when `pasta_weight` > 0).
+        aux_columns: the dataset columns `aux_loss_fn` sees in `inputs`.
         num_workers: DataLoader workers making the rows (decoding lazily loaded frames) beside training.
     """
-    from trl import GRPOConfig
-
     from .formatting import lazy_dataset, rows_to_dataset
 
     opt = options or GRPOOptions()
@@ -147,22 +208,26 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     # find_unused_parameters, DDP marks every parameter the second forward did not use (the LLM) as unused,
     # and the policy loss's backward then marks them ready a second time (a RuntimeError). Every trainable
     # parameter gets a gradient from the policy loss, so the search for unused ones is not needed.
-    ddp_defaults = ({"ddp_find_unused_parameters": False}
-                    if aux_loss_fn is not None and "ddp_find_unused_parameters" not in opt.extra else {})
-    config = GRPOConfig(
-        output_dir=str(output_dir), max_steps=opt.max_steps, learning_rate=opt.learning_rate,
-        per_device_train_batch_size=opt.batch_size, num_generations=opt.num_generations,
-        max_completion_length=opt.max_completion_length, temperature=opt.temperature, beta=opt.beta,
-        reward_weights=[opt.lambda_act, opt.lambda_ans, opt.lambda_fmt], logging_steps=opt.logging_steps,
-        seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16, report_to="none",
-        save_strategy="steps" if opt.save_steps else "no", save_steps=opt.save_steps or 500,
-        disable_tqdm=True, dataloader_num_workers=num_workers,
-        generation_kwargs={"suppress_tokens": vision_token_ids(processor)}, **ddp_defaults, **opt.extra)
-    trainer = _trainer_class()(
-        model=model, reward_funcs=reward_functions(opt), args=config, train_dataset=ds,
-        processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
-        aux_weight=opt.aux_weight, aux_columns=opt.aux_columns)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    stage: dict[str, Any] = {"output_dir": str(output_dir), "dataloader_num_workers": num_workers,
+                             "reward_weights": [opt.lambda_act, opt.lambda_ans, opt.lambda_fmt]}
+    # The aux loss runs a second forward through the DDP wrapper before the backward. With
+    # find_unused_parameters, DDP marks every parameter the second forward did not use (the LLM) as unused,
+    # and the policy loss's backward then marks them ready a second time (a RuntimeError). Every trainable
+    # parameter gets a gradient from the policy loss, so the search for unused ones is not needed.
+    if aux_loss_fn is not None and "ddp_find_unused_parameters" not in opt.trl:
+        stage["ddp_find_unused_parameters"] = False
+    # Never sample an image token: it would break the feature/token count of the next forward (docs/notes.md).
+    gen = dict(opt.trl.get("generation_kwargs") or {})
+    gen["suppress_tokens"] = [*(gen.get("suppress_tokens") or []), *vision_token_ids(processor)]
+    stage["generation_kwargs"] = gen
+    # TRL's generation and peft's LoRA wrap call transformers' deprecated gradient-checkpointing names
+    # (models/compat.py): the filter hides only those.
+    with checkpointing_deprecations_ignored():
+        trainer = _trainer_class()(
+            model=model, reward_funcs=reward_functions(opt), args=opt.trl_config(**stage), train_dataset=ds,
+            processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
+            aux_columns=aux_columns)
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if trainer.accelerator.is_main_process:     # the log is already aggregated over ranks (TRL gathers)
         write_reward_log(trainer.state.log_history, output_dir / "reward_log.json")
         if opt.plot:

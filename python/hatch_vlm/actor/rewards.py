@@ -11,7 +11,7 @@ Gold columns read:
   it checks the structure only (distinct pairs i < j, in order).
 * `answer_reward`: `answer` (gold letter or number as text) and `answer_type` ("mc" | "numeric").
 * `action_reward`: `gold_motions` (per pair i < j, in order: [forward, left, up, yaw_deg, pitch_deg], the
-  motion in viewer i's horizontal frame, see `actions.RelativeMotion`), or `gold_poses` ([V, 4, 4]
+  motion in viewer i's horizontal frame, see `hatch_vlm.geometry.Motion`), or `gold_poses` ([V, 4, 4]
   camera-to-world) with optional `world_up`, from which the motions of the teacher actions are computed.
 
 R_act formula (ours; the paper gives none). For each pair (i, j) with gold motion g and the composition p of
@@ -33,9 +33,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..eval.answers import score_answer
-from .actions import (RelativeMotion, compose_actions, expected_pairs,
-                      parse_action_section, parse_completion, teacher_pairs, wrap_degrees)
+from ..geometry import Motion, wrap_degrees
+from ..scoring.answers import score_answer
+from .actions import compose_actions, expected_pairs, parse_action_section, parse_completion, teacher_pairs
 
 DEFAULT_SIGMA_POS = 0.5    # metres
 DEFAULT_SIGMA_ANG = 30.0   # degrees
@@ -77,11 +77,11 @@ def _safe(fn: Callable[[], float]) -> float:
         return 0.0
 
 
-def gold_motions_for(kwargs: dict, k: int) -> list[RelativeMotion] | None:
+def gold_motions_for(kwargs: dict, k: int) -> list[Motion] | None:
     """Gold relative motions of row k (one per pair i < j), from `gold_motions` or `gold_poses`."""
     motions = _column(kwargs, "gold_motions", k)
     if motions is not None:
-        return [RelativeMotion.from_list(m) for m in motions]
+        return [Motion.from_list(m) for m in motions]
     poses = _column(kwargs, "gold_poses", k)
     if poses is None:
         return None
@@ -126,8 +126,8 @@ def format_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 
 # ----------------------------------------------------------------------------------------------- answer
 def answer_score(text: str | None, gold: Any, answer_type: str = "mc") -> float:
-    """R_ans of one completion text: `hatch_vlm.eval.answers.score_answer` (the evaluation's own scorer, so
-    training and evaluation agree): last `<answer>` wins, lenient letter match, SPAR's numeric rule."""
+    """R_ans of one completion text: `hatch_vlm.scoring.answers.score_answer` (the synthetic benchmark's
+    scorer too, so training and evaluation agree): last `<answer>` wins, lenient letter match, SPAR's numeric rule."""
     if text is None or gold is None:
         return 0.0
     return score_answer(text, str(gold), str(answer_type).lower())
@@ -144,11 +144,11 @@ def answer_reward(prompts=None, completions=None, **kwargs) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------------------- action
-def motion_score(pred: RelativeMotion, gold: RelativeMotion, sigma_pos: float = DEFAULT_SIGMA_POS,
+def motion_score(pred: Motion, gold: Motion, sigma_pos: float = DEFAULT_SIGMA_POS,
                  sigma_ang: float = DEFAULT_SIGMA_ANG) -> float:
     """exp(-pos_err / sigma_pos) * exp(-ang_err / sigma_ang); 1 for an exact match (see module doc)."""
     pos_err = math.dist((pred.forward, pred.left, pred.up), (gold.forward, gold.left, gold.up))
-    ang_err = abs(wrap_degrees(pred.yaw - gold.yaw)) + abs(pred.pitch - gold.pitch)
+    ang_err = abs(wrap_degrees(pred.yaw_deg - gold.yaw_deg)) + abs(pred.pitch_deg - gold.pitch_deg)
     return math.exp(-pos_err / sigma_pos) * math.exp(-ang_err / sigma_ang)
 
 
@@ -158,7 +158,7 @@ def _action_section(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def action_score(text: str | None, gold: Sequence[RelativeMotion], sigma_pos: float = DEFAULT_SIGMA_POS,
+def action_score(text: str | None, gold: Sequence[Motion], sigma_pos: float = DEFAULT_SIGMA_POS,
                  sigma_ang: float = DEFAULT_SIGMA_ANG) -> float:
     """R_act of one completion: the mean over the gold pairs (i < j, in order) of the pair scores.
 

@@ -6,40 +6,100 @@ prompt would cut image tokens ("Image features and image tokens do not match", d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
+from collections.abc import Sequence
+
+from hatch_vlm.utils.config import (OLD_CHECKPOINTING_NAMES, CHECKPOINTING_NAMES, check, check_foreign_fields,
+                                    effective, trl_kwargs)
+from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+
+# Our defaults for SFTConfig fields (the paper gives no SFT settings); every other field keeps TRL's default.
+# Pinned here even where TRL's default agrees today, so that a TRL release cannot move the demo's numbers.
+SFT_DEFAULTS: dict[str, Any] = {
+    "max_steps": 200, "learning_rate": 2e-4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+    "warmup_steps": 5, "lr_scheduler_type": "cosine", "weight_decay": 0.0, "logging_steps": 10, "save_steps": 500,
+    "seed": 0, "bf16": False, "completion_only_loss": True, "report_to": "none", "disable_tqdm": True,
+}
+# SFTConfig fields the stage sets itself.
+SFT_RESERVED = {
+    "output_dir": "the stage's work directory",
+    "dataloader_num_workers": "data.num_workers",
+    "remove_unused_columns": "kept for lazily made rows, which bring their own columns",
+    "max_length": "None: truncating a multi-image prompt would cut image tokens",
+}
+# Names of earlier hatch versions and their replacement (one name per concept: TRL's).
+RENAMED = {
+    "batch_size": "renamed to per_device_train_batch_size (TRL's name; per GPU)",
+    "grad_accum": "renamed to gradient_accumulation_steps (TRL's name)",
+    "extra": "removed: write any TRL config field directly in the section",
+    **OLD_CHECKPOINTING_NAMES,
+}
+
+
+def derived_settings(user: dict[str, Any]) -> dict[str, Any]:
+    """Defaults that depend on other settings: CPU iff no CUDA device, checkpoints iff `save_steps` is given."""
+    import torch
+
+    return {"use_cpu": not torch.cuda.is_available(), "save_strategy": "steps" if "save_steps" in user else "no"}
 
 
 @dataclass
-class SFTOptions:
-    """Options of `run_sft` (ours; the paper gives no SFT settings for the cold start)."""
+class TRLStageOptions:
+    """Options of a stage on a TRL trainer: our own fields, plus in `trl` any field of the TRL config by its
+    own name (one name per concept: TRL's).
 
-    max_steps: int = 200
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_steps: int = 5
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 0.0
-    logging_steps: int = 10
-    save_steps: int | None = None          # None: no intermediate checkpoints
-    seed: int = 0
-    use_cpu: bool | None = None            # None: CPU iff no CUDA device
-    bf16: bool = False
+    In a config section the TRL fields sit beside ours (`qa_sft: {max_steps: 60, lora: {r: 8}}`): the config
+    loader gathers every key that is not ours into `trl` (`__unknown_keys_into__`) and this class checks them
+    against the TRL config's fields and types. A field not given takes `DEFAULTS` (ours), else TRL's default.
+    In Python: `SFTOptions(trl={"max_steps": 60})`.
+    """
+
+    __unknown_keys_into__: ClassVar[str] = "trl"
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    RESERVED: ClassVar[dict[str, str]] = {}
+    RENAMED: ClassVar[dict[str, str]] = RENAMED
+
     lora: dict | None = None               # peft LoraConfig kwargs, e.g. {"r": 16, "target_modules": [...]}
-    extra: dict[str, Any] = field(default_factory=dict)   # any further SFTConfig fields
+    trl: dict[str, Any] = field(default_factory=dict)   # fields of the TRL config
+
+    @classmethod
+    def config_class(cls):
+        raise NotImplementedError
 
     def __post_init__(self):
-        if self.max_steps < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError(f"SFTOptions: need max_steps >= 1, batch_size >= 1, learning_rate > 0; got "
-                             f"{self.max_steps}, {self.batch_size}, {self.learning_rate}")
+        own = [f.name for f in fields(self) if f.name != "trl"]
+        check_foreign_fields(self.config_class(), self.trl, own=own, renamed=self.RENAMED, reserved=self.RESERVED,
+                             aliases=CHECKPOINTING_NAMES)
+        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps"):
+            v = self.setting(name)
+            check(v >= 1, name, f"must be >= 1, got {v}")
+        lr = self.setting("learning_rate")
+        check(lr > 0, "learning_rate", f"must be > 0, got {lr}")
+
+    def setting(self, name: str) -> Any:
+        """The value TRL config field `name` gets (before what the stage sets itself)."""
+        return effective(self.config_class(), {**self.DEFAULTS, **derived_settings(self.trl)}, self.trl, name)
+
+    def trl_config(self, **stage: Any):
+        """The TRL config: our defaults, then the user's fields, then the stage's own (`stage`)."""
+        cls = self.config_class()
+        return cls(**trl_kwargs(cls, {**self.DEFAULTS, **derived_settings(self.trl)}, self.trl, stage))
 
 
-def _use_cpu(flag: bool | None) -> bool:
-    import torch
+@dataclass
+class SFTOptions(TRLStageOptions):
+    """Options of `run_sft`: `lora` and any SFTConfig field (see TRLStageOptions)."""
 
-    return (not torch.cuda.is_available()) if flag is None else flag
+    DEFAULTS: ClassVar[dict[str, Any]] = SFT_DEFAULTS
+    RESERVED: ClassVar[dict[str, str]] = SFT_RESERVED
+
+    @classmethod
+    def config_class(cls):
+        from trl import SFTConfig
+
+        return SFTConfig
 
 
 def make_lora_config(lora: dict | None):
@@ -85,12 +145,10 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         processor: its processor (passed as `processing_class`, so TRL never looks for one online).
         rows: formatted rows (list of dicts) or a `datasets.Dataset` of them.
         output_dir: where TRL writes logs / checkpoints.
-        options: `SFTOptions`.
+        options: `SFTOptions` (any SFTConfig field; see TRLStageOptions).
         eval_rows: optional held-out rows for an eval loss at the end.
         num_workers: DataLoader workers making the rows (decoding lazily loaded frames) beside training.
     """
-    from trl import SFTConfig, SFTTrainer
-
     from .formatting import lazy_dataset, rows_to_dataset
 
     opt = options or SFTOptions()
@@ -108,16 +166,12 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
     missing = {"prompt", "completion", "images"} - set(columns)
     if missing:
         raise ValueError(f"SFT rows need columns prompt, completion, images; missing {sorted(missing)}")
-    config = SFTConfig(
-        output_dir=str(output_dir), max_steps=opt.max_steps, learning_rate=opt.learning_rate,
-        per_device_train_batch_size=opt.batch_size, gradient_accumulation_steps=opt.gradient_accumulation_steps,
-        warmup_steps=opt.warmup_steps, lr_scheduler_type=opt.lr_scheduler_type, weight_decay=opt.weight_decay,
-        logging_steps=opt.logging_steps, save_strategy="no" if opt.save_steps is None else "steps",
-        save_steps=opt.save_steps or 500, seed=opt.seed, use_cpu=_use_cpu(opt.use_cpu), bf16=opt.bf16,
-        max_length=None, completion_only_loss=True, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=num_workers, remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"),
-        **opt.extra)
-    trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                                          processing_class=processor, peft_config=make_lora_config(opt.lora))
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    config = opt.trl_config(output_dir=str(output_dir), max_length=None, dataloader_num_workers=num_workers,
+                            remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"))
+    # peft's LoRA wrap calls transformers' deprecated gradient-checkpointing names (models/compat.py).
+    with checkpointing_deprecations_ignored():
+        trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds,
+                                              eval_dataset=eval_ds, processing_class=processor,
+                                              peft_config=make_lora_config(opt.lora))
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

@@ -3,9 +3,8 @@
     hatch-vlm data synth --out DIR --num N [--views V] [--size S] [--seed K] [--bench-num M]
         N synthetic samples in the SPAR-7M-RGBD layout with DIR as spar/ (DIR/synthetic/images/<scene>/...,
         DIR/synthetic/qa_jsonl/train/<task>/<kind>/<kind>_<N>.jsonl), plus M further samples (a disjoint part
-        of the same seeded stream) as benchmark files laid out as the downloads are:
-        DIR/benchmarks/spar_bench/data/test-00000-of-00001.parquet, mindcube/raw/MindCube_tinybench.jsonl
-        (images under mindcube/other_all_image/), mmsi/MMSI_bench.parquet.
+        of the same seeded stream) as benchmark files under DIR/benchmarks/, laid out as the downloads are
+        (the places are the benchmark registry's: hatch_vlm.eval.benchmarks, `stand_in`).
     hatch-vlm data stats ROOT [--split S] [--check-files] [--json FILE]
         What a SPAR-7M download holds: records per source / task / answer folder, views per record,
         geometry and markers present, skipped records by reason.
@@ -19,10 +18,15 @@ import argparse
 import sys
 from pathlib import Path
 
+# This module is a command-line front end: it belongs to the cli layer (tests/test_layers.py), above
+# evaluation, whose benchmark registry says where each benchmark file goes.
+
+
 def _synth(args) -> int:
     from tqdm import tqdm
 
-    from . import mindcube, mmsi, spar
+    from hatch_vlm.eval.benchmarks import write_stand_ins
+
     from .spar7m.writer import SparWriter
     from .synthetic import SceneConfig, iter_samples
 
@@ -39,17 +43,7 @@ def _synth(args) -> int:
     if args.bench_num > 0:
         bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
                           total=args.bench_num, desc="benchmarks", unit="sample"))
-        bdir = out / "benchmarks"
-        # laid out as the downloads are; SPAR-Bench gets the families it has a task for (spar.bench_task)
-        in_spar = [s for s in bench if spar.bench_task(s)]
-        if in_spar:
-            spar.write_spar_bench(in_spar, bdir / "spar_bench" / "data" / "test-00000-of-00001.parquet")
-        mc = [s for s in bench if s.category in mindcube.COUNTED]
-        if mc:
-            mindcube.write_mindcube(mc, bdir / "mindcube" / "raw" / "MindCube_tinybench.jsonl")
-        choice = [s for s in bench if s.answer_type == "mc"]
-        if choice:
-            mmsi.write_mmsi(choice, bdir / "mmsi" / "MMSI_bench.parquet")
+        write_stand_ins(bench, out / "benchmarks")     # laid out as the downloads are
     print(f"hatch-vlm data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
     return 0
 

@@ -1,5 +1,6 @@
 """Shared pieces of the dataset readers and writers: errors, the skip summary, option parsing, image
-and depth file I/O.
+and depth file I/O. (The letter of a gold answer is read by `hatch_vlm.scoring.answers.label_letter`,
+beside the rule that reads a model's reply.)
 
 Readers never drop a record silently: a malformed record is either an error (``strict=True``) or is
 skipped and counted in a :class:`ReadSummary` (returned with the samples and logged), with the reason
@@ -88,7 +89,7 @@ def handle(err: RecordError, summary: ReadSummary, strict: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Options and answers
+# Options
 # --------------------------------------------------------------------------------------------------
 _OPT = re.compile(r"(?<![A-Za-z0-9])([A-H])[.:)]\s")
 
@@ -112,20 +113,6 @@ def split_options(text: str) -> tuple[str, list[str]]:
             opts.append(f"{m.group(1)}. {text[m.end():end].strip().rstrip(',;').strip()}")
         return text[:run[0].start()].strip(), opts
     return text.strip(), []
-
-
-def extract_letter(answer: str, options: list[str] | None = None) -> str | None:
-    """The option letter of an answer written as "C", "C.", "(C)", "C. Back, Right" or as the option
-    text itself; None if none can be found."""
-    a = str(answer).strip()
-    m = re.match(r"^\(?([A-H])\)?(?:[.:)]|\s|$)", a)
-    if m:
-        return m.group(1)
-    for o in options or []:
-        letter, _, body = o.partition(". ")
-        if body.strip().lower() == a.lower():
-            return letter
-    return None
 
 
 def join_options(stem: str, options: list[str], sep: str = "\n") -> str:

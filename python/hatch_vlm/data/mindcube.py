@@ -7,9 +7,10 @@ As published (mll-lab-nu/MindCube README, scripts/bash_scripts/download_data.bas
 ``category``, ``type``, ``meta_info``, ``question`` (options inline: "... A. Left B. Right"), ``images``,
 ``gt_answer`` (a letter).
 
-The setting comes from the id, as the official ``get_setting_from_id`` finds it: the first of around >
-rotation > translation > among that the id contains (case-insensitive); an id naming none is "other"
-(read, and counted by the official overall; MindCube-Tiny has none). It becomes the sample's
+The setting comes from the id, as the official ``get_setting_from_id`` finds it (the one rule,
+``hatch_vlm.scoring.official.mindcube.setting``): the first of around > rotation > translation > among that
+the id contains (case-insensitive); an id naming none is "other" (read, and counted by the official
+overall; MindCube-Tiny has none). It becomes the sample's
 ``category``; translation is read but is not counted in the benchmark's overall score. ``meta["row"]`` is
 the record without ``images``.
 
@@ -21,21 +22,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..scoring.official import mindcube as official
 from .common import DataError, join_options, require, write_image
 from .lazy import read_bench_records
 from .record import Sample
 from .spar import _scene_name, parse_answer
 
-SETTINGS = ("around", "rotation", "translation", "among")    # the official order of precedence
-COUNTED = ("around", "rotation", "among")
 OTHER = "other"
+SETTINGS = tuple(s for s in official.OFFICIAL_SETTINGS if s != OTHER)   # the official order of precedence
+COUNTED = ("around", "rotation", "among")
 
 
 def setting_of(rid) -> str:
     """The MindCube setting an id names, by precedence around > rotation > translation > among ("" when
     it names none; the official code calls that "other")."""
-    low = str(rid or "").lower()
-    return next((name for name in SETTINGS if name in low), "")
+    found = official.setting({"id": rid})
+    return "" if found == OTHER else found
 
 
 def read_mindcube(path, strict: bool = False, image_root=None):

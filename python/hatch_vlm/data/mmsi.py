@@ -5,7 +5,7 @@ A row (InternRobotics/MMSI-Bench README): ``id``, ``images`` (a list of encoded 
 occur too), ``question`` (ending in "Options: A: ..., B: ..., C: ..., D: ..."; "A. ..." is read as
 well), ``answer`` (a letter), ``thought``, and ``difficulty``, ``mean_normed_duration_seconds``. The
 category is the question type's family: Positional, Attribute, Motion or MSR (multi-step reasoning), the
-four averages of the benchmark. ``meta["row"]`` is the row without ``images``; images are decoded only
+four averages of the benchmark (`hatch_vlm.scoring.official.mmsi.family`, beside the official grouping). ``meta["row"]`` is the row without ``images``; images are decoded only
 when a sample is asked for (hatch_vlm.data.lazy).
 
     read_mmsi(path, strict=False) -> (LazySamples, ReadSummary)
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..scoring.official.mmsi import family
 from .common import DataError, encode_png, join_options, require
 from .lazy import read_bench_records
 from .record import Sample
 from .spar import parse_answer
 
-CATEGORIES = ("Positional", "Attribute", "Motion", "MSR")
 
 # Question type written for each synthetic task (MMSI-Bench's naming style).
 TYPE_OF_TASK = {
@@ -35,20 +35,6 @@ TYPE_OF_TASK = {
 }
 
 
-def category_of(question_type: str) -> str:
-    """Positional / Attribute / Motion / MSR from an MMSI question type ("" if unknown)."""
-    q = question_type.lower()
-    if q.startswith("positional"):
-        return "Positional"
-    if q.startswith("attribute"):
-        return "Attribute"
-    if q.startswith("motion"):
-        return "Motion"
-    if "msr" in q or "multi-step" in q:
-        return "MSR"
-    return ""
-
-
 def read_mmsi(path, strict: bool = False):
     """Read MMSI-Bench rows from a parquet file or a directory of them."""
 
@@ -59,7 +45,7 @@ def read_mmsi(path, strict: bool = False):
         answer = str(require(rec, "answer", at)).strip()
         stem, options, answer, atype = parse_answer(question, answer, "select", at)
         return Sample(images=[], question=stem, options=options, answer=answer, answer_type=atype,
-                      task=qtype, category=category_of(qtype), source="mmsi", id=str(rid))
+                      task=qtype, category=family(qtype), source="mmsi", id=str(rid))
 
     return read_bench_records(path, f"MMSI-Bench {path}", parse, "images", exts=(".parquet",), strict=strict)
 

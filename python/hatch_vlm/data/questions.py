@@ -122,7 +122,7 @@ MARGIN_M = 0.3          # a front/back or left/right call needs the object this 
 def camera_motion(ctx: Context, rng) -> Question | None:
     i, j = 0, int(rng.integers(1, ctx.num_views))
     m = geo.relative_motion(ctx.cam_to_world[i], ctx.cam_to_world[j], ctx.up)
-    yaw = np.rad2deg(m.yaw)
+    yaw = m.yaw_deg
     horiz = np.hypot(m.forward, m.left)
     pre = f"{_img(i)} and {_img(j)} were taken by the same camera. "
     variants = []
@@ -240,7 +240,7 @@ def cross_view_matching(ctx: Context, rng) -> Question | None:
 
 def _unique_nearest(angles_deg: np.ndarray, target: float, tol: float = 35.0, margin: float = 25.0):
     """Index of the angle nearest `target` if within `tol` and `margin` ahead of the runner-up."""
-    diff = np.abs(geo.wrap_angle(np.deg2rad(angles_deg - target)))
+    diff = np.abs(geo.wrap_radians(np.deg2rad(angles_deg - target)))
     diff = np.rad2deg(diff)
     order = np.argsort(diff)
     if diff[order[0]] > tol or (len(order) > 1 and diff[order[1]] < diff[order[0]] + margin):

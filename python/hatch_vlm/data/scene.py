@@ -3,7 +3,8 @@
 A room is the axis-aligned box [0, width] x [0, depth] x [0, height] (metres, world up +z), floor at
 z = 0. Its six surfaces (floor, ceiling, four walls) each carry a procedural texture. Objects stand on
 the floor; each has a kind (its shape), a colour and so a unique name ("red box", "blue ball").
-Everything here is plain data (JSON-serialisable through `to_dict` / `from_dict`).
+Everything here is plain data (JSON-serialisable through `to_dict` / `from_dict`). (Why this is not
+`hatch_ext.scenes`, the ops' bare test rooms: see `hatch_vlm.data.synthetic`.)
 """
 from __future__ import annotations
 

@@ -31,8 +31,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .common import (DataError, RecordError, encode_png, extract_letter, join_options, require,
-                     split_options, write_image)
+from ..scoring.answers import label_letter
+from ..scoring.official import spar_bench as official
+from .common import DataError, RecordError, encode_png, join_options, require, split_options, write_image
 from .lazy import LazySamples, read_bench_records
 from .record import Sample
 from .spar7m.records import strip_trailer
@@ -74,7 +75,7 @@ def parse_answer(question_text: str, answer: str, kind: str | None, at: str, nee
     if answer_type != "mc":
         return question_text.strip(), [], answer, answer_type
     if options:
-        letter = extract_letter(answer, options)
+        letter = label_letter(answer, options)
         if letter is None or letter not in [o[0] for o in options]:
             raise RecordError(f"{at}: field 'answer': {answer!r} is not one of the options' letters "
                               f"{[o[0] for o in options]}", "bad answer")
@@ -82,7 +83,7 @@ def parse_answer(question_text: str, answer: str, kind: str | None, at: str, nee
     if need_options:
         raise RecordError(f"{at}: field 'question': a multiple-choice record with no options ('A. ...')",
                           "no options")
-    letter = extract_letter(answer)
+    letter = label_letter(answer)
     if letter is None:
         raise RecordError(f"{at}: field 'answer': {answer!r} is not an option letter (select record)",
                           "bad answer")
@@ -92,14 +93,11 @@ def parse_answer(question_text: str, answer: str, kind: str | None, at: str, nee
 # --------------------------------------------------------------------------------------------------
 # SPAR-Bench
 # --------------------------------------------------------------------------------------------------
-LEVELS = ("Low", "Middle", "High")
-LOW_TASKS = ("depth_prediction_oc", "depth_prediction_oo", "distance_prediction_oc", "distance_prediction_oo",
-             "depth_prediction_oc_mv", "depth_prediction_oo_mv", "distance_prediction_oc_mv",
-             "distance_prediction_oo_mv")
-MIDDLE_TASKS = ("view_change_infer", "position_matching", "camera_motion_infer")
-HIGH_TASKS = ("obj_spatial_relation_oo", "obj_spatial_relation_oc_mv", "obj_spatial_relation_oo_mv",
-              "spatial_imagination_oc", "spatial_imagination_oo", "spatial_imagination_oc_mv",
-              "spatial_imagination_oo_mv", "distance_infer_center_oo", "distance_infer_center_oo_mv")
+# The official task lists (hatch_vlm.scoring.official.spar_bench, transcribed from SPAR-Bench's code).
+LEVELS = official.CATEGORIES
+LOW_TASKS = official.LEVEL_TASKS["Low"]
+MIDDLE_TASKS = official.LEVEL_TASKS["Middle"]
+HIGH_TASKS = official.LEVEL_TASKS["High"]
 TASKS = LOW_TASKS + MIDDLE_TASKS + HIGH_TASKS          # the 20 tasks of SPAR-Bench
 _HIGH_PREFIXES = ("obj_spatial_relation_", "spatial_imagination_")
 
@@ -115,7 +113,11 @@ TASK_OF_FAMILY = {
 
 
 def level_of(task: str) -> str:
-    """The official SPAR-Bench level of a task: Low / Middle / High, or "" for a task of none."""
+    """The SPAR-Bench level a reader records for a task: Low / Middle / High, or "" for a task of none.
+
+    The official lists, read leniently (case and spaces ignored; any obj_spatial_relation_* /
+    spatial_imagination_* is High), because it labels records of every origin; the scorer's
+    `official.category(row)` is the strict official lookup and is what the results table uses."""
     t = str(task).strip().lower()
     if t in LOW_TASKS:
         return "Low"

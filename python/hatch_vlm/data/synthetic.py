@@ -29,6 +29,12 @@ Camera layouts ("modes"), picked by the question family drawn for the sample:
 * ``rotation``: one position, the camera turning in place by ``rotation_step_deg`` per view.
 * ``around``: cameras on a circle around a central object, stepping ``around_step_deg``, looking at it.
 * ``among``: a central object with four objects on its diagonals; cameras on its four sides.
+
+Other room generators in the project, kept apart on purpose: ``hatch_ext.scenes.room_scene`` (bare rooms
+with spheres, torch, any dtype, invalid pixels on demand: the ops' test and benchmark rigs) and
+``hatch_vlm.pasta.scenes`` (those rigs textured, the PaStA stage's own data). This generator is the only
+one with named objects, questions and camera layouts per question family; each keeps its generated data
+fixed for its users, so they share only the conventions (docs/design.md), not code.
 """
 from __future__ import annotations
 

@@ -1,13 +1,16 @@
-"""The one list of benchmarks: everything that names, reads, prompts, scores or tabulates a benchmark reads
-this registry (the CLI's choices, the config's checks, the results table).
+"""The one list of benchmarks: everything that names, reads, writes, prompts, scores or tabulates a benchmark
+reads this registry (the CLI's choices, the config's checks, the results table, the synthetic stand-in
+files of `hatch-vlm data synth`).
 
     BENCHMARKS["spar-mv"].read(path, image_root=None, limit=None) -> Sequence[Sample]   (lazily decoded)
-    BENCHMARKS["mindcube"].rules                     -> hatch_vlm.eval.official.mindcube (official rules)
+    BENCHMARKS["mindcube"].rules                     -> hatch_vlm.scoring.official.mindcube (official rules)
+    BENCHMARKS["mmsi"].stand_in                      -> "mmsi/MMSI_bench.parquet" (where a download has it)
+    write_stand_ins(samples, bench_dir)              -> [{"name", "path"}] synthetic files in those places
 
 A benchmark with `rules` is scored twice (hatch_vlm.eval.run): the official rule on the raw reply, and the same
 rule on the reply's `<answer>` span (what an ActoR completion means); the paper-style table uses the
 second for ActoR prompts and the first otherwise. The synthetic benchmark has no official rules: our own
-scorer (hatch_vlm.eval.answers) gives both columns.
+scorer (hatch_vlm.scoring.answers) gives both columns.
 """
 from __future__ import annotations
 
@@ -43,15 +46,20 @@ class Benchmark:
     name: str                               # the CLI / config name
     title: str                              # the table's name
     columns: tuple[str, ...]                # the table's category columns, in order
-    rules_module: str | None                # hatch_vlm.eval.official.<module> (None: our own scorer)
+    rules_module: str | None                # hatch_vlm.scoring.official.<module> (None: our own scorer)
     reader: Callable[..., Sequence[Sample]]
     data_help: str                          # what --data points at
     image_root_help: str = ""
     aliases: dict[str, str] = field(default_factory=dict)   # official category name -> table column
+    # Synthetic stand-ins (published benchmarks only): the file's place under a benchmarks directory, laid
+    # out as the download is; which synthetic samples the format can hold; the writer of that format.
+    stand_in: str = ""
+    stand_in_select: Callable[[Sequence[Sample]], list[Sample]] | None = None
+    stand_in_write: Callable[[Sequence[Sample], Path], object] | None = None
 
     @property
     def rules(self) -> ModuleType | None:
-        return importlib.import_module(f"hatch_vlm.eval.official.{self.rules_module}") if self.rules_module else None
+        return importlib.import_module(f"hatch_vlm.scoring.official.{self.rules_module}") if self.rules_module else None
 
     def read(self, path, image_root=None, limit: int | None = None) -> Sequence[Sample]:
         path = Path(path)
@@ -76,9 +84,11 @@ def _read_spar_mv(path: Path, image_root):
 
 
 def _is_multi_view(s: Sample) -> bool:
+    from hatch_vlm.scoring.official import spar_bench
+
     row = s.meta.get("row") or {}
     if "img_type" in row:
-        return row["img_type"] == "multi_view"          # the published split (SPAR-Bench-MV)
+        return spar_bench.is_multi_view(row)            # the published split (SPAR-Bench-MV)
     return s.num_views >= 2
 
 
@@ -94,6 +104,40 @@ def _read_mmsi(path: Path, image_root):
     return mmsi.read_mmsi(path)[0]
 
 
+def _spar_select(samples):
+    from hatch_vlm.data import spar
+
+    return [s for s in samples if spar.bench_task(s)]     # the families it has a task for (spar.bench_task)
+
+
+def _spar_write(samples, path):
+    from hatch_vlm.data import spar
+
+    return spar.write_spar_bench(samples, path)
+
+
+def _mindcube_select(samples):
+    from hatch_vlm.data import mindcube
+
+    return [s for s in samples if s.category in mindcube.COUNTED]
+
+
+def _mindcube_write(samples, path):
+    from hatch_vlm.data import mindcube
+
+    return mindcube.write_mindcube(samples, path)
+
+
+def _mmsi_select(samples):
+    return [s for s in samples if s.answer_type == "mc"]
+
+
+def _mmsi_write(samples, path):
+    from hatch_vlm.data import mmsi
+
+    return mmsi.write_mmsi(samples, path)
+
+
 def _read_synthetic(path: Path, image_root):
     from hatch_vlm.data.spar7m import read_spar_rgbd
 
@@ -104,16 +148,36 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("spar-mv", "SPAR-Bench-MV", ("Low", "Mid", "High"), "spar_bench", _read_spar_mv,
               "SPAR-Bench as published (a directory with data/test-*.parquet, or one parquet / JSONL file); "
               "its multi_view rows", "images are embedded (or relative to this directory for JSONL)",
-              aliases={"Middle": "Mid"}),
+              aliases={"Middle": "Mid"}, stand_in="spar_bench/data/test-00000-of-00001.parquet",
+              stand_in_select=_spar_select, stand_in_write=_spar_write),
     Benchmark("mindcube", "MindCube-Tiny", ("Around", "Rotation", "Among"), "mindcube", _read_mindcube,
               "MindCube_tinybench.jsonl (data/raw/ of the MindCube download)",
-              "default: the JSONL's grandparent (data/), where other_all_image/ is"),
+              "default: the JSONL's grandparent (data/), where other_all_image/ is",
+              stand_in="mindcube/raw/MindCube_tinybench.jsonl",       # images under mindcube/other_all_image/
+              stand_in_select=_mindcube_select, stand_in_write=_mindcube_write),
     Benchmark("mmsi", "MMSI-Bench", ("Pos", "Att", "Mot", "MSR"), "mmsi", _read_mmsi,
-              "MMSI_bench.parquet (or a directory of parquet files)", "images are embedded"),
+              "MMSI_bench.parquet (or a directory of parquet files)", "images are embedded",
+              stand_in="mmsi/MMSI_bench.parquet", stand_in_select=_mmsi_select, stand_in_write=_mmsi_write),
     Benchmark("synthetic", "Synthetic", (), None, _read_synthetic,
               "a SPAR-7M-RGBD tree (e.g. from `hatch-vlm data synth`)"),
 )}
 NAMES = tuple(BENCHMARKS)
+
+
+def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path) -> list[dict]:
+    """Writes every published benchmark's format from synthetic `samples` (each gets the samples it can
+    hold; one that gets none is not written) at its `stand_in` place under `bench_dir`, so the real readers
+    and scorers can be run on them. Returns the written files as eval config entries {"name", "path"}."""
+    files = []
+    for b in BENCHMARKS.values():
+        if not b.stand_in:
+            continue
+        chosen = b.stand_in_select(samples)
+        if chosen:
+            path = Path(bench_dir) / b.stand_in
+            b.stand_in_write(chosen, path)
+            files.append({"name": b.name, "path": str(path)})
+    return files
 
 
 def get(name: str) -> Benchmark:

@@ -3,7 +3,7 @@ does, and write results.json / results.md in the paper's Table 1 layout.
 
 Per question two scores are kept (hatch_vlm.eval.benchmarks):
 
-* `official`: the benchmark's own rule (hatch_vlm.eval.official.<benchmark>) on the raw reply;
+* `official`: the benchmark's own rule (hatch_vlm.scoring.official.<benchmark>) on the raw reply;
 * `answer_span`: the same rule on the reply's `<answer>…</answer>` span, what an ActoR completion
   (`<action>{…}</action><answer>C</answer>`) means: its action block breaks several official extractors.
 
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Sequence
 
 from hatch_vlm.data.record import Sample
+from hatch_vlm.scoring.answers import answer_span, score_answer
 from hatch_vlm.utils.io import atomic_write_json, atomic_write_text
 
-from .answers import answer_span, score_answer
 from .benchmarks import BENCHMARKS, OVERALL, get
 from .table import markdown_table
 

@@ -1,7 +1,15 @@
 """The one load path of hatch: a saved Qwen2.5-VL directory (the tiny model or a real Qwen2.5-VL-3B)
--> (model, processor), offline, with `from_pretrained(local_dir)`."""
+-> (model, processor), offline, with `from_pretrained(local_dir)`.
+
+Loading (and saving, `hatch_vlm.models.saving`) runs inside `quiet_progress`: transformers draws a bar per
+`from_pretrained` ("Loading weights") and per `save_pretrained` ("Writing model shards"), several per stage
+(the model, a resumed checkpoint, the saved result) and one per rank, between the bars of the long steps
+(scene generation, training, evaluation) that say how far a run is.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,6 +19,21 @@ from .processor import HatchQwenProcessor, load_processor
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """transformers' progress bars off inside the block (warnings and errors still print), then restored to
+    what they were (a caller that disabled them keeps them disabled)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -46,7 +69,8 @@ def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | N
                                 "saved with save_pretrained (build one with hatch_vlm.models.tiny.build_tiny_model)")
     dt = resolve_dtype(dtype)
     kwargs = {"dtype": dt} if dt is not None else {"dtype": "auto"}
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True, **kwargs)
+    with quiet_progress():
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True, **kwargs)
     if device is not None:
         model = model.to(device)
     model.eval()
@@ -70,6 +94,7 @@ def restore_weights(model, checkpoint: str | Path | None):
         return model
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     first = next(target.parameters())
-    saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
+    with quiet_progress():
+        saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
     target.load_state_dict(saved.state_dict(), strict=True)
     return model

@@ -9,6 +9,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .loading import quiet_progress
+
+
+class QuietSaveMixin:
+    """Mix into a `Trainer` subclass (before the Trainer: `class T(QuietSaveMixin, Trainer)`): its model saves
+    (every `save_steps` checkpoint, the final save) run inside `quiet_progress`, so they draw no "Writing
+    model shards" bar inside the training bar."""
+
+    def save_model(self, *args, **kwargs):
+        with quiet_progress():
+            return super().save_model(*args, **kwargs)
+
 
 def is_sharded(accelerator) -> bool:
     """True when the parameters are split across ranks (FSDP, or DeepSpeed with ZeRO stage 3)."""
@@ -60,6 +72,7 @@ def write_trained_model(trainer, path, full_state: dict[str, Any] | None):
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.save_pretrained(path, safe_serialization=True,
-                          **({"state_dict": full_state} if full_state is not None else {}))
+    with quiet_progress():
+        model.save_pretrained(path, safe_serialization=True,
+                              **({"state_dict": full_state} if full_state is not None else {}))
     return model

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+from .loading import quiet_progress
 from .processor import HatchQwenProcessor, build_image_processor
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -138,7 +139,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
-    model.save_pretrained(out_dir)
+    with quiet_progress():
+        model.save_pretrained(out_dir)
     processor = HatchQwenProcessor(build_image_processor(TINY_MIN_PIXELS, TINY_MAX_PIXELS), tokenizer,
                                    chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out_dir)

@@ -4,6 +4,10 @@
 (h = H'/28, w = W'/28 for the processor's resized size H' x W'). Token (r, c) belongs to cell
 (floor(r*n_h/h), floor(c*n_w/w)); a cell's embedding is the mean of its tokens. Cells are fractions of the
 image, so the same grid on the depth map (at its own resolution) covers the same part of the scene.
+
+`cell_embeddings` (samples) and `cell_embeddings_from_pixels` (processor outputs) call the vision tower
+directly; `cell_embeddings_for_training` goes through a distributed wrapper's own call, as a training loss
+must (DDP / DeepSpeed / FSDP).
 """
 from __future__ import annotations
 
@@ -106,3 +110,44 @@ def cell_embeddings(model, processor, samples: Sequence[Sample], grid_h: int,
     inputs = processor_inputs(processor, samples)
     return cell_embeddings_from_pixels(model, inputs["pixel_values"], inputs["image_grid_thw"],
                                        views.pop(), grid_h, grid_w)
+
+
+def _unwrap(model):
+    """The model inside distributed wrappers (DDP's and DeepSpeed's engine keep it in `.module`)."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel) or (
+            type(model).__name__ == "DeepSpeedEngine"):
+        model = model.module
+    return model
+
+
+def cell_embeddings_for_training(model, pixel_values: Tensor, image_grid_thw: Tensor, num_views: int,
+                                 grid_h: int, grid_w: int | None = None) -> Tensor:
+    """Cell embeddings `[B, V, P, D_out]` (see `cell_embeddings_from_pixels`) of a possibly wrapped model,
+    through the model's own call when training is distributed.
+
+    DDP syncs gradients only for a forward that went through its wrapper, DeepSpeed's engine likewise, and
+    FSDP gathers sharded parameters in hooks of the modules' calls. The embeddings are not the model's
+    `forward`, so for this one call the inner model's `forward` is shadowed by an instance attribute that
+    computes them, and the outermost module (the wrapper, or the FSDP root) is called.
+    """
+    import torch.distributed as dist
+
+    grid_w = grid_h if grid_w is None else grid_w
+    inner = _unwrap(model)
+    if inner is model and not (dist.is_available() and dist.is_initialized()):
+        return cell_embeddings_from_pixels(model, pixel_values, image_grid_thw, num_views, grid_h, grid_w)
+
+    def embed(pixel_values, image_grid_thw):
+        return cell_embeddings_from_pixels(inner, pixel_values, image_grid_thw, num_views, grid_h, grid_w)
+
+    # Someone may have installed an instance `forward` already (TRL's GRPOTrainer does, for its fused LM
+    # head): put it back afterwards rather than deleting ours.
+    shadowed = inner.__dict__.get("forward")
+    inner.forward = embed
+    try:
+        return model(pixel_values=pixel_values, image_grid_thw=image_grid_thw)
+    finally:
+        if shadowed is None:
+            del inner.forward
+        else:
+            inner.forward = shadowed

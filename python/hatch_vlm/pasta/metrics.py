@@ -21,10 +21,18 @@ from torch import Tensor
 
 from hatch_vlm.data.record import Sample
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE
-from hatch_ext.reference import symmetric_overlap
 
 from .cells import cell_embeddings
 from .loss import patch_overlap
+
+
+def symmetric_overlap(overlap: Tensor) -> Tensor:
+    """S[a, c] = (M[a, c] + M[c, a]^T) / 2 of an overlap M `[B, V, V, P, P]` (docs/design.md step 3).
+
+    The ops fuse this step into the loss and expose no op for it, so production code forms it here, from
+    `hatch_ext.ops.patch_overlap`'s M (the naive reference is a test oracle, never imported by production);
+    the same expression as the reference's, so the values are identical (tests/test_layers.py checks it)."""
+    return 0.5 * (overlap + overlap.transpose(1, 2).transpose(-1, -2))
 
 
 def geometry_tensors(samples: Sequence[Sample]) -> tuple[Tensor, Tensor, Tensor]:

@@ -14,11 +14,10 @@ import torch.nn.functional as F  # noqa: E402
 
 from hatch_vlm.data.record import Sample  # noqa: E402
 from hatch_ext.ops import ABS_TOL, REL_TOL, STRIDE  # noqa: E402
-from hatch_ext.reference import symmetric_overlap  # noqa: E402
 
 from .cells import cell_embeddings  # noqa: E402
 from .loss import patch_overlap  # noqa: E402
-from .metrics import geometry_tensors  # noqa: E402
+from .metrics import geometry_tensors, symmetric_overlap  # noqa: E402
 
 
 def _centre(i: int, grid: int, H: int, W: int, x_offset: float) -> tuple[float, float]:

@@ -1,9 +1,15 @@
-"""Textured toy rooms for PaStA: `hatch_ext.testing.room_scene` geometry (exact depth, K, poses) with an
+"""Textured toy rooms for PaStA: `hatch_ext.scenes.room_scene` geometry (exact depth, K, poses) with an
 RGB texture computed from each pixel's 3D hit point.
 
 The colour is a function of the world position of the surface, so one surface has the same colour in
 every view: cross-view correspondence is learnable from appearance, and the geometry says which cells
-match. Used as the stage's default data until `hatch_vlm.data.synthetic` is available.
+match. The PaStA stage's own data when no dataset is configured.
+
+Why a third room generator beside `hatch_vlm.data.synthetic`: these are bare rooms (one occluding sphere)
+whose geometry is exactly that of the ops' test rigs, so the PaStA stage and its metric run on the
+scenes the kernels are checked on; `data.synthetic` draws furnished rooms for question answering. Only
+the texturing is here; the geometry is `hatch_ext.scenes`. `world_points` stays in torch float64 (not
+`hatch_vlm.geometry.unproject_depth`, numpy) so the texture of every generated sample stays bit-identical.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import numpy as np
 import torch
 
 from hatch_vlm.data.record import Sample
-from hatch_ext.testing import room_scene
+from hatch_ext.scenes import room_scene
 
 
 def world_points(depth: torch.Tensor, K: torch.Tensor, cam_to_world: torch.Tensor) -> torch.Tensor:

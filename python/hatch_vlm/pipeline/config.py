@@ -6,26 +6,32 @@
     stages: [pasta, qa_sft, actor_sft, grpo, eval]
     data: {kind: synthetic, num_train: 64, num_eval: 16, views: 2, size: 112}
     # data: {kind: spar, path: /data/spar, tasks: [multi_view], num_train: 10000, num_eval: 256}
-    pasta: {max_steps: 60, learning_rate: 1.0e-3}          # hatch_vlm.pasta.stage.PastaConfig fields
-    qa_sft: {max_steps: 40}                                # hatch_vlm.actor.sft.SFTOptions fields
-    actor_sft: {max_steps: 80}                             # hatch_vlm.actor.sft.SFTOptions fields
-    grpo: {max_steps: 30, num_generations: 4}              # hatch_vlm.actor.grpo.GRPOOptions fields
+    pasta: {max_steps: 60, learning_rate: 1.0e-3, per_device_train_batch_size: 8}    # PastaSection
+    qa_sft: {max_steps: 40, gradient_accumulation_steps: 2}    # SFTOptions: `lora` + any trl.SFTConfig field
+    actor_sft: {max_steps: 80}                                 # SFTOptions
+    grpo: {max_steps: 30, num_generations: 4, pasta_weight: 0.1}   # GRPOOptions: ours + any trl.GRPOConfig field
     eval: {synthetic: true, benchmarks: [{name: spar-mv, path: /data/spar_bench}]}
+
+Every section is a typed dataclass, parsed and checked once, here; the runner uses the objects as they are.
+One name per concept, TRL's: `per_device_train_batch_size` and `gradient_accumulation_steps` in every stage
+(the PaStA stage too); the names of earlier versions (`batch_size`, `grad_accum`, `extra`, `aux_weight`)
+are refused with a message naming their replacement.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hatch_vlm.actor.grpo import GRPOOptions
+from hatch_vlm.actor.sft import SFTOptions
+from hatch_vlm.pasta.config import PastaConfig
 from hatch_vlm.utils.config import ConfigError, check, from_dict, load_mapping
 
 STAGES = ("pasta", "qa_sft", "actor_sft", "grpo", "eval")
-# Filled in by the runner (or taken from the `data` section), never by a stage's own section.
-_RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
-                  "train_seed", "eval_seed", "resume_from_checkpoint", "min_pixels", "max_pixels",
-                  "num_workers"}
 
 
 @dataclass
@@ -138,6 +144,56 @@ class EvalSection:
         check(self.limit is None or self.limit >= 1, "eval.limit", f"must be >= 1, got {self.limit}")
 
 
+# PastaConfig fields the runner fills in (from the data section, the model section, the run directory),
+# never a stage section. synthetic_tasks only picks the stage's own scenes, and the runner always gives it
+# the run's data.
+_PASTA_RUNNER_FIELDS = {"model_dir", "output_dir", "data", "num_train", "num_eval", "views", "image_size",
+                        "train_seed", "eval_seed", "resume_from_checkpoint", "min_pixels", "max_pixels",
+                        "num_workers", "synthetic_tasks"}
+# Names earlier versions of the pasta section used -> the one name (TRL's, as in the SFT and GRPO sections,
+# and PastaConfig's own).
+_PASTA_OLD_NAMES = {"batch_size": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps"}
+
+
+def _pasta_post_init(self) -> None:
+    try:
+        self.to_pasta_config(model_dir="", output_dir="").validate()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        # "PastaConfig.max_steps must be positive, ..." -> "max_steps: must be positive, ..."
+        raise ConfigError(re.sub(r"^PastaConfig\.(\w+):? ", r"\1: ", str(e))) from None
+
+
+def _to_pasta_config(self, **runner) -> PastaConfig:
+    """The PastaConfig of this section plus the fields the runner fills in."""
+    return PastaConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **runner)
+
+
+def _pasta_section_class():
+    """The pasta section: PastaConfig's fields (the PaStA stage owns them; built from it so that the two never
+    drift apart) less the runner's, under the same names."""
+    hints = typing.get_type_hints(PastaConfig)
+    specs = []
+    for f in dataclasses.fields(PastaConfig):
+        if f.name in _PASTA_RUNNER_FIELDS or not f.init:
+            continue
+        default = (field(default=f.default) if f.default is not dataclasses.MISSING
+                   else field(default_factory=f.default_factory))
+        specs.append((f.name, hints[f.name], default))
+    renamed = {old: f"renamed to {new} (the name the SFT and GRPO sections use)"
+               for old, new in _PASTA_OLD_NAMES.items()}
+    return dataclasses.make_dataclass(
+        "PastaSection", specs, namespace={
+            "__post_init__": _pasta_post_init, "to_pasta_config": _to_pasta_config,
+            "RENAMED": {**renamed, "extra": "removed: use extra_training_args"},
+            "__doc__": "The pasta section: hatch_vlm.pasta.config.PastaConfig's options."})
+
+
+PastaSection = _pasta_section_class()
+PastaSection.__module__ = __name__
+
+
 @dataclass
 class HatchConfig:
     model: str | ModelSection = "tiny"     # a path / "tiny", or a ModelSection mapping
@@ -146,10 +202,10 @@ class HatchConfig:
     threads: int | None = None        # torch CPU threads (None: torch's default)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     data: DataSection = field(default_factory=DataSection)
-    pasta: dict[str, Any] = field(default_factory=dict)
-    qa_sft: dict[str, Any] = field(default_factory=dict)
-    actor_sft: dict[str, Any] = field(default_factory=dict)
-    grpo: dict[str, Any] = field(default_factory=dict)
+    pasta: PastaSection = field(default_factory=PastaSection)
+    qa_sft: SFTOptions = field(default_factory=SFTOptions)
+    actor_sft: SFTOptions = field(default_factory=SFTOptions)
+    grpo: GRPOOptions = field(default_factory=GRPOOptions)
     eval: EvalSection = field(default_factory=EvalSection)
 
     def __post_init__(self):
@@ -165,48 +221,12 @@ class HatchConfig:
                 self.model = ModelSection(path=self.model)
             except ConfigError as e:
                 raise ConfigError(str(e).replace("model.path", "model", 1)) from None
-        # Each stage's settings are checked now against the stage's own options class, so that a typo
-        # fails before hours of earlier stages have run.
-        for name in ("pasta", "qa_sft", "actor_sft", "grpo"):
-            stage_options(name, getattr(self, name))
-
-
-def _options_class(name: str):
-    if name == "pasta":
-        from hatch_vlm.pasta.stage import PastaConfig
-
-        return PastaConfig
-    if name in ("qa_sft", "actor_sft"):
-        from hatch_vlm.actor.sft import SFTOptions
-
-        return SFTOptions
-    from hatch_vlm.actor.grpo import GRPOOptions
-
-    return GRPOOptions
-
-
-def stage_options(name: str, values: dict[str, Any], **runner: Any):
-    """The options object of stage `name` from the config section `values` (+ runner-set fields)."""
-    cls = _options_class(name)
-    user_fields = {f.name for f in dataclasses.fields(cls)} - _RUNNER_FIELDS
-    unknown = sorted(set(values) - user_fields)
-    if unknown:
-        raise ConfigError(f"{name}: unknown key{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(user_fields))})")
-    no_default = {f.name for f in dataclasses.fields(cls)
-                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    filled = {k: "<set by the runner>" for k in no_default & _RUNNER_FIELDS}
-    filled.update({k: v for k, v in runner.items() if k in _RUNNER_FIELDS})
-    try:
-        opts = from_dict(cls, {**values, **filled}, where=name)
-        validate = getattr(opts, "validate", None)
-        if callable(validate):
-            validate()
-        return opts
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{name}: {e}") from None
+        # From Python, a section may be given as a mapping, as in a YAML file: parsed and checked the same way.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                section = ModelSection if f.name == "model" else type(f.default_factory())
+                setattr(self, f.name, from_dict(section, value, where=f"config.{f.name}"))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> HatchConfig:

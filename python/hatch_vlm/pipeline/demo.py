@@ -2,12 +2,14 @@
 Qwen2.5-VL built offline, PaStA -> QA fine-tuning -> ActoR cold start -> GRPO -> evaluation (held-out
 synthetic scenes and the three benchmark formats written from synthetic data), then a report.
 
-The settings live in configs/demo.yaml (the same file `hatch-vlm train --config` takes); `--quick` shrinks
-every stage for tests.
+The settings live in the package's own demo.yaml (beside this module, shipped as package data so that an
+installed wheel runs the demo too; the same format `hatch-vlm train --config` takes); `--quick` shrinks
+every stage for tests (QUICK).
 """
 from __future__ import annotations
 
 import time
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -18,35 +20,24 @@ from .config import HatchConfig, load_config
 from .report import write_report
 from .runner import run_pipeline
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
-
-# Used when the package is installed without the configs/ folder (e.g. from a wheel).
-DEMO = {
-    "model": "tiny",
-    "stages": ["pasta", "qa_sft", "actor_sft", "grpo", "eval"],
-    "data": {"kind": "synthetic", "num_train": 96, "num_eval": 24, "views": 2, "size": 112,
-             "actor_fraction": 1.0},
-    "pasta": {"max_steps": 150, "max_seconds": 150, "batch_size": 8, "learning_rate": 1.0e-3},
-    "qa_sft": {"max_steps": 40, "learning_rate": 2.0e-3, "batch_size": 8},
-    "actor_sft": {"max_steps": 200, "learning_rate": 1.0e-2, "batch_size": 8},
-    "grpo": {"max_steps": 30, "learning_rate": 1.0e-4, "batch_size": 8, "num_generations": 4,
-             "max_completion_length": 96},
-    "eval": {"synthetic": True, "max_new_tokens": 96},
-}
-
+# `--quick`: merged over demo.yaml's sections, key by key.
 QUICK = {
     "data": {"num_train": 8, "num_eval": 4, "size": 56, "actor_fraction": 1.0},
-    "pasta": {"max_steps": 3, "batch_size": 4, "plot": True},
-    "qa_sft": {"max_steps": 2, "batch_size": 4},
-    "actor_sft": {"max_steps": 3, "batch_size": 4},
-    "grpo": {"max_steps": 2, "batch_size": 4, "num_generations": 2, "max_completion_length": 16},
+    "pasta": {"max_steps": 3, "per_device_train_batch_size": 4, "plot": True},
+    "qa_sft": {"max_steps": 2, "per_device_train_batch_size": 4},
+    "actor_sft": {"max_steps": 3, "per_device_train_batch_size": 4},
+    "grpo": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16},
     "eval": {"max_new_tokens": 16, "limit": 4},
 }
 
 
+def demo_yaml() -> str:
+    """The text of the packaged demo config."""
+    return resources.files("hatch_vlm.pipeline").joinpath("demo.yaml").read_text()
+
+
 def demo_config(out: str | Path, quick: bool = False) -> dict:
-    path = CONFIG_DIR / "demo.yaml"
-    base = yaml.safe_load(path.read_text()) if path.exists() else dict(DEMO)
+    base = yaml.safe_load(demo_yaml())
     if quick:
         for key, values in QUICK.items():
             base[key] = {**base.get(key, {}), **values}

@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hatch_vlm.data.record import Sample
 from hatch_vlm.utils.checkpoints import latest_complete_checkpoint
@@ -31,7 +31,7 @@ from hatch_vlm.utils import distributed as dist
 from hatch_vlm.utils.config import ConfigError
 from hatch_vlm.utils.io import atomic_directory, atomic_write_json, clean_partials, read_json
 
-from .config import HatchConfig, load_config, stage_options
+from .config import HatchConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,9 @@ def _pasta(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch_vlm.pasta.stage import run_pasta_stage
 
     work = stage_dir / "work"
-    opts = stage_options("pasta", run.cfg.pasta, model_dir=str(model_dir), output_dir=str(work),
-                         resume_from_checkpoint=resume_point(work, "pasta"), num_workers=run.cfg.data.workers,
-                         **run.cfg.model.pixels)
+    opts = run.cfg.pasta.to_pasta_config(model_dir=str(model_dir), output_dir=str(work),
+                                         resume_from_checkpoint=resume_point(work, "pasta"),
+                                         num_workers=run.cfg.data.workers, **run.cfg.model.pixels)
     metrics = run_pasta_stage(opts, run.train, run.held_out)     # every rank trains; rank 0 evaluates
     final = _copy_model_dir(Path(metrics["checkpoint"]), stage_dir / "model")
     return StageResult(final, {k: v for k, v in metrics.items() if k != "checkpoint"})
@@ -197,7 +197,7 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     from hatch_vlm.models.loading import load_model_and_processor, restore_weights
 
     model, processor = load_model_and_processor(model_dir, **run.cfg.model.pixels)
-    opts = stage_options(name, getattr(run.cfg, name))
+    opts = getattr(run.cfg, name)
     work = stage_dir / "work"
     ckpt = resume_point(work, name)
     trainer = run_sft(restore_weights(model, ckpt), processor, rows, work, opts,
@@ -217,7 +217,7 @@ def _qa_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch_vlm.actor.formatting import LazyRows, cold_start_row
-    from hatch_vlm.actor.recipe import held_out_rewards
+    from hatch_vlm.actor.held_out import held_out_rewards
     from hatch_vlm.models.loading import load_model_and_processor
 
     n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
@@ -236,18 +236,45 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch_vlm.models.loading import load_model_and_processor, restore_weights
 
     model, processor = load_model_and_processor(model_dir, **run.cfg.model.pixels)
-    opts = stage_options("grpo", run.cfg.grpo)
+    opts = run.cfg.grpo
     work = stage_dir / "work"
     ckpt = resume_point(work, "grpo")
-    trainer = run_grpo(restore_weights(model, ckpt), processor, LazyRows(run.train, grpo_row), work,
-                       opts, resume_from_checkpoint=ckpt, num_workers=run.cfg.data.workers)
+    aux = pasta_term(run.cfg) if opts.pasta_weight > 0 else None
+    # the rows carry the views' geometry only for the PaStA term (it is a lot of data per row)
+    make_row = grpo_row if aux is None else _grpo_row_with_geometry
+    trainer = run_grpo(restore_weights(model, ckpt), processor, LazyRows(run.train, make_row), work,
+                       opts, aux_loss_fn=aux, resume_from_checkpoint=ckpt, num_workers=run.cfg.data.workers)
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
                      "plot": str(stage_dir / "work" / "rewards.png") if opts.plot else None}
     for name, (first, last) in reward_fifths(trainer.state.log_history).items():
         metrics[f"{name}_reward_first"], metrics[f"{name}_reward_last"] = first, last
+    pasta = [e["pasta_loss"] for e in trainer.state.log_history if "pasta_loss" in e]
+    if pasta:
+        metrics["pasta_loss_first"], metrics["pasta_loss_last"] = pasta[0], pasta[-1]
     final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, metrics)
+
+
+def _grpo_row_with_geometry(sample: Sample) -> dict:
+    from hatch_vlm.actor.formatting import grpo_row
+
+    return grpo_row(sample, geometry=True)
+
+
+def pasta_term(cfg: HatchConfig):
+    """GRPO's auxiliary term: grpo.pasta_weight × the PaStA loss (the pasta section's loss settings) on each
+    prompt's images and geometry, once per prompt (`prompt_geometry_batch`)."""
+    from hatch_vlm.actor.grpo import prompt_geometry_batch
+    from hatch_vlm.pasta.objective import pasta_aux_loss
+
+    weight = cfg.grpo.pasta_weight
+    loss_settings = cfg.pasta.to_pasta_config(model_dir="", output_dir="")
+
+    def aux(model, inputs):
+        return pasta_aux_loss(model, prompt_geometry_batch(inputs), weight, loss_settings)
+
+    return aux
 
 
 def _eval(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
@@ -297,8 +324,8 @@ def _check_engine(cfg: HatchConfig) -> None:
     engine = launched_sharded()
     if engine is None:
         return
-    lora = [s for s in cfg.stages if (s == "pasta" and cfg.pasta.get("tune") == "lora")
-            or (s in ("qa_sft", "actor_sft", "grpo") and getattr(cfg, s).get("lora"))]
+    lora = [s for s in cfg.stages if (s == "pasta" and cfg.pasta.tune == "lora")
+            or (s in ("qa_sft", "actor_sft", "grpo") and getattr(cfg, s).lora)]
     if lora:
         raise ConfigError(f"{', '.join(lora)}: LoRA cannot be merged and saved under {engine} (sharded "
                           "parameters); launch with configs/accelerate/ddp_8gpu.yaml or "
@@ -340,7 +367,8 @@ def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> d
         start = time.time()
         result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / stage)
         seconds = time.time() - start
-        dist.on_main(lambda: run.mark_done(stage, result, seconds))
+        # on_main runs the function now (bound to this iteration's values)
+        dist.on_main(lambda stage=stage, result=result, seconds=seconds: run.mark_done(stage, result, seconds))
         model_dir = result.model_dir or model_dir
         say(f"{head}: finished in {seconds:.0f}s — {_brief(result.metrics)}")
 

@@ -1,10 +1,19 @@
-"""Answer extraction and scoring, shared by evaluation and the ActoR answer reward.
+"""Our answer rules: reading a model's reply (the ActoR answer reward, the synthetic benchmark, the
+`<answer>` span of the official scores) and reading a dataset's gold label (the readers).
 
 docs/design.md: the last `<answer>` wins; multiple choice accepts "C", "C.", "(C)", "C. Back, Right" (and
 "answer: C", "The answer is C"); numeric answers are scored by SPAR-Bench's mean relative accuracy:
 the mean over θ ∈ {0.50, 0.55, …, 0.95} of [|pred − gold| / |gold| <= 1 − θ] (`<=` as the official
-SPAR-Bench code has it, hatch_vlm.eval.official.spar_bench).
-None of these functions raises on any text.
+SPAR-Bench code has it, hatch_vlm.scoring.official.spar_bench).
+
+Two letter rules, on purpose (they read different texts):
+
+* `reply_letter`: a model's free-form reply ("I think it's C.", "**C**", "\\boxed{C}"); ordered rules.
+* `label_letter`: a dataset's answer field ("C", "(C)", "C. Back, Right" or the option's own text, which
+  needs the options); strict, so that a malformed record is rejected by its reader rather than guessed.
+
+The benchmarks' own extractors (what their official code reads from a reply) are not these: they are in
+`hatch_vlm.scoring.official.<benchmark>`. None of these functions raises on any text.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ _ANSWER_CLOSED = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _ANSWER_OPEN = re.compile(r"<answer>", re.I)
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 # Our letter rules (ordered; the first that finds a letter wins). The benchmarks' own rules are in
-# hatch_vlm.eval.official; these are what the ActoR answer reward and the synthetic benchmark use.
+# hatch_vlm.scoring.official; these are what the ActoR answer reward and the synthetic benchmark use.
 _BOXED = re.compile(r"\\boxed\s*\{\s*\(?\s*([A-Za-z])\s*\)?[^}]*\}")
 _MARKUP = re.compile(r"[*`_~]|\\text\{|\\mathrm\{")
 # the whole text is a letter, or starts with one followed by punctuation ("C", "C.", "(C)", "C: Back", "C) x")
@@ -43,8 +52,8 @@ def answer_span(completion: str) -> str:
     return completion.strip()
 
 
-def extract_letter(text: str, num_options: int = 26) -> str | None:
-    """The option letter of an answer text, upper-case, or None. Rules in order:
+def reply_letter(text: str, num_options: int = 26) -> str | None:
+    """The option letter of a model's answer text, upper-case, or None. Rules in order:
 
     1. ``\\boxed{C}``; then markup (``**C**``, backticks) is dropped;
     2. the text is a letter or starts with one and punctuation: "C", "C.", "(C)", "C. Back, Right", "c";
@@ -75,6 +84,20 @@ def extract_letter(text: str, num_options: int = 26) -> str | None:
     return lone.pop() if len(lone) == 1 else None
 
 
+def label_letter(answer: str, options: list[str] | None = None) -> str | None:
+    """The option letter of a dataset's gold answer written as "C", "C.", "(C)", "C. Back, Right" or as
+    the option text itself (options as "A. x"); None if none can be found."""
+    a = str(answer).strip()
+    m = re.match(r"^\(?([A-H])\)?(?:[.:)]|\s|$)", a)
+    if m:
+        return m.group(1)
+    for o in options or []:
+        letter, _, body = o.partition(". ")
+        if body.strip().lower() == a.lower():
+            return letter
+    return None
+
+
 def extract_number(text: str) -> float | None:
     """The first finite number in an answer text ("2.5", "about 2.5 m", "-3"), or None."""
     if not isinstance(text, str):
@@ -91,8 +114,8 @@ def extract_number(text: str) -> float | None:
 
 def score_mc(completion: str, gold_letter: str, num_options: int = 26) -> float:
     """1.0 iff the letter extracted from the completion's answer equals the gold letter."""
-    pred = extract_letter(answer_span(completion), num_options)
-    gold = extract_letter(str(gold_letter), 26) if gold_letter is not None else None
+    pred = reply_letter(answer_span(completion), num_options)
+    gold = reply_letter(str(gold_letter), 26) if gold_letter is not None else None
     return 1.0 if pred is not None and pred == gold else 0.0
 
 

@@ -8,17 +8,24 @@ rules, used by `hatch_vlm.pipeline.runner`:
 * only the main process writes shared files, inside `on_main`, which hands its result (or its error)
   to the other ranks, so a failure on rank 0 stops every rank with the same message instead of leaving
   them blocked in the next collective;
-* evaluation is split across ranks (`shard`) and the results are gathered (`gather_list`).
+* evaluation is split across ranks (`shard`) and the results are gathered (`gather_list`);
+* a loss that is a mean over valid rows becomes the mean over every rank's rows (`global_mean_loss`).
+
+The collectives are accelerate's (`split_between_processes`, `gather_object`, `broadcast_object_list`,
+`wait_for_everyone`), called only once the process group exists; what is kept here is what accelerate
+lacks: `on_main`'s hand-over of rank 0's error, and the cross-rank mean of a loss.
 
 With a single process (no launcher, or WORLD_SIZE=1) every function is a no-op or the identity.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
+from torch import Tensor
 
 T = TypeVar("T")
 
@@ -53,6 +60,8 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
     return True
 
 
+# rank() / world_size() read torch.distributed, not accelerate's PartialState: constructing that state
+# before `init_distributed` would join the process group (under a launcher) with accelerate's defaults.
 def rank() -> int:
     d = _dist()
     return d.get_rank() if d else int(os.environ.get("RANK", "0"))
@@ -74,10 +83,15 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _state():
+    from accelerate import PartialState
+
+    return PartialState()       # a shared singleton: the state `init_distributed` (or a Trainer) made
+
+
 def barrier() -> None:
-    d = _dist()
-    if d:
-        d.barrier()
+    if _dist():
+        _state().wait_for_everyone()
 
 
 def shutdown() -> None:
@@ -101,12 +115,11 @@ class MainProcessError(RuntimeError):
 
 def broadcast(obj: T) -> T:
     """Rank 0's `obj` on every rank (picklable objects)."""
-    d = _dist()
-    if not d:
+    if not _dist():
         return obj
-    box = [obj if d.get_rank() == 0 else None]
-    d.broadcast_object_list(box, src=0)
-    return box[0]
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj], from_process=0)[0]
 
 
 def on_main(fn: Callable[[], T]) -> T:
@@ -133,8 +146,14 @@ def on_main(fn: Callable[[], T]) -> T:
 
 
 def shard(items: Sequence[T]) -> list[T]:
-    """This rank's share of `items`: items[rank::world] (every item on exactly one rank)."""
-    return list(items[rank()::world_size()])
+    """This rank's share of `items`: a contiguous block (accelerate's `split_between_processes`: the first
+    len % world ranks hold one item more), every item on exactly one rank, in order."""
+    if not _dist():
+        return list(items)
+    # Split the indices, so a lazy sequence is read only where it is needed (and anything indexable works:
+    # split_between_processes slices lists, tuples and tensors but hands other types back whole).
+    with _state().split_between_processes(list(range(len(items)))) as mine:
+        return [items[k] for k in mine]
 
 
 def gather_list(local: Sequence[T], total: int) -> list[T]:
@@ -142,12 +161,42 @@ def gather_list(local: Sequence[T], total: int) -> list[T]:
 
     `local` must hold this rank's results for `shard(items)` in order; `total` = len(items).
     """
-    d = _dist()
-    if not d:
+    if not _dist():
         return list(local)
-    parts: list[Any] = [None] * d.get_world_size()
-    d.all_gather_object(parts, list(local))
-    out: list[Any] = [None] * total
-    for r, part in enumerate(parts):
-        out[r::len(parts)] = part
+    from accelerate.utils import gather_object
+
+    # the ranks' lists concatenated in rank order: the order of shard's contiguous blocks
+    out = list(gather_object(list(local)))
+    if len(out) != total:
+        raise ValueError(f"gather_list: the ranks returned {len(out)} results for {total} items "
+                         "(each rank must give one result per item of its shard)")
     return out
+
+
+def global_mean_loss(loss: Tensor, num_valid: Tensor | int) -> tuple[Tensor, Tensor | int]:
+    """Turn this process's mean over its valid rows into its share of the mean over ALL processes' rows.
+
+    `loss` = local_sum / max(local_count, 1) as `patch_align(..., return_num_valid=True)` returns it, and
+    `num_valid` = local_count. Under torch.distributed (initialized, world size W > 1) the counts are
+    all-reduced (SUM) and the loss becomes local_sum / max(global_count, 1) * W: DDP, FSDP and DeepSpeed
+    average gradients over the W ranks, so the averaged gradient is that of global_sum / global_count, the
+    gradient of a 1-process run on the whole global batch, even when ranks hold different numbers of valid
+    rows (a mean of per-rank means would weight a rank's rows by 1 / its own count). Averaging the returned
+    loss over ranks (as Trainer does for the logged `loss`) gives the global mean too.
+
+    Returns (loss, count): with one process, the inputs unchanged; otherwise the rescaled loss and the
+    global valid-row count (a tensor). The count carries no gradient; every rank must call this (a
+    collective), in the same order.
+    """
+    d = _dist()
+    if not d or d.get_world_size() == 1:
+        return loss, num_valid
+    from accelerate.utils import reduce
+
+    world = d.get_world_size()
+    local = torch.as_tensor(num_valid, device=loss.device).to(torch.float64)
+    # gloo and NCCL both reduce float64; a count < 2^53 is exact. (`reduce` all-reduces a copy.)
+    total = reduce(local, reduction="sum")
+    local_sum = loss * local.to(loss.dtype)      # 0 (with a graph, zero gradient) when no local row is valid
+    scale = world / total.clamp_min(1.0)
+    return local_sum * scale.to(loss.dtype), total.to(torch.int64)

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..common import RecordError, extract_letter, require, split_options
+from ...scoring.answers import label_letter
+from ..common import RecordError, require, split_options
 from .layout import ANSWER_KINDS, QAFile
 
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
@@ -71,7 +72,7 @@ def parse_question(text: str, answer: str, kind: str, at: str) -> tuple[str, lis
         if not options:
             raise RecordError(f"{at}: field 'conversations': a select record with no options ('A. ...')",
                               "no options")
-        letter = extract_letter(answer, options)
+        letter = label_letter(answer, options)
         if letter is None or letter not in [o[0] for o in options]:
             raise RecordError(f"{at}: field 'conversations' (gpt): {answer!r} is not one of the options' "
                               f"letters {[o[0] for o in options]}", "bad answer")

@@ -12,6 +12,9 @@ repository and file it follows). One module per benchmark, all with the same fac
     build_prompt(row) -> str       (optional) the whole official text prompt, for a benchmark whose
                                    instruction does not simply follow the question (MindCube)
 
+Beside the official face, a module may hold the non-official category a data reader records for the same
+benchmark (`mmsi.family`), so that a benchmark's categories have one home; each such name says it is ours.
+
 `row` is the benchmark's record as it ships (its own field names: SPAR-Bench `task`, `format_type`,
 `answer`...; MindCube `id`, `gt_answer`...; MMSI `question_type`, `answer`...), without the images.
 """

@@ -110,6 +110,28 @@ def category(row: Any) -> str | None:
     return None if qt is None else _GROUP_OF_TYPE[qt]
 
 
+# Not an official rule: the question-type family the readers record as a sample's `category`
+# (hatch_vlm.data.mmsi). It is lenient (any case, any dash, unknown subtypes of a family) because it labels
+# rows of every origin, and it names the family in full; `category` above is the strict official
+# grouping into the table's columns, used for every score. Both live here so there is one place for
+# MMSI's categories.
+FAMILIES = ("Positional", "Attribute", "Motion", "MSR")
+
+
+def family(question_type: str) -> str:
+    """Positional / Attribute / Motion / MSR from an MMSI question type ("" if unknown)."""
+    q = question_type.lower()
+    if q.startswith("positional"):
+        return "Positional"
+    if q.startswith("attribute"):
+        return "Attribute"
+    if q.startswith("motion"):
+        return "Motion"
+    if "msr" in q or "multi-step" in q:
+        return "MSR"
+    return ""
+
+
 # ---------------------------------------------------------------- the README rule and its relatives
 _DOUBLE_TICKS = re.compile(r"``([^`]*)``")          # README step pattern_1
 _SINGLE_TICKS = re.compile(r"`([^`]*)`")            # README step pattern_2

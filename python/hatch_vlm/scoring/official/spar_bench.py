@@ -345,5 +345,5 @@ def aggregate(pairs) -> dict:
     }
 
 
-# The whole text prompt, as the interface names it (hatch_vlm.eval.official).
+# The whole text prompt, as the interface names it (hatch_vlm.scoring.official).
 build_prompt = official_prompt
