@@ -79,7 +79,7 @@ class Case:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "Case":
+    def from_dict(d: dict) -> Case:
         d = dict(d)
         for k in ("suites", "providers", "passes"):
             d[k] = tuple(d[k])

@@ -54,7 +54,7 @@ class Settings:
     threads: int = 0               # torch intra-op threads in the workers (0: torch's default, all cores)
 
     @staticmethod
-    def quick() -> "Settings":
+    def quick() -> Settings:
         # One thread: on a busy shared machine, OpenMP threads of tiny ops wait on each other
         # (measured: 3 ms ops taking 1.2 s with 2 threads at load 11).
         return Settings(target_s=0.3, min_reps=2, max_reps=5, warmup=1, naive_limit_gib=1.0,
@@ -130,15 +130,15 @@ def _measure(fn, inputs, case, device, memory, settings: Settings, extra_warmup:
     def one_rep():
         for leaf in leaves:
             leaf.grad = None
-        f = run_phase(lambda: fn(*inputs.args), device, memory)
-        rec = {"forward": (f.seconds, f.peak_bytes)}
+        fw = run_phase(lambda: fn(*inputs.args), device, memory)
+        rec = {"forward": (fw.seconds, fw.peak_bytes)}
+        out = fw.output
         if differentiable:
-            b = run_phase(lambda: _backward(f.output, inputs.grad_out), device, memory)
-            live_after_forward = b.base - f.base      # saved graph + output
+            b = run_phase(lambda: _backward(out, inputs.grad_out), device, memory)
+            live_after_forward = b.base - fw.base      # saved graph + output
             rec["backward"] = (b.seconds, b.peak_bytes)
-            rec["forward+backward"] = (f.seconds + b.seconds,
-                                       max(f.peak_bytes, live_after_forward + b.peak_bytes))
-        del f
+            rec["forward+backward"] = (fw.seconds + b.seconds,
+                                       max(fw.peak_bytes, live_after_forward + b.peak_bytes))
         return rec
 
     t0 = time.perf_counter()

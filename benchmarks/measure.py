@@ -19,7 +19,7 @@ import ctypes.util
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

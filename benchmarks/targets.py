@@ -6,7 +6,7 @@ Each target names the rows it compares; the verdict is PASS or MISS with the mea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .cases import BIG
 

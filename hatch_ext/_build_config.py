@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 # SASS for A100 (8.0), H100/H200 (9.0), B200/GB200 (10.0) and RTX 50xx / RTX PRO 6000 Blackwell (12.0),
 # plus compute_120 PTX that the driver JIT-compiles on any later GPU. PTX only runs on GPUs of its

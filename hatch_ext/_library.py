@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ _HERE = Path(__file__).resolve().parent
 _REBUILD = "rebuild it with `pip install --no-build-isolation -e .` in the hatch checkout"
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_info() -> dict:
     """What the library was built against: {"torch", "cuda", "cuda_archs", "with_cuda", "python"}."""
     path = _HERE / "_build_info.json"

@@ -25,7 +25,7 @@ def _check_one_device(op, ref_name, ref, **tensors):
     for name, t in tensors.items():
         torch._check_value(
             t.device == ref.device,
-            lambda: f"hatch.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "
+            lambda: f"hatch.{op}: argument '{name}' is on {t.device} but '{ref_name}' is on "  # noqa: B023
                     f"{ref.device}; all tensors must be on one device")
 
 

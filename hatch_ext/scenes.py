@@ -31,7 +31,7 @@ class Scene:
     K: Tensor              # [B, V, 3, 3]
     cam_to_world: Tensor   # [B, V, 4, 4], OpenCV camera axes
 
-    def to(self, *args, **kwargs) -> "Scene":
+    def to(self, *args, **kwargs) -> Scene:
         return Scene(self.depth.to(*args, **kwargs), self.K.to(*args, **kwargs),
                      self.cam_to_world.to(*args, **kwargs))
 

@@ -53,7 +53,7 @@ def _frames(images: Path) -> None:
     K_depth = np.array([[577.6, 0, 319.5, 0], [0, 577.6, 239.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     K_color = np.array([[1170.2, 0, 647.8, 0], [0, 1170.2, 483.8, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     yy, xx = np.mgrid[0:480, 0:640]
-    for s, scene in enumerate(SCENES):
+    for scene in SCENES:
         d = images / scene
         for sub in ("image_color", "image_depth", "pose", "intrinsic"):
             (d / sub).mkdir(parents=True, exist_ok=True)

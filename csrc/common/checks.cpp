@@ -1,13 +1,12 @@
 #include "checks.h"
 
-#include "geometry.h"
-
-
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <vector>
 #include <sstream>
+#include <vector>
+
+#include "geometry.h"
 
 namespace hatch {
 namespace {
@@ -23,10 +22,9 @@ void check_floating(const char* op, const char* name, const at::Tensor& t) {
                    "' must be a floating-point tensor, got ", t.scalar_type());
 }
 
-void check_rank(const char* op, const char* name, const at::Tensor& t, int64_t rank,
-                const char* layout) {
-  TORCH_CHECK_VALUE(t.dim() == rank, "hatch.", op, ": argument '", name, "' must have shape ", layout,
-                    " (", rank, " dims), got shape ", shape_str(t));
+void check_rank(const char* op, const char* name, const at::Tensor& t, int64_t rank, const char* layout) {
+  TORCH_CHECK_VALUE(t.dim() == rank, "hatch.", op, ": argument '", name, "' must have shape ", layout, " (",
+                    rank, " dims), got shape ", shape_str(t));
 }
 
 void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim, int64_t expected,
@@ -45,11 +43,11 @@ void check_device(const char* op, const char* name, const at::Tensor& t, const a
 }  // namespace
 
 GeometryDims check_geometry(const char* op, const at::Tensor& depth, const at::Tensor& K,
-                            const at::Tensor& cam_to_world, int64_t grid_h, int64_t grid_w,
-                            double abs_tol, double rel_tol, int64_t stride) {
+                            const at::Tensor& cam_to_world, int64_t grid_h, int64_t grid_w, double abs_tol,
+                            double rel_tol, int64_t stride) {
   check_rank(op, "depth", depth, 4, "[B, V, H, W]");
-  TORCH_CHECK_TYPE(depth.scalar_type() == at::kFloat || depth.scalar_type() == at::kDouble, "hatch.",
-                   op, ": argument 'depth' must be float32 or float64 (z-depth in metres), got ",
+  TORCH_CHECK_TYPE(depth.scalar_type() == at::kFloat || depth.scalar_type() == at::kDouble, "hatch.", op,
+                   ": argument 'depth' must be float32 or float64 (z-depth in metres), got ",
                    depth.scalar_type());
   const int64_t B = depth.size(0), V = depth.size(1), H = depth.size(2), W = depth.size(3);
   TORCH_CHECK_VALUE(B > 0 && V > 0 && H > 0 && W > 0, "hatch.", op,
@@ -84,8 +82,7 @@ GeometryDims check_geometry(const char* op, const at::Tensor& depth, const at::T
 void check_embeddings(const char* op, const at::Tensor& emb) {
   check_rank(op, "emb", emb, 4, "[B, V, P, D]");
   const auto t = emb.scalar_type();
-  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16,
-                   "hatch.", op,
+  TORCH_CHECK_TYPE(t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16, "hatch.", op,
                    ": argument 'emb' must be float32, float64, float16 or bfloat16, got ", t);
   TORCH_CHECK_VALUE(emb.numel() > 0, "hatch.", op,
                     ": argument 'emb' must be non-empty [B, V, P, D], got shape ", shape_str(emb));
@@ -123,10 +120,9 @@ void check_loss_params(const char* op, double tau_t, double tau_p, double min_ov
 
 GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::Tensor& depth,
                                const at::Tensor& K, const at::Tensor& cam_to_world, int64_t grid_h,
-                               int64_t grid_w, double tau_t, double tau_p, double abs_tol,
-                               double rel_tol, int64_t stride, double min_overlap) {
-  const GeometryDims g =
-      check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
+                               int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
+                               int64_t stride, double min_overlap) {
+  const GeometryDims g = check_geometry(op, depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
   check_embeddings(op, emb, g.B, g.V, g.P, depth.device());
   check_loss_params(op, tau_t, tau_p, min_overlap);
   return g;
@@ -169,22 +165,21 @@ at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tenso
   for (int64_t i = 0; i < k.numel(); ++i)
     TORCH_CHECK_VALUE(finite64(kp[i]), "hatch.", op, ": argument 'K' has non-finite entries");
   for (int64_t i = 0; i < T.numel(); ++i)
-    TORCH_CHECK_VALUE(finite64(tp[i]), "hatch.", op,
-                      ": argument 'cam_to_world' has non-finite entries");
+    TORCH_CHECK_VALUE(finite64(tp[i]), "hatch.", op, ": argument 'cam_to_world' has non-finite entries");
   // The tests of geometry.h (view_geometry_valid, which the CUDA kernel applies), one by one so that
   // the message names the failing one.
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t v = 0; v < V; ++v) {
       const double* km = kp + (b * V + v) * 9;
       const double* tm = tp + (b * V + v) * 16;
-      TORCH_CHECK_VALUE(intrinsics_invertible(km), "hatch.", op, ": argument 'K' is singular at sample ",
-                        b, ", view ", v, " (|det K| / max|K|^3 <= 1e-12); intrinsics must be invertible");
+      TORCH_CHECK_VALUE(intrinsics_invertible(km), "hatch.", op, ": argument 'K' is singular at sample ", b,
+                        ", view ", v, " (|det K| / max|K|^3 <= 1e-12); intrinsics must be invertible");
       TORCH_CHECK_VALUE(pose_bottom_row_ok(tm), "hatch.", op, ": argument 'cam_to_world' at sample ", b,
-                        ", view ", v, " must have bottom row [0, 0, 0, 1], got [", tm[12], ", ", tm[13],
-                        ", ", tm[14], ", ", tm[15], "]");
+                        ", view ", v, " must have bottom row [0, 0, 0, 1], got [", tm[12], ", ", tm[13], ", ",
+                        tm[14], ", ", tm[15], "]");
       TORCH_CHECK_VALUE(pose_rotation_invertible(tm), "hatch.", op,
-                        ": argument 'cam_to_world' has a singular rotation block at sample ", b,
-                        ", view ", v);
+                        ": argument 'cam_to_world' has a singular rotation block at sample ", b, ", view ",
+                        v);
     }
   }
   at::Tensor out = at::empty({B, V, V, kPairProjSize}, opts);

@@ -12,8 +12,8 @@ struct GeometryDims {
 // depth [B, V, H, W] float32/float64, K [B, V, 3, 3], cam_to_world [B, V, 4, 4] (floating, same
 // device), 1 <= grid <= image size, tolerances >= 0, stride >= 1.
 GeometryDims check_geometry(const char* op, const at::Tensor& depth, const at::Tensor& K,
-                            const at::Tensor& cam_to_world, int64_t grid_h, int64_t grid_w,
-                            double abs_tol, double rel_tol, int64_t stride);
+                            const at::Tensor& cam_to_world, int64_t grid_h, int64_t grid_w, double abs_tol,
+                            double rel_tol, int64_t stride);
 
 // emb [B, V, P, D] with B, V, P as given; float32/float64/float16/bfloat16; on `device`.
 void check_embeddings(const char* op, const at::Tensor& emb, int64_t B, int64_t V, int64_t P,
@@ -28,8 +28,8 @@ void check_loss_params(const char* op, double tau_t, double tau_p, double min_ov
 // depth's device with its B, V, P, and the loss parameters. Returns the geometry's dims.
 GeometryDims check_patch_align(const char* op, const at::Tensor& emb, const at::Tensor& depth,
                                const at::Tensor& K, const at::Tensor& cam_to_world, int64_t grid_h,
-                               int64_t grid_w, double tau_t, double tau_p, double abs_tol,
-                               double rel_tol, int64_t stride, double min_overlap);
+                               int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
+                               int64_t stride, double min_overlap);
 // grad_loss of a backward op: a 0-dim floating-point tensor on emb's device (every backend).
 void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tensor& emb);
 // row_lse [B, V, V, P] and num_valid [] as produced by the forward op.
@@ -45,8 +45,6 @@ at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tenso
 constexpr double kNormEps = 1e-12;
 
 // Accumulation dtype for an embedding dtype: float64 for float64, float32 otherwise.
-inline at::ScalarType acc_type_for(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+inline at::ScalarType acc_type_for(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 }  // namespace hatch

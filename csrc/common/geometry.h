@@ -84,8 +84,8 @@ HATCH_HD bool depth_agrees(T z, T dc, T abs_tol, T rel_tol) {
 // landing_pixel then depth_agrees: true iff the projected pixel is visible in view c; (r2, c2) as
 // landing_pixel. depth_c points at view c's H x W depth map (row-major).
 template <typename T, typename DT>
-HATCH_HD bool landing_visible(T z, T fc, T fr, const DT* depth_c, int64_t H, int64_t W, T abs_tol,
-                              T rel_tol, int64_t& r2, int64_t& c2) {
+HATCH_HD bool landing_visible(T z, T fc, T fr, const DT* depth_c, int64_t H, int64_t W, T abs_tol, T rel_tol,
+                              int64_t& r2, int64_t& c2) {
   const bool inside = landing_pixel<T, int64_t>(z, fc, fr, H, W, r2, c2);
   return inside & depth_agrees(z, static_cast<T>(depth_c[r2 * W + c2]), abs_tol, rel_tol);
 }
@@ -99,7 +99,6 @@ HATCH_HD bool reproject_visible(const T* m, T d, int64_t r, int64_t c, const DT*
   project_pixel(m, d, T(r), T(c), z, fc, fr);
   return landing_visible(z, fc, fr, depth_c, H, W, abs_tol, rel_tol, r2, c2);
 }
-
 
 // ------------------------------------------------------------------ per-view geometry (float64)
 // One implementation for the CPU ops (checks.cpp: pair_projections, which raises with the failing

@@ -49,8 +49,8 @@ void overlap_kernel(const scalar_t* depth, const double* proj, scalar_t* out, co
 
       // Denominators once per task (they do not depend on the target view).
       std::fill(den.begin() + i0, den.begin() + i1, 0);
-      accumulate_pair_counts<scalar_t, int64_t>(depth_a, nullptr, nullptr, H, W, gh, gw, abs_tol,
-                                                rel_tol, stride, r0, r1, nullptr, den.data());
+      accumulate_pair_counts<scalar_t, int64_t>(depth_a, nullptr, nullptr, H, W, gh, gw, abs_tol, rel_tol,
+                                                stride, r0, r1, nullptr, den.data());
 
       for (int64_t c = 0; c < V; ++c) {
         scalar_t* out_ac = out + ((s * V + a) * V + c) * P * P;
@@ -60,9 +60,8 @@ void overlap_kernel(const scalar_t* depth, const double* proj, scalar_t* out, co
         }
         std::fill(counts.begin() + i0 * P, counts.begin() + i1 * P, 0);
         const double* proj_ac = proj + ((s * V + a) * V + c) * kPairProjSize;
-        accumulate_pair_counts<scalar_t, int64_t>(depth_a, depth + (s * V + c) * HW, proj_ac, H, W,
-                                                  gh, gw, abs_tol, rel_tol, stride, r0, r1,
-                                                  counts.data(), nullptr);
+        accumulate_pair_counts<scalar_t, int64_t>(depth_a, depth + (s * V + c) * HW, proj_ac, H, W, gh, gw,
+                                                  abs_tol, rel_tol, stride, r0, r1, counts.data(), nullptr);
         for (int64_t i = i0; i < i1; ++i) {
           const int64_t n = den[i];
           const int64_t* cnt = counts.data() + i * P;
@@ -81,14 +80,14 @@ template <typename scalar_t>
 void overlap_kernel_avx2(const scalar_t* depth, const double* proj, scalar_t* out, const GeometryDims& g,
                          const simd::SimdTables& t, double abs_tol, double rel_tol, int64_t stride) {
   at::parallel_for(0, g.B * g.V * g.grid_h, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> drow(static_cast<size_t>(3 * t.g.nc4 + 4));  // row depths, zs, 1 / z
-    std::vector<scalar_t> dcs(static_cast<size_t>(t.g.nc4 + 4));     // view c's depths at the landings
+    std::vector<double> drow(static_cast<size_t>(3 * t.g.nc4 + 4));   // row depths, zs, 1 / z
+    std::vector<scalar_t> dcs(static_cast<size_t>(t.g.nc4 + 4));      // view c's depths at the landings
     std::vector<int32_t> bins(static_cast<size_t>(2 * t.g.nc4 + 8));  // bins, then pixel indices
     std::vector<int32_t> hist(static_cast<size_t>(t.nh * t.hstride));
     std::vector<int64_t> den(static_cast<size_t>(g.P));
     for (int64_t task = begin; task < end; ++task)
-      simd::overlap_task_avx2<scalar_t>(task, depth, proj, out, g, t, abs_tol, rel_tol, stride,
-                                        drow.data(), dcs.data(), bins.data(), hist.data(), den.data());
+      simd::overlap_task_avx2<scalar_t>(task, depth, proj, out, g, t, abs_tol, rel_tol, stride, drow.data(),
+                                        dcs.data(), bins.data(), hist.data(), den.data());
   });
 }
 
@@ -105,8 +104,8 @@ inline bool avx2_kernel_applies(const GeometryDims& g) {
 
 at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
                          int64_t grid_h, int64_t grid_w, double abs_tol, double rel_tol, int64_t stride) {
-  const GeometryDims g = check_geometry("patch_overlap", depth, K, cam_to_world, grid_h, grid_w,
-                                        abs_tol, rel_tol, stride);
+  const GeometryDims g =
+      check_geometry("patch_overlap", depth, K, cam_to_world, grid_h, grid_w, abs_tol, rel_tol, stride);
   const at::Tensor proj = pair_projections("patch_overlap", K, cam_to_world);  // [B, V, V, 16] f64
   const at::Tensor d = depth.contiguous();
   // Every element is written by the kernel (a == c blocks included), so no zero-fill is needed.
@@ -122,8 +121,8 @@ at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at:
       }
     }
 #endif
-    overlap_kernel<scalar_t>(d.data_ptr<scalar_t>(), proj.data_ptr<double>(),
-                             out.data_ptr<scalar_t>(), g, abs_tol, rel_tol, stride);
+    overlap_kernel<scalar_t>(d.data_ptr<scalar_t>(), proj.data_ptr<double>(), out.data_ptr<scalar_t>(), g,
+                             abs_tol, rel_tol, stride);
   });
   return out;
 }

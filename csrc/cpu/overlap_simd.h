@@ -48,14 +48,14 @@ constexpr int32_t kBlock = HATCH_OVERLAP_BLOCK;
 
 // Per-task constants of the row loop (one task = sample s, view a, one cell row of view a).
 struct RowGeometry {
-  int32_t H, W, nc, nc4;        // image size, taking-part columns of a row, nc rounded up to 4
-  const int32_t* row_cell;      // [H] (r * gh / H) * gw
-  const int32_t* col_cell;      // [W] c * gw / W
-  const int32_t* src_bin;       // [nc4] local source cell of column k times P (0 in the padding)
-  const double* ucol;           // [nc4] u = k * stride as double
-  const double* src_bin_d;      // [nc4] src_bin as double
-  int32_t dummy;                // the bin of a pixel not visible
-  int32_t gw;                   // grid columns
+  int32_t H, W, nc, nc4;    // image size, taking-part columns of a row, nc rounded up to 4
+  const int32_t* row_cell;  // [H] (r * gh / H) * gw
+  const int32_t* col_cell;  // [W] c * gw / W
+  const int32_t* src_bin;   // [nc4] local source cell of column k times P (0 in the padding)
+  const double* ucol;       // [nc4] u = k * stride as double
+  const double* src_bin_d;  // [nc4] src_bin as double
+  int32_t dummy;            // the bin of a pixel not visible
+  int32_t gw;               // grid columns
   // Cell row of pixel row x: floor(x * row_scale + row_offset) (and columns alike), see
   // cells_by_product.
   double row_scale, row_offset, col_scale, col_offset;
@@ -87,39 +87,15 @@ inline bool cpu_has_avx2() {
 // Left-packing of 4 lanes by a movemask: kPack32[m] lists the set lanes of m first (32-bit lanes),
 // kPack64[m] the same for 64-bit lanes as pairs of 32-bit ones (for vpermd).
 alignas(32) inline constexpr int32_t kPack32[16][8] = {
-    {0, 0, 0, 0, 0, 0, 0, 0},
-    {0, 0, 0, 0, 0, 0, 0, 0},
-    {1, 0, 0, 0, 0, 0, 0, 0},
-    {0, 1, 0, 0, 0, 0, 0, 0},
-    {2, 0, 0, 0, 0, 0, 0, 0},
-    {0, 2, 0, 0, 0, 0, 0, 0},
-    {1, 2, 0, 0, 0, 0, 0, 0},
-    {0, 1, 2, 0, 0, 0, 0, 0},
-    {3, 0, 0, 0, 0, 0, 0, 0},
-    {0, 3, 0, 0, 0, 0, 0, 0},
-    {1, 3, 0, 0, 0, 0, 0, 0},
-    {0, 1, 3, 0, 0, 0, 0, 0},
-    {2, 3, 0, 0, 0, 0, 0, 0},
-    {0, 2, 3, 0, 0, 0, 0, 0},
-    {1, 2, 3, 0, 0, 0, 0, 0},
-    {0, 1, 2, 3, 0, 0, 0, 0}};
+    {0, 0, 0, 0, 0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}, {1, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0, 0},
+    {2, 0, 0, 0, 0, 0, 0, 0}, {0, 2, 0, 0, 0, 0, 0, 0}, {1, 2, 0, 0, 0, 0, 0, 0}, {0, 1, 2, 0, 0, 0, 0, 0},
+    {3, 0, 0, 0, 0, 0, 0, 0}, {0, 3, 0, 0, 0, 0, 0, 0}, {1, 3, 0, 0, 0, 0, 0, 0}, {0, 1, 3, 0, 0, 0, 0, 0},
+    {2, 3, 0, 0, 0, 0, 0, 0}, {0, 2, 3, 0, 0, 0, 0, 0}, {1, 2, 3, 0, 0, 0, 0, 0}, {0, 1, 2, 3, 0, 0, 0, 0}};
 alignas(32) inline constexpr int32_t kPack64[16][8] = {
-    {0, 0, 0, 0, 0, 0, 0, 0},
-    {0, 1, 0, 0, 0, 0, 0, 0},
-    {2, 3, 0, 0, 0, 0, 0, 0},
-    {0, 1, 2, 3, 0, 0, 0, 0},
-    {4, 5, 0, 0, 0, 0, 0, 0},
-    {0, 1, 4, 5, 0, 0, 0, 0},
-    {2, 3, 4, 5, 0, 0, 0, 0},
-    {0, 1, 2, 3, 4, 5, 0, 0},
-    {6, 7, 0, 0, 0, 0, 0, 0},
-    {0, 1, 6, 7, 0, 0, 0, 0},
-    {2, 3, 6, 7, 0, 0, 0, 0},
-    {0, 1, 2, 3, 6, 7, 0, 0},
-    {4, 5, 6, 7, 0, 0, 0, 0},
-    {0, 1, 4, 5, 6, 7, 0, 0},
-    {2, 3, 4, 5, 6, 7, 0, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7}};
+    {0, 0, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0, 0}, {2, 3, 0, 0, 0, 0, 0, 0}, {0, 1, 2, 3, 0, 0, 0, 0},
+    {4, 5, 0, 0, 0, 0, 0, 0}, {0, 1, 4, 5, 0, 0, 0, 0}, {2, 3, 4, 5, 0, 0, 0, 0}, {0, 1, 2, 3, 4, 5, 0, 0},
+    {6, 7, 0, 0, 0, 0, 0, 0}, {0, 1, 6, 7, 0, 0, 0, 0}, {2, 3, 6, 7, 0, 0, 0, 0}, {0, 1, 2, 3, 6, 7, 0, 0},
+    {4, 5, 6, 7, 0, 0, 0, 0}, {0, 1, 4, 5, 6, 7, 0, 0}, {2, 3, 4, 5, 6, 7, 0, 0}, {0, 1, 2, 3, 4, 5, 6, 7}};
 
 // dcs[k] = depth_c[at[k]]: scalar loads (faster than vgatherdps / vgatherdpd on the AMD
 // cores we run on, and compiled without AVX2 so that the compiler does not turn them into gathers).
@@ -136,11 +112,9 @@ __attribute__((noinline)) void fetch_depths(const DT* __restrict depth_c, const 
 // entries are g.dummy. at, zs, dcs, invz: scratch of nc4 + 4 entries.
 template <typename DT>
 HATCH_AVX2 inline int32_t row_bins(const RowGeometry& g, const double* __restrict drow, const double* m,
-                                double v, const DT* __restrict depth_c, double abs_tol,
-                                double rel_tol, int32_t* __restrict bins, int32_t* __restrict at,
-                                double* __restrict zs, DT* __restrict dcs, double* __restrict invz,
-                                int32_t k0,
-                                int32_t k1) {
+                                   double v, const DT* __restrict depth_c, double abs_tol, double rel_tol,
+                                   int32_t* __restrict bins, int32_t* __restrict at, double* __restrict zs,
+                                   DT* __restrict dcs, double* __restrict invz, int32_t k0, int32_t k1) {
   // Row terms, exactly as project_pixel groups them: m[k] * u + (m[k+1] * v + m[k+2]).
   const __m256d rz = _mm256_set1_pd(m[13] * v + m[14]);
   const __m256d ru = _mm256_set1_pd(m[1] * v + m[2]);
@@ -186,17 +160,17 @@ HATCH_AVX2 inline int32_t row_bins(const RowGeometry& g, const double* __restric
     ok = _mm256_and_pd(ok, _mm256_cmp_pd(fr, Hd, _CMP_LT_OQ));
     // clamp_coord: (x > 0 ? x : 0) is maxpd(x, 0) (NaN -> 0), (lo < hi ? lo : hi) is minpd(lo, hi);
     // then truncation (the landing pixel, as a double: every integer here is exact in float64).
-    const __m256d r2 = _mm256_round_pd(_mm256_min_pd(_mm256_max_pd(fr, zero), Hm1),
-                                       _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256d c2 = _mm256_round_pd(_mm256_min_pd(_mm256_max_pd(fc, zero), Wm1),
-                                       _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256d r2 =
+        _mm256_round_pd(_mm256_min_pd(_mm256_max_pd(fr, zero), Hm1), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256d c2 =
+        _mm256_round_pd(_mm256_min_pd(_mm256_max_pd(fc, zero), Wm1), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m128i at4 = _mm256_cvttpd_epi32(_mm256_add_pd(_mm256_mul_pd(r2, Wd), c2));
     // bin if visible: src_bin[k] + row_cell[r2] + col_cell[c2], the cell rows / columns computed as
     // floor(x * (n / size) + 0.5 / size), checked against the tables for every x (cells_by_product)
-    const __m256d qr = _mm256_round_pd(_mm256_add_pd(_mm256_mul_pd(r2, sr), er),
-                                       _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256d qc = _mm256_round_pd(_mm256_add_pd(_mm256_mul_pd(c2, sc), ec),
-                                       _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256d qr =
+        _mm256_round_pd(_mm256_add_pd(_mm256_mul_pd(r2, sr), er), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256d qc =
+        _mm256_round_pd(_mm256_add_pd(_mm256_mul_pd(c2, sc), ec), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m128i bin4 = _mm256_cvttpd_epi32(
         _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(qr, gwd), qc), _mm256_loadu_pd(g.src_bin_d + k)));
     // Keep only the pixels that may be visible (inside, valid depth): left-packed, so that the
@@ -205,10 +179,10 @@ HATCH_AVX2 inline int32_t row_bins(const RowGeometry& g, const double* __restric
     const __m256i p64 = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack64[mask]));
     const __m256i p32 = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack32[mask]));
     _mm256_storeu_pd(zs + n, _mm256_castsi256_pd(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(z), p64)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + n), _mm256_castsi256_si128(
-        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(at4), p32)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(bins + n), _mm256_castsi256_si128(
-        _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(bin4), p32)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at + n),
+                     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castsi128_si256(at4), p32)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(bins + n),
+                     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castsi128_si256(bin4), p32)));
     n += __builtin_popcount(static_cast<unsigned>(mask));
   }
   // Pad the candidates to a multiple of 4 with ones that fail the depth test (z NaN, pixel 0).
@@ -231,8 +205,8 @@ HATCH_AVX2 inline int32_t row_bins(const RowGeometry& g, const double* __restric
     const __m256d diff = _mm256_andnot_pd(sign, _mm256_sub_pd(z, dc));
     const __m256d tol = _mm256_add_pd(atol, _mm256_mul_pd(rtol, dc));
     ok = _mm256_and_pd(ok, _mm256_cmp_pd(diff, tol, _CMP_LE_OQ));
-    const __m128i vis = _mm256_castsi256_si128(
-        _mm256_permutevar8x32_epi32(_mm256_castpd_si256(ok), pick_low));
+    const __m128i vis =
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_castpd_si256(ok), pick_low));
     const __m128i bin = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bins + k));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(bins + k), _mm_blendv_epi8(dummy, bin, vis));
   }
@@ -246,8 +220,7 @@ inline int64_t task_first_row(int64_t gr, int64_t H, int64_t grid_h) {
 }
 
 // Counts bins[0, n) (n a multiple of kHistCopies) into hist: copy q at hist + q * hstride.
-inline void count_bins(const int32_t* __restrict bins, int32_t n, int32_t* __restrict hist,
-                       int64_t hstride) {
+inline void count_bins(const int32_t* __restrict bins, int32_t n, int32_t* __restrict hist, int64_t hstride) {
   int32_t* h0 = hist;
   int32_t* h1 = hist + hstride;
   int32_t* h2 = hist + 2 * hstride;
@@ -272,12 +245,13 @@ inline void count_bins1(const int32_t* __restrict bins, int32_t n, int32_t* __re
 // int32 histograms (kHistCopies interleaved copies unless the grid is large), merged once per pair.
 struct SimdTables {
   std::vector<int32_t> row_cell, col_cell, src_bin;
-  std::vector<int32_t> col_k0;  // [gw + 1]: the taking-part columns k of cell column j are [col_k0[j], col_k0[j+1])
+  std::vector<int32_t>
+      col_k0;  // [gw + 1]: the taking-part columns k of cell column j are [col_k0[j], col_k0[j+1])
   std::vector<double> ucol, src_bin_d;
   RowGeometry g;
-  int nh;            // histogram copies
-  int64_t hstride;   // entries per copy (gw * P + 1: the task's bins and the dummy bin)
-  bool exact;        // cells_by_product holds for the rows and the columns (else: portable kernel)
+  int nh;           // histogram copies
+  int64_t hstride;  // entries per copy (gw * P + 1: the task's bins and the dummy bin)
+  bool exact;       // cells_by_product holds for the rows and the columns (else: portable kernel)
 };
 
 template <typename Dims>
@@ -302,21 +276,31 @@ inline SimdTables simd_tables(const Dims& dims, int64_t stride) {
   for (int64_t j = gw - 1; j >= 0; --j) t.col_k0[j] = std::min(t.col_k0[j], t.col_k0[j + 1]);
   t.hstride = gw * P + 1;
   t.nh = t.hstride <= (int64_t(1) << 14) ? kHistCopies : 1;
-  t.g = RowGeometry{static_cast<int32_t>(H), static_cast<int32_t>(W), static_cast<int32_t>(nc),
-                          static_cast<int32_t>(nc4), t.row_cell.data(), t.col_cell.data(),
-                          t.src_bin.data(), t.ucol.data(), t.src_bin_d.data(),
-                          static_cast<int32_t>(gw * P),
-                          static_cast<int32_t>(gw), 0, 0, 0, 0};
+  t.g = RowGeometry{static_cast<int32_t>(H),
+                    static_cast<int32_t>(W),
+                    static_cast<int32_t>(nc),
+                    static_cast<int32_t>(nc4),
+                    t.row_cell.data(),
+                    t.col_cell.data(),
+                    t.src_bin.data(),
+                    t.ucol.data(),
+                    t.src_bin_d.data(),
+                    static_cast<int32_t>(gw * P),
+                    static_cast<int32_t>(gw),
+                    0,
+                    0,
+                    0,
+                    0};
   t.exact = cells_by_product(H, gh, t.g.row_scale, t.g.row_offset) &&
             cells_by_product(W, gw, t.g.col_scale, t.g.col_offset);
   return t;
 }
 
 template <typename scalar_t, typename Dims>
-HATCH_AVX2 void overlap_task_avx2(int64_t task, const scalar_t* depth, const double* proj,
-                                  scalar_t* out, const Dims& dims, const SimdTables& t,
-                                  double abs_tol, double rel_tol, int64_t stride, double* drow,
-                                  scalar_t* dcs, int32_t* bins, int32_t* hist, int64_t* den) {
+HATCH_AVX2 void overlap_task_avx2(int64_t task, const scalar_t* depth, const double* proj, scalar_t* out,
+                                  const Dims& dims, const SimdTables& t, double abs_tol, double rel_tol,
+                                  int64_t stride, double* drow, scalar_t* dcs, int32_t* bins, int32_t* hist,
+                                  int64_t* den) {
   const int64_t V = dims.V, H = dims.H, W = dims.W, gh = dims.grid_h, gw = dims.grid_w, P = dims.P;
   const int64_t HW = H * W;
   const int32_t nc = t.g.nc, nc4 = t.g.nc4;
@@ -358,9 +342,9 @@ HATCH_AVX2 void overlap_task_avx2(int64_t task, const scalar_t* depth, const dou
       for (int64_t r = first; r < r1; r += stride) {
         const scalar_t* row = depth_a + r * W;
         for (int32_t k = k0; k < kv; ++k) drow[k] = static_cast<double>(row[k * stride]);
-        const int32_t n4 = row_bins<scalar_t>(t.g, drow, m, static_cast<double>(r), depth_c, abs_tol,
-                                              rel_tol, bins, bins + nc4 + 4, drow + nc4, dcs,
-                                              drow + 2 * nc4 + 4, k0, k1);
+        const int32_t n4 =
+            row_bins<scalar_t>(t.g, drow, m, static_cast<double>(r), depth_c, abs_tol, rel_tol, bins,
+                               bins + nc4 + 4, drow + nc4, dcs, drow + 2 * nc4 + 4, k0, k1);
         if (t.nh == kHistCopies)
           count_bins(bins, n4, hist, t.hstride);
         else

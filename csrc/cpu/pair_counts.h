@@ -15,10 +15,9 @@ namespace hatch::cpu {
 // in view c and lands in its cell j. proj is the pair's kPairProjSize numbers (checks.h:
 // pair_projections). Rows that take part are those with r % stride == 0 (columns likewise).
 template <typename scalar_t, typename count_t>
-void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, const double* proj,
-                            int64_t H, int64_t W, int64_t grid_h, int64_t grid_w, double abs_tol,
-                            double rel_tol, int64_t stride, int64_t r0, int64_t r1, count_t* counts,
-                            count_t* den) {
+void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, const double* proj, int64_t H,
+                            int64_t W, int64_t grid_h, int64_t grid_w, double abs_tol, double rel_tol,
+                            int64_t stride, int64_t r0, int64_t r1, count_t* counts, count_t* den) {
   const int64_t P = grid_h * grid_w;
   const int64_t nc = (W + stride - 1) / stride;  // taking-part columns of a row
   // Cell of a pixel row / column by table lookup: two integer divisions per pixel (cell_of) would
@@ -31,7 +30,7 @@ void accumulate_pair_counts(const scalar_t* depth_a, const scalar_t* depth_c, co
   // loop; the second loop then only gathers c's depth, tests it and bins.
   std::vector<double> zs_(depth_c ? static_cast<size_t>(nc) : 0);
   std::vector<int32_t> rc_(depth_c ? static_cast<size_t>(2 * nc) : 0);
-  double* __restrict zs = zs_.data();   // z in view c, NaN where the pixel cannot be visible
+  double* __restrict zs = zs_.data();    // z in view c, NaN where the pixel cannot be visible
   int32_t* __restrict r2s = rc_.data();  // landing pixel (clamped into the image)
   int32_t* __restrict c2s = r2s + nc;
   const double nan = std::numeric_limits<double>::quiet_NaN();

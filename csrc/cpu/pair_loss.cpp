@@ -1,8 +1,8 @@
 #include "pair_loss.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -33,7 +33,7 @@ template <>
 inline float exp_fast<float>(float x) {
   const float t = x * 1.44269504088896341f;
   const float nf = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const int32_t n = static_cast<int32_t>(nf);       // -inf / huge: INT_MIN, masked below
+  const int32_t n = static_cast<int32_t>(nf);        // -inf / huge: INT_MIN, masked below
   const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -82,24 +82,25 @@ template <typename T>
 void cols_lse_update(const T* s, int64_t rows, int64_t P, T* run_max, T* run_sum) {
   at::parallel_for(0, P, std::max<int64_t>(64, kMinTaskElems / std::max<int64_t>(rows, 1)),
                    [&](int64_t lo, int64_t hi) {
-    const int64_t n = hi - lo;
-    std::vector<T> m(run_max + lo, run_max + hi), acc(n);
-    for (int64_t i = 0; i < rows; ++i) {
-      const T* row = s + i * P + lo;
+                     const int64_t n = hi - lo;
+                     std::vector<T> m(run_max + lo, run_max + hi), acc(n);
+                     for (int64_t i = 0; i < rows; ++i) {
+                       const T* row = s + i * P + lo;
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) m[j] = row[j] > m[j] ? row[j] : m[j];
-    }
-    for (int64_t j = 0; j < n; ++j) acc[j] = run_sum[lo + j] * exp_fast<T>(run_max[lo + j] - m[j]);
-    for (int64_t i = 0; i < rows; ++i) {
-      const T* row = s + i * P + lo;
-      T* a = acc.data();
-      const T* mm = m.data();
+                       for (int64_t j = 0; j < n; ++j) m[j] = row[j] > m[j] ? row[j] : m[j];
+                     }
+                     for (int64_t j = 0; j < n; ++j)
+                       acc[j] = run_sum[lo + j] * exp_fast<T>(run_max[lo + j] - m[j]);
+                     for (int64_t i = 0; i < rows; ++i) {
+                       const T* row = s + i * P + lo;
+                       T* a = acc.data();
+                       const T* mm = m.data();
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) a[j] += exp_fast<T>(row[j] - mm[j]);
-    }
-    std::copy(m.begin(), m.end(), run_max + lo);
-    std::copy(acc.begin(), acc.end(), run_sum + lo);
-  });
+                       for (int64_t j = 0; j < n; ++j) a[j] += exp_fast<T>(row[j] - mm[j]);
+                     }
+                     std::copy(m.begin(), m.end(), run_max + lo);
+                     std::copy(acc.begin(), acc.end(), run_sum + lo);
+                   });
 }
 
 // In place on the tile: s → G = exp(s − L_i) − u_i + exp(s − L'_j) − u'_j (rows i of the tile,
@@ -156,8 +157,7 @@ template <typename scalar_t>
 void sparse_sub(const PairTargets& t, scalar_t* g, int64_t r0, int64_t T) {
   for (int64_t i = r0; i < r0 + T; ++i) {
     scalar_t* row = g + (i - r0) * t.P;
-    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k)
-      row[t.col[k]] -= static_cast<scalar_t>(t.w[k]);
+    for (int64_t k = t.row_ptr[i]; k < t.row_ptr[i + 1]; ++k) row[t.col[k]] -= static_cast<scalar_t>(t.w[k]);
   }
 }
 
@@ -205,8 +205,7 @@ at::Tensor normalize(const at::Tensor& emb) {
 
 // In place on g = dL/dê (accumulation dtype), scaled by `scale` first: the backward of
 // ê = e / max(|e|, eps), (g − (g·ê) ê) / |e|, or g / eps where |e| < eps. Returns it in emb's dtype.
-at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, at::Tensor g,
-                              double scale) {
+at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, at::Tensor g, double scale) {
   const at::Tensor e = emb.contiguous();
   const int64_t D = e.size(-1), rows = e.numel() / D;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, e.scalar_type(), "hatch_normalize_bwd", [&] {
@@ -388,14 +387,13 @@ double pair_loss_forward(const at::Tensor& ea, const at::Tensor& ec, const PairT
   // Σ_i u_i Σ_j s_ij = (Σ_i u_i ê_a,i) · (Σ_j ê_c,j) / τ_p, and likewise for the columns.
   const at::Tensor uniform_rows = at::dot(at::mv(ea.t(), as_tensor(t.u_row, opts)), ec.sum(0));
   const at::Tensor uniform_cols = at::dot(at::mv(ec.t(), as_tensor(t.u_col, opts)), ea.sum(0));
-  const double uniform =
-      (uniform_rows.item<double>() + uniform_cols.item<double>()) * inv_tau;
+  const double uniform = (uniform_rows.item<double>() + uniform_cols.item<double>()) * inv_tau;
   return masked_sum(lse_ac, t.valid_row) + masked_sum(lse_ca, t.valid_col) - uniform - cross;
 }
 
-void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t,
-                        double tau_p, const at::Tensor& lse_ac, const at::Tensor& lse_ca,
-                        const at::Tensor& ga, const at::Tensor& gc) {
+void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t, double tau_p,
+                        const at::Tensor& lse_ac, const at::Tensor& lse_ca, const at::Tensor& ga,
+                        const at::Tensor& gc) {
   const int64_t P = ea.size(0);
   const int64_t tile = std::min(loss_tile_rows(P), P);
   const double inv_tau = 1.0 / tau_p;
@@ -421,9 +419,8 @@ void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTa
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& emb,
-                                                            const PairOverlapFn& overlap,
-                                                            double tau_t, double tau_p,
-                                                            double min_overlap) {
+                                                            const PairOverlapFn& overlap, double tau_t,
+                                                            double tau_p, double min_overlap) {
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
   const at::Tensor ehat = normalize(emb);
   at::Tensor row_lse = at::zeros({B, V, V, P}, ehat.options());
@@ -449,9 +446,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
           at::full({}, num_valid, emb.options().dtype(at::kLong))};
 }
 
-at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
-                         const PairOverlapFn& overlap, const at::Tensor& row_lse,
-                         const at::Tensor& num_valid, double tau_t, double tau_p,
+at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, const PairOverlapFn& overlap,
+                         const at::Tensor& row_lse, const at::Tensor& num_valid, double tau_t, double tau_p,
                          double min_overlap) {
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
   const int64_t nv = num_valid.item<int64_t>();
@@ -464,8 +460,7 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
     overlap(b, a, c, entries);
     const PairTargets t = pair_targets(entries, P, tau_t, min_overlap);
     if (t.n_valid_rows + t.n_valid_cols == 0) return;  // no overlap: contributes nothing
-    pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a],
-                       g[b][c]);
+    pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a], g[b][c]);
   });
   const double scale = grad_loss.item<double>() / (tau_p * static_cast<double>(nv));
   return normalize_backward(emb, ehat, g, scale);

@@ -48,8 +48,8 @@ struct SEntry {
 // nonzero structure of S [P, P] given by its entries (any order; reordered in place).
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap);
 
-// Rows of ê_a per similarity tile for P cells per view: max(64, min(256, 2^20 / P)), or the environment variable
-// HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
+// Rows of ê_a per similarity tile for P cells per view: max(64, min(256, 2^20 / P)), or the environment
+// variable HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
 int64_t loss_tile_rows(int64_t P);
 
 // Forward of one pair. ea, ec: normalised embeddings [P, D] (acc dtype, contiguous). Writes the row
@@ -60,24 +60,22 @@ double pair_loss_forward(const at::Tensor& ea, const at::Tensor& ec, const PairT
 
 // Backward of one pair: adds G ê_c to ga and Gᵀ ê_a to gc ([P, D], acc dtype), where
 // G_ij = ∂(Σ_valid H)/∂s_ij; the caller applies grad_loss / (τ_p · num_valid).
-void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t,
-                        double tau_p, const at::Tensor& lse_ac, const at::Tensor& lse_ca,
-                        const at::Tensor& ga, const at::Tensor& gc);
+void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t, double tau_p,
+                        const at::Tensor& lse_ac, const at::Tensor& lse_ca, const at::Tensor& ga,
+                        const at::Tensor& gc);
 
 // Appends the entries of S (float64) of sample b and views a < c to `entries` (which comes empty).
-using PairOverlapFn =
-    std::function<void(int64_t b, int64_t a, int64_t c, std::vector<SEntry>& entries)>;
+using PairOverlapFn = std::function<void(int64_t b, int64_t a, int64_t c, std::vector<SEntry>& entries)>;
 
 // The whole loss from embeddings [B, V, P, D] and a source of S: (loss, row_lse, num_valid) as the
 // ops return them. Inputs must be validated by the caller.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& emb,
-                                                            const PairOverlapFn& overlap,
-                                                            double tau_t, double tau_p,
-                                                            double min_overlap);
+                                                            const PairOverlapFn& overlap, double tau_t,
+                                                            double tau_p, double min_overlap);
 
 // grad_emb (emb's dtype and shape) of the loss, recomputing S, the targets and the similarity tiles.
-at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
-                         const PairOverlapFn& overlap, const at::Tensor& row_lse,
-                         const at::Tensor& num_valid, double tau_t, double tau_p, double min_overlap);
+at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, const PairOverlapFn& overlap,
+                         const at::Tensor& row_lse, const at::Tensor& num_valid, double tau_t, double tau_p,
+                         double min_overlap);
 
 }  // namespace hatch::cpu

@@ -33,8 +33,7 @@ PairOverlapFn overlap_source(const at::Tensor& overlap_in) {
   const at::Tensor overlap = overlap_in.contiguous();
   const int64_t V = overlap.size(1), P = overlap.size(3);
   return [overlap, V, P](int64_t b, int64_t a, int64_t c, std::vector<SEntry>& out) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, overlap.scalar_type(), "overlap_source",
-                                    [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, overlap.scalar_type(), "overlap_source", [&] {
       const scalar_t* base = overlap.data_ptr<scalar_t>();
       append_nonzeros(base + ((b * V + a) * V + c) * P * P, P, /*transpose=*/false, out);
       append_nonzeros(base + ((b * V + c) * V + a) * P * P, P, /*transpose=*/true, out);
@@ -46,7 +45,8 @@ PairOverlapFn overlap_source(const at::Tensor& overlap_in) {
 // histogram touches cost anything.
 class ZeroedCounts {
  public:
-  explicit ZeroedCounts(size_t n) : p_(static_cast<int32_t*>(std::calloc(std::max<size_t>(n, 1), sizeof(int32_t)))) {
+  explicit ZeroedCounts(size_t n)
+      : p_(static_cast<int32_t*>(std::calloc(std::max<size_t>(n, 1), sizeof(int32_t)))) {
     TORCH_CHECK(p_ != nullptr, "hatch: out of memory allocating ", n, " overlap counts");
   }
   ~ZeroedCounts() { std::free(p_); }
@@ -74,8 +74,7 @@ struct ReprojectionSource {
     const int64_t pixels = ((H + stride - 1) / stride) * ((W + stride - 1) / stride);
     // Bands only pay off when a band's pixels outnumber the P² buffer it must merge.
     const int64_t threads = at::in_parallel_region() ? 1 : std::max<int64_t>(at::get_num_threads(), 1);
-    const int64_t bands =
-        std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1, threads);
+    const int64_t bands = std::clamp<int64_t>(pixels / std::max<int64_t>(P * P, 4096), 1, threads);
     const int64_t chunks = 2 * bands;
     ZeroedCounts counts(static_cast<size_t>(chunks * P * P));
     std::vector<int32_t> den(static_cast<size_t>(chunks * P), 0);
@@ -90,9 +89,8 @@ struct ReprojectionSource {
           // (accumulate_pair_counts rounds up to the next taking-part row).
           const int64_t r0 = band * H / bands, r1 = (band + 1) * H / bands;
           accumulate_pair_counts<scalar_t, int32_t>(
-              d + src * H * W, d + dst * H * W, pr + (src * g.V + dst) * kPairProjSize, H, W,
-              g.grid_h, g.grid_w, abs_tol, rel_tol, stride, r0, r1, counts.data() + k * P * P,
-              den.data() + k * P);
+              d + src * H * W, d + dst * H * W, pr + (src * g.V + dst) * kPairProjSize, H, W, g.grid_h,
+              g.grid_w, abs_tol, rel_tol, stride, r0, r1, counts.data() + k * P * P, den.data() + k * P);
         }
       });
     });
@@ -117,16 +115,15 @@ struct ReprojectionSource {
 };
 
 ReprojectionSource reprojection_source(const char* op, const at::Tensor& depth, const at::Tensor& K,
-                                       const at::Tensor& cam_to_world, const GeometryDims& g,
-                                       double abs_tol, double rel_tol, int64_t stride) {
+                                       const at::Tensor& cam_to_world, const GeometryDims& g, double abs_tol,
+                                       double rel_tol, int64_t stride) {
   return {depth.contiguous(), pair_projections(op, K, cam_to_world), g, abs_tol, rel_tol, stride};
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb,
-                                                            const at::Tensor& overlap, double tau_t,
-                                                            double tau_p, double min_overlap) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb, const at::Tensor& overlap,
+                                                            double tau_t, double tau_p, double min_overlap) {
   constexpr const char* op = "soft_infonce";
   check_embeddings(op, emb);
   check_overlap(op, overlap, emb);
@@ -148,31 +145,32 @@ at::Tensor soft_infonce_backward(const at::Tensor& grad_loss, const at::Tensor& 
                        min_overlap);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
-    const at::Tensor& emb, const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
-    int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
-    int64_t stride, double min_overlap) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(const at::Tensor& emb, const at::Tensor& depth,
+                                                           const at::Tensor& K,
+                                                           const at::Tensor& cam_to_world, int64_t grid_h,
+                                                           int64_t grid_w, double tau_t, double tau_p,
+                                                           double abs_tol, double rel_tol, int64_t stride,
+                                                           double min_overlap) {
   constexpr const char* op = "patch_align";
-  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
-                                           tau_p, abs_tol, rel_tol, stride, min_overlap);
+  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p,
+                                           abs_tol, rel_tol, stride, min_overlap);
   return loss_forward(emb, reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
                       tau_t, tau_p, min_overlap);
 }
 
-at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
-                                const at::Tensor& depth, const at::Tensor& K,
-                                const at::Tensor& cam_to_world, const at::Tensor& row_lse,
-                                const at::Tensor& num_valid, int64_t grid_h, int64_t grid_w,
-                                double tau_t, double tau_p, double abs_tol, double rel_tol,
+at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb, const at::Tensor& depth,
+                                const at::Tensor& K, const at::Tensor& cam_to_world,
+                                const at::Tensor& row_lse, const at::Tensor& num_valid, int64_t grid_h,
+                                int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
   constexpr const char* op = "patch_align_backward";
-  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
-                                           tau_p, abs_tol, rel_tol, stride, min_overlap);
+  const GeometryDims g = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p,
+                                           abs_tol, rel_tol, stride, min_overlap);
   check_grad_loss(op, grad_loss, emb);
   check_saved(op, row_lse, num_valid, emb);
   return loss_backward(grad_loss, emb,
-                       reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride),
-                       row_lse, num_valid, tau_t, tau_p, min_overlap);
+                       reprojection_source(op, depth, K, cam_to_world, g, abs_tol, rel_tol, stride), row_lse,
+                       num_valid, tau_t, tau_p, min_overlap);
 }
 
 }  // namespace hatch::cpu

@@ -16,7 +16,6 @@
 namespace hatch::cpu {
 namespace {
 
-
 struct Normalized {
   at::Tensor e_hat;  // [B, V, P, D] acc dtype, contiguous
   at::Tensor norm;   // [B, V, P, 1] acc dtype, |e|
@@ -40,8 +39,8 @@ at::Tensor views_after(const at::Tensor& e_hat, int64_t a) {
 //   |e| >= eps: (g - (g.ê) ê) / |e|;   |e| < eps (ê = e / eps, linear in e): g / eps.
 // g_a [B, P, D] contiguous; e_hat [B, V, P, D], norm [B, V, P, 1], out [B, V, P, D] contiguous.
 template <typename acc_t, typename out_t>
-void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* norm, out_t* out,
-                             int64_t B, int64_t V, int64_t P, int64_t D, int64_t a) {
+void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* norm, out_t* out, int64_t B,
+                             int64_t V, int64_t P, int64_t D, int64_t a) {
   const int64_t grain = std::max<int64_t>(1, 32768 / D);
   at::parallel_for(0, B * P, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
@@ -111,21 +110,20 @@ at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& em
     const at::Tensor H_a = Hs.select(1, a);  // [B, P, V, P]
     at::Tensor g_a;                          // [B, P, D]: gê of view a
     if (a > 0)
-      g_a = at::bmm(H_a.narrow(2, 0, a).reshape({B, P, a * P}),
-                    e_hat.narrow(1, 0, a).reshape({B, a * P, D}));
+      g_a = at::bmm(H_a.narrow(2, 0, a).reshape({B, P, a * P}), e_hat.narrow(1, 0, a).reshape({B, a * P, D}));
     if (a + 1 < V) {
       const int64_t n = V - a - 1;
       at::Tensor hi = at::bmm(H_a.narrow(2, a + 1, n).reshape({B, P, n * P}), views_after(e_hat, a));
       g_a = g_a.defined() ? g_a.add_(hi) : hi;
     }
     if (!g_a.defined()) g_a = at::zeros({B, P, D}, e_hat.options());  // V == 1: no pair at all
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, emb.scalar_type(),
-                                    "hatch::cell_similarity_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;  // float64 for float64, float32 otherwise
-      normalize_backward_view<acc_t, scalar_t>(g_a.contiguous().data_ptr<acc_t>(),
-                                               e_hat.data_ptr<acc_t>(), nz.norm.data_ptr<acc_t>(),
-                                               grad_emb.data_ptr<scalar_t>(), B, V, P, D, a);
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, emb.scalar_type(), "hatch::cell_similarity_backward", [&] {
+          using acc_t = at::opmath_type<scalar_t>;  // float64 for float64, float32 otherwise
+          normalize_backward_view<acc_t, scalar_t>(g_a.contiguous().data_ptr<acc_t>(),
+                                                   e_hat.data_ptr<acc_t>(), nz.norm.data_ptr<acc_t>(),
+                                                   grad_emb.data_ptr<scalar_t>(), B, V, P, D, a);
+        });
   }
   return grad_emb;
 }

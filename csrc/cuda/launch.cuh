@@ -1,5 +1,6 @@
 // Host-side helpers shared by the CUDA ops of hatch (launch geometry and warp reductions: device/common.cuh):
-// the current stream, the device check, and the embedding normalisation (ATen ops) used by the similarity and the loss.
+// the current stream, the device check, and the embedding normalisation (ATen ops) used by the similarity and
+// the loss.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -14,7 +15,6 @@
 #include "device/common.cuh"
 
 namespace hatch::cuda {
-
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 

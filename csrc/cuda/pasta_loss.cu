@@ -51,9 +51,9 @@
 
 #include "../common/checks.h"
 #include "../common/geometry.h"
+#include "device/loss.cuh"
 #include "kernels.h"
 #include "launch.cuh"
-#include "device/loss.cuh"
 #include "reprojection.cuh"
 
 namespace hatch::cuda {
@@ -63,9 +63,9 @@ namespace {
 // A chunk's pairs, targets and target statistics (all [n, ...], on the device).
 struct Chunk {
   int64_t q0, n;
-  at::Tensor info;                                // [4, n] int64 (loss.cuh: PairInfo)
-  at::Tensor S, S64;                              // [n, P, P]
-  at::Tensor ea, ec;                              // [n, P, D] e_hat of the pairs' views a and c
+  at::Tensor info;                                        // [4, n] int64 (loss.cuh: PairInfo)
+  at::Tensor S, S64;                                      // [n, P, P]
+  at::Tensor ea, ec;                                      // [n, P, D] e_hat of the pairs' views a and c
   at::Tensor t_lse_row, t_sum_row, t_lse_col, t_sum_col;  // [n, P]; the sums float64
 };
 
@@ -93,8 +93,8 @@ Chunk prepare_chunk(MakeS& make_S, const at::Tensor& e_flat, int64_t V, int64_t 
   ch.t_sum_col = at::empty({n, P}, f64);
   const LaunchCfg rows = per_row_launch(n * P);
   target_row_stats_kernel<T><<<rows.grid, rows.block, rows.shmem, stream>>>(
-      ch.S.data_ptr<T>(), ch.S64.data_ptr<double>(), n * P, P, k.inv_tau_t,
-      ch.t_lse_row.data_ptr<T>(), ch.t_sum_row.data_ptr<double>());
+      ch.S.data_ptr<T>(), ch.S64.data_ptr<double>(), n * P, P, k.inv_tau_t, ch.t_lse_row.data_ptr<T>(),
+      ch.t_sum_row.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const int64_t slabs = col_slabs(P);
   at::Tensor pm = at::empty({n, slabs, P}, opts), pz = at::empty({n, slabs, P}, opts);
@@ -105,8 +105,8 @@ Chunk prepare_chunk(MakeS& make_S, const at::Tensor& e_flat, int64_t V, int64_t 
       pz.data_ptr<T>(), ps.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   target_col_merge_kernel<T><<<merge.grid, merge.block, merge.shmem, stream>>>(
-      pm.data_ptr<T>(), pz.data_ptr<T>(), ps.data_ptr<double>(), n, P, slabs,
-      ch.t_lse_col.data_ptr<T>(), ch.t_sum_col.data_ptr<double>());
+      pm.data_ptr<T>(), pz.data_ptr<T>(), ps.data_ptr<double>(), n, P, slabs, ch.t_lse_col.data_ptr<T>(),
+      ch.t_sum_col.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return ch;
 }
@@ -114,8 +114,8 @@ Chunk prepare_chunk(MakeS& make_S, const at::Tensor& e_flat, int64_t V, int64_t 
 // --------------------------------------------------------------------------------- whole-op drivers
 template <typename T, typename MakeS>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& emb, MakeS& make_S,
-                                                            const LossPlan& plan, double tau_t,
-                                                            double tau_p, double min_overlap) {
+                                                            const LossPlan& plan, double tau_t, double tau_p,
+                                                            double min_overlap) {
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2), D = emb.size(3);
   const Normalized nz = normalize_rows(emb);
   const auto opts = nz.e_hat.options();
@@ -148,13 +148,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
           ch.t_sum_row.data_ptr<double>(), info, k, lse_p, H_p, valid_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       tile_cols_partial_kernel<T><<<part.grid, part.block, part.shmem, stream>>>(
-          dots.data_ptr<T>(), n, rows, r0, P, slabs, ch.S.data_ptr<T>(), ch.t_lse_col.data_ptr<T>(),
-          k, pm.data_ptr<T>(), pz.data_ptr<T>(), px.data_ptr<T>());
+          dots.data_ptr<T>(), n, rows, r0, P, slabs, ch.S.data_ptr<T>(), ch.t_lse_col.data_ptr<T>(), k,
+          pm.data_ptr<T>(), pz.data_ptr<T>(), px.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       tile_cols_merge_kernel<T><<<merge.grid, merge.block, merge.shmem, stream>>>(
-          pm.data_ptr<T>(), pz.data_ptr<T>(), px.data_ptr<T>(), n, P, slabs, r0 == 0,
-          r0 + rows == P, run_m.data_ptr<T>(), run_z.data_ptr<T>(), run_x.data_ptr<T>(),
-          ch.t_sum_col.data_ptr<double>(), info, k.min_overlap, lse_p, H_p, valid_p);
+          pm.data_ptr<T>(), pz.data_ptr<T>(), px.data_ptr<T>(), n, P, slabs, r0 == 0, r0 + rows == P,
+          run_m.data_ptr<T>(), run_z.data_ptr<T>(), run_x.data_ptr<T>(), ch.t_sum_col.data_ptr<double>(),
+          info, k.min_overlap, lse_p, H_p, valid_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
@@ -165,9 +165,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
 
 template <typename T, typename MakeS>
 at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, MakeS& make_S,
-                         const LossPlan& plan, const at::Tensor& row_lse,
-                         const at::Tensor& num_valid, double tau_t, double tau_p,
-                         double min_overlap) {
+                         const LossPlan& plan, const at::Tensor& row_lse, const at::Tensor& num_valid,
+                         double tau_t, double tau_p, double min_overlap) {
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2), D = emb.size(3);
   const Normalized nz = normalize_rows(emb);
   const auto acc = nz.e_hat.scalar_type();
@@ -190,17 +189,16 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, Mak
       const LaunchCfg L = elementwise_launch(n * rows * P);
       tile_grad_kernel<T><<<L.grid, L.block, L.shmem, stream>>>(
           dots.data_ptr<T>(), n, rows, r0, P, ch.S.data_ptr<T>(), ch.t_lse_row.data_ptr<T>(),
-          ch.t_sum_row.data_ptr<double>(), ch.t_lse_col.data_ptr<T>(),
-          ch.t_sum_col.data_ptr<double>(), lse.data_ptr<T>(), ch.info.data_ptr<int64_t>(), k,
-          G.data_ptr<T>());
+          ch.t_sum_row.data_ptr<double>(), ch.t_lse_col.data_ptr<T>(), ch.t_sum_col.data_ptr<double>(),
+          lse.data_ptr<T>(), ch.info.data_ptr<int64_t>(), k, G.data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       ga.narrow(1, r0, rows).baddbmm_(G, ch.ec);
       gc.baddbmm_(G.transpose(1, 2), ea_tile);
     }
     const int64_t b_lo = q0 / np, nb = (q0 + n - 1) / np - b_lo + 1;
     const LaunchCfg Ls = elementwise_launch(nb * V * P * D);
-    scatter_grad_kernel<T><<<Ls.grid, Ls.block, Ls.shmem, stream>>>(
-        ga.data_ptr<T>(), gc.data_ptr<T>(), q0, n, V, P * D, b_lo, nb, g_hat.data_ptr<T>());
+    scatter_grad_kernel<T><<<Ls.grid, Ls.block, Ls.shmem, stream>>>(ga.data_ptr<T>(), gc.data_ptr<T>(), q0, n,
+                                                                    V, P * D, b_lo, nb, g_hat.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   // grad_loss / (tau_p * max(num_valid, 1)), as device tensors (no host sync).
@@ -239,12 +237,10 @@ struct OverlapTargets {
       using D = scalar_t;
       if (acc == at::kDouble) {
         targets_from_overlap_kernel<D, double><<<L.grid, L.block, L.shmem, current_stream()>>>(
-            overlap.data_ptr<D>(), V, P, ch.n, info, ch.S.data_ptr<double>(),
-            ch.S64.data_ptr<double>());
+            overlap.data_ptr<D>(), V, P, ch.n, info, ch.S.data_ptr<double>(), ch.S64.data_ptr<double>());
       } else {
         targets_from_overlap_kernel<D, float><<<L.grid, L.block, L.shmem, current_stream()>>>(
-            overlap.data_ptr<D>(), V, P, ch.n, info, ch.S.data_ptr<float>(),
-            ch.S64.data_ptr<double>());
+            overlap.data_ptr<D>(), V, P, ch.n, info, ch.S.data_ptr<float>(), ch.S64.data_ptr<double>());
       }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -264,8 +260,8 @@ struct DepthTargets {
   at::ScalarType acc;
 
   DepthTargets(const char* op, const at::Tensor& depth_in, const at::Tensor& K,
-               const at::Tensor& cam_to_world, const GeometryDims& dims, int64_t stride,
-               double abs_tol_in, double rel_tol_in, at::ScalarType acc_in, int64_t per_chunk)
+               const at::Tensor& cam_to_world, const GeometryDims& dims, int64_t stride, double abs_tol_in,
+               double rel_tol_in, at::ScalarType acc_in, int64_t per_chunk)
       : depth(depth_in.contiguous()),
         g(PixelGrid::make(dims.H, dims.W, dims.grid_h, dims.grid_w, stride)),
         V(dims.V),
@@ -311,9 +307,8 @@ LossPlan plan_for(const at::Tensor& emb, bool from_depth) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------- ops
-std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb,
-                                                            const at::Tensor& overlap, double tau_t,
-                                                            double tau_p, double min_overlap) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb, const at::Tensor& overlap,
+                                                            double tau_t, double tau_p, double min_overlap) {
   const char* op = "soft_infonce";
   check_embeddings(op, emb);
   check_overlap(op, overlap, emb);
@@ -344,18 +339,19 @@ at::Tensor soft_infonce_backward(const at::Tensor& grad_loss, const at::Tensor& 
   const LossPlan plan = plan_for(emb, false);
   return dispatch_acc(emb, [&](auto tag) {
     using T = decltype(tag);
-    return loss_backward<T>(grad_loss, emb, targets, plan, row_lse, num_valid, tau_t, tau_p,
-                            min_overlap);
+    return loss_backward<T>(grad_loss, emb, targets, plan, row_lse, num_valid, tau_t, tau_p, min_overlap);
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
-    const at::Tensor& emb, const at::Tensor& depth, const at::Tensor& K, const at::Tensor& cam_to_world,
-    int64_t grid_h, int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
-    int64_t stride, double min_overlap) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(const at::Tensor& emb, const at::Tensor& depth,
+                                                           const at::Tensor& K,
+                                                           const at::Tensor& cam_to_world, int64_t grid_h,
+                                                           int64_t grid_w, double tau_t, double tau_p,
+                                                           double abs_tol, double rel_tol, int64_t stride,
+                                                           double min_overlap) {
   const char* op = "patch_align";
-  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
-                                              tau_p, abs_tol, rel_tol, stride, min_overlap);
+  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p,
+                                              abs_tol, rel_tol, stride, min_overlap);
   check_cuda(op, "depth", depth);
   const c10::cuda::CUDAGuard guard(emb.device());
   const LossPlan plan = plan_for(emb, true);
@@ -367,15 +363,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(
   });
 }
 
-at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
-                                const at::Tensor& depth, const at::Tensor& K,
-                                const at::Tensor& cam_to_world, const at::Tensor& row_lse,
-                                const at::Tensor& num_valid, int64_t grid_h, int64_t grid_w,
-                                double tau_t, double tau_p, double abs_tol, double rel_tol,
+at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& emb, const at::Tensor& depth,
+                                const at::Tensor& K, const at::Tensor& cam_to_world,
+                                const at::Tensor& row_lse, const at::Tensor& num_valid, int64_t grid_h,
+                                int64_t grid_w, double tau_t, double tau_p, double abs_tol, double rel_tol,
                                 int64_t stride, double min_overlap) {
   const char* op = "patch_align_backward";
-  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t,
-                                              tau_p, abs_tol, rel_tol, stride, min_overlap);
+  const GeometryDims dims = check_patch_align(op, emb, depth, K, cam_to_world, grid_h, grid_w, tau_t, tau_p,
+                                              abs_tol, rel_tol, stride, min_overlap);
   check_grad_loss(op, grad_loss, emb);
   check_saved(op, row_lse, num_valid, emb);
   check_cuda(op, "depth", depth);
@@ -385,8 +380,7 @@ at::Tensor patch_align_backward(const at::Tensor& grad_loss, const at::Tensor& e
                        acc_type_for(emb.scalar_type()), plan.per_chunk);
   return dispatch_acc(emb, [&](auto tag) {
     using T = decltype(tag);
-    return loss_backward<T>(grad_loss, emb, targets, plan, row_lse, num_valid, tau_t, tau_p,
-                            min_overlap);
+    return loss_backward<T>(grad_loss, emb, targets, plan, row_lse, num_valid, tau_t, tau_p, min_overlap);
   });
 }
 

@@ -31,12 +31,12 @@ namespace hatch::cuda {
 // The kernels index pixels and bins in int32: checked here, up front, naming the argument.
 inline void check_count_limits(const char* op, const PixelGrid& g) {
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  TORCH_CHECK_VALUE(g.H * g.W <= kMax - kPixelsPerBlock, "hatch.", op, ": argument 'depth' has maps of ",
-                    g.H, " x ", g.W, " pixels, too large for the CUDA kernel's int32 pixel indices");
+  TORCH_CHECK_VALUE(g.H * g.W <= kMax - kPixelsPerBlock, "hatch.", op, ": argument 'depth' has maps of ", g.H,
+                    " x ", g.W, " pixels, too large for the CUDA kernel's int32 pixel indices");
   TORCH_CHECK_VALUE(g.cells() * g.cells() <= kMax, "hatch.", op, ": grid_h * grid_w = ", g.cells(),
                     " cells, too many for the CUDA kernel's int32 (cell, cell) bins (at most 46340)");
-  TORCH_CHECK_VALUE(g.H * g.grid_h <= kMax && g.W * g.grid_w <= kMax, "hatch.", op, ": grid_h = ",
-                    g.grid_h, ", grid_w = ", g.grid_w, " with depth maps of ", g.H, " x ", g.W,
+  TORCH_CHECK_VALUE(g.H * g.grid_h <= kMax && g.W * g.grid_w <= kMax, "hatch.", op, ": grid_h = ", g.grid_h,
+                    ", grid_w = ", g.grid_w, " with depth maps of ", g.H, " x ", g.W,
                     " pixels overflow the CUDA kernel's int32 cell index math");
 }
 
@@ -72,8 +72,7 @@ inline void launch_cell_valid_counts(const at::Tensor& depth, const PixelGrid& g
 
 // counts (zeroed by the caller, tri.count * P * P int32) += pair counts of every triple of `tri`.
 inline void launch_pair_counts(const at::Tensor& depth, const at::Tensor& proj, const Triples& tri,
-                               const PixelGrid& g, double abs_tol, double rel_tol,
-                               at::Tensor& counts) {
+                               const PixelGrid& g, double abs_tol, double rel_tol, at::Tensor& counts) {
   const int64_t P = g.cells();
   const CountsLaunch L = pair_counts_launch(g, tri);
   TORCH_INTERNAL_ASSERT(proj.scalar_type() == at::kDouble && proj.is_contiguous());

@@ -42,11 +42,10 @@ at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& em
                    ": argument 'grad' must be a floating-point tensor, got ", grad.scalar_type());
   TORCH_CHECK_VALUE(grad.dim() == 5 && grad.size(0) == B && grad.size(1) == V && grad.size(2) == V &&
                         grad.size(3) == P && grad.size(4) == P,
-                    "hatch.", op, ": argument 'grad' must have shape [B, V, V, P, P] = [", B, ", ", V,
-                    ", ", V, ", ", P, ", ", P, "] (from emb), got ", grad.sizes());
-  TORCH_CHECK_VALUE(grad.device() == emb.device(), "hatch.", op, ": argument 'grad' is on ",
-                    grad.device(), " but 'emb' is on ", emb.device(),
-                    "; all tensors must be on one device");
+                    "hatch.", op, ": argument 'grad' must have shape [B, V, V, P, P] = [", B, ", ", V, ", ",
+                    V, ", ", P, ", ", P, "] (from emb), got ", grad.sizes());
+  TORCH_CHECK_VALUE(grad.device() == emb.device(), "hatch.", op, ": argument 'grad' is on ", grad.device(),
+                    " but 'emb' is on ", emb.device(), "; all tensors must be on one device");
   const c10::cuda::CUDAGuard guard(emb.device());
   const Normalized n = normalize_rows(emb);
   const auto acc = n.e_hat.scalar_type();
@@ -57,8 +56,8 @@ at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& em
     for (int64_t c = a + 1; c < V; ++c) {
       const at::Tensor ec = n.e_hat.select(1, c);
       // Both blocks of the pair act on the same product e_a e_c^T: fold them into one [B, P, P].
-      const at::Tensor G = grad.select(1, a).select(1, c).to(acc) +
-                           grad.select(1, c).select(1, a).transpose(1, 2).to(acc);
+      const at::Tensor G =
+          grad.select(1, a).select(1, c).to(acc) + grad.select(1, c).select(1, a).transpose(1, 2).to(acc);
       g_hat.select(1, a).add_(at::bmm(G, ec));
       g_hat.select(1, c).add_(at::bmm(G.transpose(1, 2), ea));
     }

@@ -30,7 +30,8 @@ def _cmd_train(args) -> int:
 
 # PastaConfig fields the `pasta` command sets, with their types (the rest keep PastaConfig's defaults)
 _PASTA_OPTIONS = (("num_train", int), ("num_eval", int), ("image_size", int), ("views", int),
-                  ("max_steps", int), ("per_device_train_batch_size", int), ("gradient_accumulation_steps", int), ("grid", int),
+                  ("max_steps", int), ("per_device_train_batch_size", int), ("gradient_accumulation_steps", int),
+                  ("grid", int),
                   ("learning_rate", float), ("max_seconds", float), ("save_steps", int), ("stride", int))
 
 

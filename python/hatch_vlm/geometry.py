@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -214,7 +214,7 @@ class Motion:
         return [self.forward, self.left, self.up, self.yaw_deg, self.pitch_deg]
 
     @classmethod
-    def from_list(cls, values: Sequence[float]) -> "Motion":
+    def from_list(cls, values: Sequence[float]) -> Motion:
         if len(values) != 5:
             raise ValueError(f"a motion needs 5 numbers (forward, left, up, yaw_deg, pitch_deg), got {len(values)}")
         return cls(*(float(v) for v in values))

@@ -7,7 +7,7 @@
 // shuffles and __match_any_sync exchange through per-warp slots (checking a full mask and 32 live
 // lanes), __popc / __ffs are the builtins, atomics are
 // std::atomic_ref, shared memory is poisoned with 0xAB before each block, and the launch limits of a
-// GPU are asserted. Technique: docs/CUDA_EMULATION.md; harness: tests/emulation/harness.cpp.
+// GPU are asserted. Technique: docs/cuda_emulation.md; harness: tests/emulation/harness.cpp.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -70,9 +70,9 @@ std::string cat(const A&... a) {
 
 }  // namespace hatch_emu
 
-#define HATCH_LAUNCH_CHECK(cond, ...)                                                     \
-  do {                                                                                    \
-    if (!(cond)) throw std::runtime_error(::hatch_emu::cat("hatch: ", __VA_ARGS__));      \
+#define HATCH_LAUNCH_CHECK(cond, ...)                                                \
+  do {                                                                               \
+    if (!(cond)) throw std::runtime_error(::hatch_emu::cat("hatch: ", __VA_ARGS__)); \
   } while (0)
 
 struct dim3 {
@@ -170,8 +170,7 @@ class Block {
       if (static_cast<int>(waiting_block_.size()) == live_) release(waiting_block_);
     } else {
       waiting_warp_[warp].push_back(i);
-      if (static_cast<int>(waiting_warp_[warp].size()) == warp_live_[warp])
-        release(waiting_warp_[warp]);
+      if (static_cast<int>(waiting_warp_[warp].size()) == warp_live_[warp]) release(waiting_warp_[warp]);
     }
     if (sched_ == Schedule::serial) {
       pass_token();
@@ -190,8 +189,7 @@ class Block {
     --live_;
     const int w = i / kWarp;
     --warp_live_[w];
-    if (!waiting_block_.empty() && static_cast<int>(waiting_block_.size()) == live_)
-      release(waiting_block_);
+    if (!waiting_block_.empty() && static_cast<int>(waiting_block_.size()) == live_) release(waiting_block_);
     if (!waiting_warp_[w].empty() && static_cast<int>(waiting_warp_[w].size()) == warp_live_[w])
       release(waiting_warp_[w]);
     ++done_;
@@ -240,7 +238,7 @@ class Block {
   std::vector<State> state_;
   std::vector<int> part_;
   std::vector<int> waiting_block_;
-  std::vector<std::vector<int>> waiting_warp_;
+  std::vector<std::vector<int> > waiting_warp_;
   std::vector<int> warp_live_;
   int n_ = 0, live_ = 0, done_ = 0, cur_ = -1;
   Schedule sched_ = Schedule::serial;
@@ -278,8 +276,8 @@ inline void __syncthreads() {
   const int i = static_cast<int>(threadIdx.x);
   const int k = hatch_emu::g_block.sync(i, -1);
   if (k != static_cast<int>(blockDim.x))
-    hatch_emu::report(hatch_emu::cat("divergent __syncthreads in ", hatch_emu::g_kernel_name,
-                                     ", block ", blockIdx.x, ": reached by ", k, " of ", blockDim.x,
+    hatch_emu::report(hatch_emu::cat("divergent __syncthreads in ", hatch_emu::g_kernel_name, ", block ",
+                                     blockIdx.x, ": reached by ", k, " of ", blockDim.x,
                                      " threads (the others had exited)"));
 }
 
@@ -295,8 +293,8 @@ T __shfl_xor_sync(unsigned int mask, T v, int lane_mask) {
   std::memcpy(&slots[lane], &v, sizeof(T));
   const int k = hatch_emu::g_block.sync(i, w);
   if (k != hatch_emu::kWarp)
-    hatch_emu::report(hatch_emu::cat("__shfl_xor_sync in ", hatch_emu::g_kernel_name, ", block ",
-                                     blockIdx.x, ", warp ", w, ": only ", k,
+    hatch_emu::report(hatch_emu::cat("__shfl_xor_sync in ", hatch_emu::g_kernel_name, ", block ", blockIdx.x,
+                                     ", warp ", w, ": only ", k,
                                      " of 32 lanes are live (partial or divergent warp)"));
   T r;
   std::memcpy(&r, &slots[lane ^ (lane_mask & (hatch_emu::kWarp - 1))], sizeof(T));
@@ -321,8 +319,8 @@ unsigned int __match_any_sync(unsigned int mask, T v) {
   slots[lane] = mine;
   const int k = hatch_emu::g_block.sync(i, w);
   if (k != hatch_emu::kWarp)
-    hatch_emu::report(hatch_emu::cat("__match_any_sync in ", hatch_emu::g_kernel_name, ", block ",
-                                     blockIdx.x, ", warp ", w, ": only ", k,
+    hatch_emu::report(hatch_emu::cat("__match_any_sync in ", hatch_emu::g_kernel_name, ", block ", blockIdx.x,
+                                     ", warp ", w, ": only ", k,
                                      " of 32 lanes are live (partial or divergent warp)"));
   unsigned int peers = 0;
   for (int l = 0; l < hatch_emu::kWarp; ++l)
@@ -346,15 +344,12 @@ namespace hatch_emu {
 // kernel<<<grid, block, shmem>>>(args...): the blocks one after another, each as block.x host threads
 // (created once per launch and reused for every block).
 template <typename... KArgs, typename... Args>
-void launch(const char* name, dim3 grid, dim3 block, size_t shmem, void (*kernel)(KArgs...),
-            Args&&... args) {
+void launch(const char* name, dim3 grid, dim3 block, size_t shmem, void (*kernel)(KArgs...), Args&&... args) {
   if (block.y != 1 || block.z != 1) throw std::runtime_error("emulation: only 1-D blocks");
   if (block.x < 1 || block.x > 1024)
     throw std::runtime_error(cat(name, ": blockDim.x = ", block.x, " (must be 1..1024)"));
-  if (grid.x < 1 || grid.x > 2147483647u || grid.y < 1 || grid.y > 65535 || grid.z < 1 ||
-      grid.z > 65535)
-    throw std::runtime_error(cat(name, ": gridDim (", grid.x, ", ", grid.y, ", ", grid.z,
-                                 ") out of range"));
+  if (grid.x < 1 || grid.x > 2147483647u || grid.y < 1 || grid.y > 65535 || grid.z < 1 || grid.z > 65535)
+    throw std::runtime_error(cat(name, ": gridDim (", grid.x, ", ", grid.y, ", ", grid.z, ") out of range"));
   if (shmem > kMaxDynamicShared)
     throw std::runtime_error(cat(name, ": ", shmem, " bytes of dynamic shared memory (> 48 KiB)"));
   g_kernel_name = name;

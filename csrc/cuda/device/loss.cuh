@@ -56,19 +56,18 @@ struct LossPlan {
   int64_t bytes_per_pair;
 };
 
-inline LossPlan loss_plan(int64_t B, int64_t V, int64_t P, int64_t D, int64_t acc_bytes,
-                          bool from_depth) {
+inline LossPlan loss_plan(int64_t B, int64_t V, int64_t P, int64_t D, int64_t acc_bytes, bool from_depth) {
   LossPlan p{};
   p.pairs = B * pairs_per_sample(V);
   p.tile_rows = loss_tile_rows(P);
   p.tiles = (P + p.tile_rows - 1) / p.tile_rows;
-  p.bytes_per_pair = P * P * (acc_bytes + 8)                      // S, S64
-                     + (from_depth ? 2 * P * P * 4 : 0)           // counts, both directions
-                     + 4 * P * D * acc_bytes                      // gathered e_hat, their gradients
-                     + 2 * p.tile_rows * P * acc_bytes            // dots, G
-                     + col_slabs(P) * P * (2 * acc_bytes + 8)     // target column partials
+  p.bytes_per_pair = P * P * (acc_bytes + 8)                       // S, S64
+                     + (from_depth ? 2 * P * P * 4 : 0)            // counts, both directions
+                     + 4 * P * D * acc_bytes                       // gathered e_hat, their gradients
+                     + 2 * p.tile_rows * P * acc_bytes             // dots, G
+                     + col_slabs(P) * P * (2 * acc_bytes + 8)      // target column partials
                      + col_slabs(p.tile_rows) * P * 3 * acc_bytes  // tile column partials
-                     + 16 * P * 8 + 32;                           // per-pair vectors, info
+                     + 16 * P * 8 + 32;                            // per-pair vectors, info
   p.per_chunk = std::clamp<int64_t>(kLossChunkBytes / p.bytes_per_pair, 1, std::max<int64_t>(p.pairs, 1));
   if (const char* env = std::getenv("HATCH_LOSS_CHUNK_PAIRS")) {
     const long long v = std::atoll(env);
@@ -120,7 +119,7 @@ __device__ __forceinline__ void lse_merge(T& M, T& Z, T m, T z) {
 // info for the pairs q0 .. q0 + n - 1 of a batch of V views (one thread per pair). static, as
 // reprojection.cuh: pair_projections_kernel (a non-template kernel in a header).
 static __global__ void pair_info_kernel(int64_t q0, int64_t n, int64_t V, int64_t P,
-                                 int64_t* __restrict__ info) {
+                                        int64_t* __restrict__ info) {
   const int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (q >= n) return;
   int64_t b, a, c;
@@ -138,9 +137,9 @@ static __global__ void pair_info_kernel(int64_t q0, int64_t n, int64_t V, int64_
 // in D (as the reference forms it), then cast to T; S64 = the two halves in float64, added (the CPU's
 // S, for the validity rule).
 template <typename D, typename T>
-__global__ void targets_from_overlap_kernel(const D* __restrict__ overlap, int64_t V, int64_t P,
-                                            int64_t n, const int64_t* __restrict__ info,
-                                            T* __restrict__ S, double* __restrict__ S64) {
+__global__ void targets_from_overlap_kernel(const D* __restrict__ overlap, int64_t V, int64_t P, int64_t n,
+                                            const int64_t* __restrict__ info, T* __restrict__ S,
+                                            double* __restrict__ S64) {
   const int64_t PP = P * P, total = n * PP;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
@@ -185,8 +184,8 @@ __global__ void targets_from_counts_kernel(const int32_t* __restrict__ counts,
 // Row r = q P + i of S: t_lse[r] = logsumexp_j S_ij / tau_t, t_sum[r] = sum_j S_ij (in float64, from
 // S64). One warp per row.
 template <typename T>
-__global__ void target_row_stats_kernel(const T* __restrict__ S, const double* __restrict__ S64,
-                                        int64_t rows, int64_t P, T inv_tau_t, T* __restrict__ t_lse,
+__global__ void target_row_stats_kernel(const T* __restrict__ S, const double* __restrict__ S64, int64_t rows,
+                                        int64_t P, T inv_tau_t, T* __restrict__ t_lse,
                                         double* __restrict__ t_sum) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -216,10 +215,9 @@ __global__ void target_row_stats_kernel(const T* __restrict__ S, const double* _
 // min(P, (slab + 1) L)) of column j of S[q] (L = kColSlabRows): max and sum of exp(S_ij / tau_t - max)
 // and the float64 sum of S64. Partials [n, slabs, P].
 template <typename T>
-__global__ void target_col_partial_kernel(const T* __restrict__ S, const double* __restrict__ S64,
-                                          int64_t n, int64_t P, int64_t slabs, T inv_tau_t,
-                                          T* __restrict__ part_m, T* __restrict__ part_z,
-                                          double* __restrict__ part_s) {
+__global__ void target_col_partial_kernel(const T* __restrict__ S, const double* __restrict__ S64, int64_t n,
+                                          int64_t P, int64_t slabs, T inv_tau_t, T* __restrict__ part_m,
+                                          T* __restrict__ part_z, double* __restrict__ part_s) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * slabs * P) return;
   const int64_t j = idx % P, slab = (idx / P) % slabs, q = idx / (P * slabs);
@@ -246,8 +244,7 @@ __global__ void target_col_partial_kernel(const T* __restrict__ S, const double*
 template <typename T>
 __global__ void target_col_merge_kernel(const T* __restrict__ part_m, const T* __restrict__ part_z,
                                         const double* __restrict__ part_s, int64_t n, int64_t P,
-                                        int64_t slabs, T* __restrict__ t_lse,
-                                        double* __restrict__ t_sum) {
+                                        int64_t slabs, T* __restrict__ t_lse, double* __restrict__ t_sum) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * P) return;
   const int64_t j = idx % P, q = idx / P;
@@ -269,12 +266,10 @@ __global__ void target_col_merge_kernel(const T* __restrict__ part_m, const T* _
 // Writes, for each global row gi of (b, a, c): lse_out = L, valid_out, H_out = valid ? L - sum_j p_ij
 // s_ij : 0. One warp per (q, i).
 template <typename T>
-__global__ void tile_rows_forward_kernel(const T* __restrict__ dots, int64_t n, int64_t rows,
-                                         int64_t r0, int64_t P, const T* __restrict__ S,
-                                         const T* __restrict__ t_lse,
-                                         const double* __restrict__ t_sum,
-                                         const int64_t* __restrict__ info, LossConsts<T> k,
-                                         T* __restrict__ lse_out, T* __restrict__ H_out,
+__global__ void tile_rows_forward_kernel(const T* __restrict__ dots, int64_t n, int64_t rows, int64_t r0,
+                                         int64_t P, const T* __restrict__ S, const T* __restrict__ t_lse,
+                                         const double* __restrict__ t_sum, const int64_t* __restrict__ info,
+                                         LossConsts<T> k, T* __restrict__ lse_out, T* __restrict__ H_out,
                                          bool* __restrict__ valid_out) {
   const int64_t row = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -309,11 +304,11 @@ __global__ void tile_rows_forward_kernel(const T* __restrict__ dots, int64_t n, 
 // The column side of the same tile, stage 1: thread (q, slab, j) takes the tile rows [slab L, min(rows,
 // (slab + 1) L)): max and sum of exp(s_ij - max), and sum_i p'_ji s_ij. Partials [n, slabs, P].
 template <typename T>
-__global__ void tile_cols_partial_kernel(const T* __restrict__ dots, int64_t n, int64_t rows,
-                                         int64_t r0, int64_t P, int64_t slabs,
-                                         const T* __restrict__ S, const T* __restrict__ t_lse_col,
-                                         LossConsts<T> k, T* __restrict__ part_m,
-                                         T* __restrict__ part_z, T* __restrict__ part_x) {
+__global__ void tile_cols_partial_kernel(const T* __restrict__ dots, int64_t n, int64_t rows, int64_t r0,
+                                         int64_t P, int64_t slabs, const T* __restrict__ S,
+                                         const T* __restrict__ t_lse_col, LossConsts<T> k,
+                                         T* __restrict__ part_m, T* __restrict__ part_z,
+                                         T* __restrict__ part_x) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * slabs * P) return;
   const int64_t j = idx % P, slab = (idx / P) % slabs, q = idx / (P * slabs);
@@ -341,10 +336,9 @@ __global__ void tile_cols_partial_kernel(const T* __restrict__ dots, int64_t n, 
 // pair instead: lse_out = L, valid_out, H_out = valid ? L - sum_i p'_ji s_ij : 0.
 template <typename T>
 __global__ void tile_cols_merge_kernel(const T* __restrict__ part_m, const T* __restrict__ part_z,
-                                       const T* __restrict__ part_x, int64_t n, int64_t P,
-                                       int64_t slabs, bool first, bool last, T* __restrict__ run_m,
-                                       T* __restrict__ run_z, T* __restrict__ run_x,
-                                       const double* __restrict__ t_sum_col,
+                                       const T* __restrict__ part_x, int64_t n, int64_t P, int64_t slabs,
+                                       bool first, bool last, T* __restrict__ run_m, T* __restrict__ run_z,
+                                       T* __restrict__ run_x, const double* __restrict__ t_sum_col,
                                        const int64_t* __restrict__ info, double min_overlap,
                                        T* __restrict__ lse_out, T* __restrict__ H_out,
                                        bool* __restrict__ valid_out) {
@@ -379,14 +373,11 @@ __global__ void tile_cols_merge_kernel(const T* __restrict__ part_m, const T* __
 // G[q, i, j] = dLoss/ds for the tile's rows (unscaled): both the row (a, c, gi) and the row (c, a, j)
 // of the same similarity contribute. L: the forward's row_lse [B, V, V, P].
 template <typename T>
-__global__ void tile_grad_kernel(const T* __restrict__ dots, int64_t n, int64_t rows, int64_t r0,
-                                 int64_t P, const T* __restrict__ S,
-                                 const T* __restrict__ t_lse_row,
-                                 const double* __restrict__ t_sum_row,
-                                 const T* __restrict__ t_lse_col,
+__global__ void tile_grad_kernel(const T* __restrict__ dots, int64_t n, int64_t rows, int64_t r0, int64_t P,
+                                 const T* __restrict__ S, const T* __restrict__ t_lse_row,
+                                 const double* __restrict__ t_sum_row, const T* __restrict__ t_lse_col,
                                  const double* __restrict__ t_sum_col, const T* __restrict__ L,
-                                 const int64_t* __restrict__ info, LossConsts<T> k,
-                                 T* __restrict__ G) {
+                                 const int64_t* __restrict__ info, LossConsts<T> k, T* __restrict__ G) {
   const int64_t total = n * rows * P;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {
@@ -409,9 +400,8 @@ __global__ void tile_grad_kernel(const T* __restrict__ dots, int64_t n, int64_t 
 // per element of the samples b_lo .. b_lo + nb - 1 (those the chunk touches), adding its partners u
 // in increasing order: deterministic, no atomics.
 template <typename T>
-__global__ void scatter_grad_kernel(const T* __restrict__ ga, const T* __restrict__ gc, int64_t q0,
-                                    int64_t n, int64_t V, int64_t PD, int64_t b_lo, int64_t nb,
-                                    T* __restrict__ g_hat) {
+__global__ void scatter_grad_kernel(const T* __restrict__ ga, const T* __restrict__ gc, int64_t q0, int64_t n,
+                                    int64_t V, int64_t PD, int64_t b_lo, int64_t nb, T* __restrict__ g_hat) {
   const int64_t total = nb * V * PD;
   for (int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += int64_t(gridDim.x) * blockDim.x) {

@@ -29,9 +29,9 @@ namespace hatch::cuda {
 struct Triples {
   int64_t count;  // number of triples
   int64_t V;
-  bool all;       // true: every (b, a, c) with t = (b * V + a) * V + c (the [B, V, V, P, P] layout)
-  int64_t q0;     // all == false: the pairs q0 .. q0 + count / 2 - 1 (common.cuh: decode_pair), both
-                  // directions: t = 2 (q - q0) -> (b, a, c), t + 1 -> (b, c, a) (a [n, 2, P, P] layout)
+  bool all;    // true: every (b, a, c) with t = (b * V + a) * V + c (the [B, V, V, P, P] layout)
+  int64_t q0;  // all == false: the pairs q0 .. q0 + count / 2 - 1 (common.cuh: decode_pair), both
+               // directions: t = 2 (q - q0) -> (b, a, c), t + 1 -> (b, c, a) (a [n, 2, P, P] layout)
 
   static Triples every(int64_t B, int64_t V) { return {B * V * V, V, true, 0}; }
   static Triples chunk(int64_t V, int64_t q0, int64_t n) { return {2 * n, V, false, q0}; }
@@ -73,8 +73,7 @@ constexpr int64_t kPixelsPerBlock = int64_t(kThreads) * 4;
 // The cells [lo, hi] (index row * grid_w + col) that hold the taking-part pixels [start, end) (start <
 // end): one taking-part row gives the cells of its columns, several rows whole rows of cells. A pure
 // function, so that the host (to size the histograms) and the kernels agree.
-HATCH_HD void source_cell_range(const PixelGrid& g, int32_t start, int32_t end, int32_t& lo,
-                                int32_t& hi) {
+HATCH_HD void source_cell_range(const PixelGrid& g, int32_t start, int32_t end, int32_t& lo, int32_t& hi) {
   const int32_t Ws = static_cast<int32_t>(g.Ws), st = static_cast<int32_t>(g.stride);
   const int32_t H = static_cast<int32_t>(g.H), W = static_cast<int32_t>(g.W);
   const int32_t gh = static_cast<int32_t>(g.grid_h), gw = static_cast<int32_t>(g.grid_w);
@@ -104,7 +103,7 @@ struct CountsArgs {
 // its pixels is visible anywhere, so its overlaps are 0 (the CPU op raises instead; raising here would
 // need a host synchronisation). static: a non-template kernel in a header included by two .cu files.
 static __global__ void pair_projections_kernel(const double* __restrict__ K, const double* __restrict__ T,
-                                        int64_t B, int64_t V, double* __restrict__ proj) {
+                                               int64_t B, int64_t V, double* __restrict__ proj) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * V * V) return;
   const int64_t c = idx % V, a = (idx / V) % V, b = idx / (V * V);
@@ -125,8 +124,8 @@ static __global__ void pair_projections_kernel(const double* __restrict__ K, con
 // den[m, i] += number of taking-part pixels of cell i of depth map m (m = b * V + v) with valid depth.
 // Grid: maps * blocks_per_map blocks; block k of map m handles pixels [k, k + 1) * per_block.
 template <typename scalar_t>
-__global__ void cell_valid_counts_kernel(const scalar_t* __restrict__ depth, PixelGrid g,
-                                         int64_t maps, CountsArgs L, int32_t* __restrict__ den) {
+__global__ void cell_valid_counts_kernel(const scalar_t* __restrict__ depth, PixelGrid g, int64_t maps,
+                                         CountsArgs L, int32_t* __restrict__ den) {
   HATCH_DYNAMIC_SHARED(int32_t, hist);
   const int64_t map = blockIdx.x / L.blocks_per_item;
   const int32_t chunk = static_cast<int32_t>(blockIdx.x % L.blocks_per_item);
@@ -172,9 +171,8 @@ __global__ void cell_valid_counts_kernel(const scalar_t* __restrict__ depth, Pix
 // proj: [B, V, V, kPairProjSize] float64 on the device. Grid: tri.count * blocks_per_triple blocks.
 // Dynamic shared memory: per_block source cells, per_block target cells, span_max * tile_w bins.
 template <typename scalar_t>
-__global__ void pair_counts_kernel(const scalar_t* __restrict__ depth,
-                                   const double* __restrict__ proj, Triples tri, PixelGrid g,
-                                   double abs_tol, double rel_tol, CountsArgs L,
+__global__ void pair_counts_kernel(const scalar_t* __restrict__ depth, const double* __restrict__ proj,
+                                   Triples tri, PixelGrid g, double abs_tol, double rel_tol, CountsArgs L,
                                    int32_t* __restrict__ counts) {
   HATCH_DYNAMIC_SHARED(int32_t, shm);
   HATCH_STATIC_SHARED(double, m, kPairProjSize);
@@ -193,7 +191,7 @@ __global__ void pair_counts_kernel(const scalar_t* __restrict__ depth,
   const scalar_t* depth_c = depth + (b * V + c) * HW;
   int32_t* out = counts + t * int64_t(P) * P;
   // Without shared memory (use_shared false) there is no buffer to point into.
-  int32_t* src_cache = shm;                                        // source cell - lo, or -1
+  int32_t* src_cache = shm;                                         // source cell - lo, or -1
   int32_t* dst_cache = L.use_shared ? shm + L.per_block : nullptr;  // target cell
   int32_t* hist = L.use_shared ? shm + 2 * L.per_block : nullptr;   // (src - lo) * w + (dst - j0)
   if (threadIdx.x < kPairProjSize) m[threadIdx.x] = proj[((b * V + a) * V + c) * kPairProjSize + threadIdx.x];
@@ -257,9 +255,8 @@ __device__ __forceinline__ T overlap_ratio(int32_t count, int32_t den) {
 // HATCH-EMULATION-KERNEL-BEGIN overlap_ratios_kernel
 // out[b, a, c, i, j] = counts[b, a, c, i, j] / den[b, a, i] (0 where den is 0), every element written.
 template <typename scalar_t>
-__global__ void overlap_ratios_kernel(const int32_t* __restrict__ counts,
-                                      const int32_t* __restrict__ den, int64_t V, int64_t P,
-                                      int64_t total, scalar_t* __restrict__ out) {
+__global__ void overlap_ratios_kernel(const int32_t* __restrict__ counts, const int32_t* __restrict__ den,
+                                      int64_t V, int64_t P, int64_t total, scalar_t* __restrict__ out) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
        k += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = (k / P) % P;
@@ -295,8 +292,7 @@ inline CountsLaunch counts_launch(const PixelGrid& g, int64_t items, bool pair, 
   const int32_t per_block = static_cast<int32_t>(kPixelsPerBlock);
   const int64_t blocks_per_item = (g.count() + per_block - 1) / per_block;
   const int64_t blocks = items * blocks_per_item;
-  HATCH_LAUNCH_CHECK(blocks <= INT32_MAX, "too many ", what, " for one CUDA launch (", blocks,
-                     " blocks)");
+  HATCH_LAUNCH_CHECK(blocks <= INT32_MAX, "too many ", what, " for one CUDA launch (", blocks, " blocks)");
   const int32_t span = max_source_span(g, per_block);
   const int32_t P = static_cast<int32_t>(g.cells());
   const bool use_shared = span <= kMaxSharedBins;

@@ -24,7 +24,8 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Sequence
 
 from .. import geometry as geo
 

@@ -5,7 +5,7 @@ generation: a sampled `<|image_pad|>` would break the image feature / token coun
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 CURVES = {"action": "rewards/action_reward/mean", "answer": "rewards/answer_reward/mean",
           "format": "rewards/format_reward/mean"}

@@ -46,7 +46,7 @@ class ReadSummary:
         why = ", ".join(f"{k}: {n}" for k, n in self.reasons.most_common())
         return f"{self.source}: read {self.read}, skipped {self.skipped}" + (f" ({why})" if why else "")
 
-    def log(self) -> "ReadSummary":
+    def log(self) -> ReadSummary:
         (log.warning if self.skipped else log.info)("%s", self)
         return self
 

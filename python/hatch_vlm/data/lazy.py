@@ -31,7 +31,7 @@ import json
 import operator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -219,14 +219,14 @@ class LazySamples(Sequence):
 
     __iter__ = stubs
 
-    def where(self, keep: Callable[[Sample], bool]) -> "LazySamples":
+    def where(self, keep: Callable[[Sample], bool]) -> LazySamples:
         """The samples whose stub passes `keep` (e.g. ``lambda s: s.num_views >= 2``); decodes nothing."""
         return LazySamples([s for s in self._stubs if keep(s)])
 
     def num_views(self, i) -> int:
         return len(self._stubs[operator.index(i)].images)
 
-    def __add__(self, other) -> "LazySamples":
+    def __add__(self, other) -> LazySamples:
         if isinstance(other, LazySamples):
             return LazySamples(self._stubs + other._stubs)
         return NotImplemented

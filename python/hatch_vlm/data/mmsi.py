@@ -5,8 +5,9 @@ A row (InternRobotics/MMSI-Bench README): ``id``, ``images`` (a list of encoded 
 occur too), ``question`` (ending in "Options: A: ..., B: ..., C: ..., D: ..."; "A. ..." is read as
 well), ``answer`` (a letter), ``thought``, and ``difficulty``, ``mean_normed_duration_seconds``. The
 category is the question type's family: Positional, Attribute, Motion or MSR (multi-step reasoning), the
-four averages of the benchmark (`hatch_vlm.scoring.official.mmsi.family`, beside the official grouping). ``meta["row"]`` is the row without ``images``; images are decoded only
-when a sample is asked for (hatch_vlm.data.lazy).
+four averages of the benchmark (`hatch_vlm.scoring.official.mmsi.family`, beside the official grouping).
+``meta["row"]`` is the row without ``images``; images are decoded only when a sample is asked for
+(hatch_vlm.data.lazy).
 
     read_mmsi(path, strict=False) -> (LazySamples, ReadSummary)
     write_mmsi(samples, path) -> Path

@@ -23,7 +23,7 @@ Directions are those of a viewer with no roll and world up +z (see ``hatch_vlm.g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def camera_motion(ctx: Context, rng) -> Question | None:
     v = variants[int(rng.integers(len(variants)))]
     meta = dict(variant=v, pair=[i, j])
     if v == "turn_direction":
-        return mc("camera_motion", "Middle", pre + f"Between them, which way did the camera turn?",
+        return mc("camera_motion", "Middle", pre + "Between them, which way did the camera turn?",
                   ["Left", "Right"], 0 if yaw > 0 else 1, **meta)
     if v == "turn_angle":
         return numeric("camera_motion", "Middle",

@@ -158,7 +158,8 @@ def _hit_cone(o, d, ob: SceneObject):
     ok = disc >= 0
     sq = np.sqrt(np.where(ok, disc, 0))
     safeA = np.where(np.abs(A) > 1e-12, A, 1)
-    r1 = np.where(np.abs(A) > 1e-12, (-B - sq) / safeA, np.where(np.abs(B) > 1e-12, -C / (2 * np.where(B == 0, 1, B)), np.inf))
+    linear = np.where(np.abs(B) > 1e-12, -C / (2 * np.where(B == 0, 1, B)), np.inf)  # A == 0: one root
+    r1 = np.where(np.abs(A) > 1e-12, (-B - sq) / safeA, linear)
     r2 = np.where(np.abs(A) > 1e-12, (-B + sq) / safeA, np.inf)
     t = np.full(len(d), np.inf)
     for root in (r1, r2):

@@ -99,7 +99,7 @@ class Scene:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scene":
+    def from_dict(cls, d: dict) -> Scene:
         tex = [Texture(t["pattern"], tuple(t["colour_a"]), tuple(t["colour_b"]), float(t["scale"]),
                        tuple(t["offset"])) for t in d["textures"]]
         objs = [SceneObject(o["kind"], o["colour"], tuple(o["center"]), tuple(o["half"]),

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class SceneConfig:
     tasks: tuple[str, ...] = qs.TASKS                    # question families, drawn uniformly
     max_tries: int = 50
 
-    def validate(self) -> "SceneConfig":
+    def validate(self) -> SceneConfig:
         if not 2 <= self.views <= 4:
             raise ValueError(f"views: expected 2..4 cameras per sample, got {self.views}")
         if self.size < 16:
@@ -219,7 +219,7 @@ def place_rotation(rng, scene: Scene, cfg: SceneConfig):
     yaw = _u(rng, (0, 2 * math.pi))
     sign = 1 if rng.random() < 0.5 else -1
     poses = []
-    for k in range(cfg.views):
+    for _ in range(cfg.views):
         poses.append(geo.pose_from_yaw_pitch(p, yaw, math.radians(_u(rng, (-15, -5)))))
         yaw += sign * math.radians(_u(rng, cfg.rotation_step_deg))
     return np.stack(poses)

@@ -18,7 +18,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hatch_vlm.data.record import Sample
 

@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from hatch_vlm.data.record import Sample
 from hatch_vlm.scoring.answers import answer_span, score_answer
@@ -288,9 +288,11 @@ def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRe
         cats = ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k not in ("Avg", "n", "per_question")
                          and isinstance(v, float))
         pq = row.get("per_question")
-        avg = f"{row['Avg']:.1f}" if isinstance(row.get("Avg"), (int, float)) else "– (no question the official rules count)"
+        avg = (f"{row['Avg']:.1f}" if isinstance(row.get("Avg"), (int, float))
+               else "– (no question the official rules count)")
         lines.append(f"* {title}: Avg {avg} over {row['n']} questions"
-                     + (f" (per-question mean {pq:.1f})" if isinstance(pq, float) else "") + (f"; {cats}" if cats else ""))
+                     + (f" (per-question mean {pq:.1f})" if isinstance(pq, float) else "")
+                     + (f"; {cats}" if cats else ""))
     if settings:
         lines += ["", "Decoding: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

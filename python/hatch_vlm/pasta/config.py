@@ -76,7 +76,8 @@ class PastaConfig:
             raise ValueError(f"PastaConfig.tune must be 'full' or 'lora', got {self.tune!r}")
         if self.data not in ("auto", "synthetic", "toy_room"):
             raise ValueError(f"PastaConfig.data must be 'auto', 'synthetic' or 'toy_room', got {self.data!r}")
-        for name in ("num_train", "num_eval", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "grid", "stride"):
+        for name in ("num_train", "num_eval", "per_device_train_batch_size", "gradient_accumulation_steps",
+                     "max_steps", "grid", "stride"):
             if getattr(self, name) < (0 if name in ("num_train", "num_eval") else 1):
                 raise ValueError(f"PastaConfig.{name} must be positive, got {getattr(self, name)}")
         if self.views < 2:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class SparSamples:
         raise DataError(f"{min(self.max_substitutes, n)} records in a row from index {i} could not be decoded "
                         f"({dict(self.problems)}); check the SPAR-7M tree with `hatch-vlm data stats`")
 
-    def subset(self, idx) -> "SparSamples":
+    def subset(self, idx) -> SparSamples:
         out = SparSamples(self.refs.subset(idx), self.depth_scale, self.require_geometry, self.draw_markers,
                           self.max_substitutes)
         return out

@@ -3,8 +3,8 @@
 Every non-blank line of every selected QA file gets a key: a 64-bit hash of (its folder, e.g.
 "scannet/train/depth_prediction_oo_mv/select", its line number within that folder, the seed). Records are
 ranked by key; walking that ranking, each candidate is parsed, its markers are checked against its view count
-and its files are checked to exist (still no decoding) and bad ones are skipped and counted with their reason. The first `num_eval` good records are the
-held-out part, the next `num_train` the training part. So:
+and its files are checked to exist (still no decoding) and bad ones are skipped and counted with their
+reason. The first `num_eval` good records are the held-out part, the next `num_train` the training part. So:
 
 * the choice is a deterministic function of the tree and the seed: the same on every run, on every rank
   and for any number of processes;
@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ class RecordRefs:
     def __len__(self) -> int:
         return int(self.file_idx.shape[0])
 
-    def subset(self, idx) -> "RecordRefs":
+    def subset(self, idx) -> RecordRefs:
         return RecordRefs(self.files, self.file_idx[idx], self.offset[idx], self.line[idx])
 
 

@@ -5,7 +5,7 @@ decodes them lazily (`hatch_vlm.data.spar7m.dataset.SparSamples`).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from ..common import ReadSummary, RecordError, handle
 from ..record import Sample

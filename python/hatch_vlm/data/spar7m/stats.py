@@ -11,7 +11,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..common import DataError, RecordError
 from .layout import qa_files

@@ -148,7 +148,7 @@ _LONE = re.compile(r"\b([A-E])\b")                                              
 
 def _last(pattern, text):
     found = None
-    for found in pattern.finditer(text):
+    for found in pattern.finditer(text):  # noqa: B007 -- the last match is kept
         pass
     return found.group(1) if found else None
 

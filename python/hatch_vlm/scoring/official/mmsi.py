@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 SOURCE = ("InternRobotics/MMSI-Bench README.md 'Answer Extraction' @5de2f3d2eb0159dbcc76790074029aa400143603 "
           "(= EvolvingLMMs-Lab/lmms-eval lmms_eval/tasks/mmsi_bench/utils.py @f12b79a1)")
