@@ -18,7 +18,7 @@ def test_demo_config_is_packaged_and_valid(tmp_path):
     assert cfg.stages == ["pasta", "qa_sft", "actor_sft", "grpo", "eval"] and cfg.model.path == "tiny"
     # the settings the demo's reported numbers come from (a change here moves them)
     assert (cfg.threads, cfg.data.num_train, cfg.data.num_eval, cfg.data.size) == (1, 800, 32, 112)
-    assert (cfg.pasta.max_steps, cfg.pasta.max_seconds, cfg.pasta.per_device_train_batch_size) == (1500, 90, 8)
+    assert (cfg.pasta.max_steps, cfg.pasta.max_seconds, cfg.pasta.per_device_train_batch_size) == (1000, 900, 8)
     assert (cfg.qa_sft.setting("max_steps"), cfg.qa_sft.setting("learning_rate")) == (60, 5e-3)
     assert (cfg.actor_sft.setting("max_steps"), cfg.actor_sft.setting("learning_rate")) == (1000, 1e-2)
     assert (cfg.grpo.setting("max_steps"), cfg.grpo.setting("num_generations"), cfg.grpo.pasta_weight) == (60, 4, 0)
