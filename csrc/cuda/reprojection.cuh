@@ -20,7 +20,9 @@
 #include <ATen/Dispatch.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "../common/geometry.h"
 #include "device/reprojection.cuh"
@@ -44,9 +46,15 @@ inline void check_count_limits(const char* op, const PixelGrid& g) {
 // floating dtype, on the device): one kernel; the host reads K and the poses only for the checks above.
 inline at::Tensor device_pair_projections(const char* op, const at::Tensor& K,
                                           const at::Tensor& cam_to_world) {
+  // HATCH_CUDA_GEOMETRY_CHECKS=0 skips the host check (and its synchronisation) outside capture too,
+  // for callers that validate their geometry once themselves.
+  static const bool host_checks = [] {
+    const char* v = std::getenv("HATCH_CUDA_GEOMETRY_CHECKS");
+    return v == nullptr || std::string(v) != "0";
+  }();
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   C10_CUDA_CHECK(cudaStreamIsCapturing(current_stream(), &capture));
-  if (capture == cudaStreamCaptureStatusNone)
+  if (host_checks && capture == cudaStreamCaptureStatusNone)
     (void)hatch::pair_projections(op, K, cam_to_world);  // raises with the CPU op's message
   const at::Tensor k = K.to(at::kDouble).contiguous();
   const at::Tensor t = cam_to_world.to(at::kDouble).contiguous();
