@@ -63,3 +63,16 @@ def assert_overlap_within_one_pixel(M: Tensor, expected: Tensor, depth: Tensor, 
             f"+{int(gained[b, a, c, i])} / -{int(lost[b, a, c, i])} pixels of {int(n[b, a, i])} "
             f"({int(bad.sum())} such rows)")
     return int(((gained > 0) | (lost > 0)).sum())
+
+
+def sparse_overlap(B: int, V: int, P: int, seed: int = 0, density: float = 0.15, empty_rows: float = 0.3,
+                   dtype: torch.dtype = torch.float64) -> Tensor:
+    """Random overlap fractions [B, V, V, P, P]: a few nonzeros per row, some rows empty, rows summing
+    to <= 1, diagonal blocks 0 (like patch_overlap's output)."""
+    g = torch.Generator().manual_seed(seed)
+    M = torch.rand(B, V, V, P, P, generator=g, dtype=torch.float64)
+    M = M * (torch.rand(B, V, V, P, P, generator=g) < density)
+    M = M * (torch.rand(B, V, V, P, 1, generator=g) > empty_rows)
+    M = M / M.sum(-1, keepdim=True).clamp_min(1.0)
+    M[:, range(V), range(V)] = 0
+    return M.to(dtype)

@@ -24,6 +24,7 @@ import torch
 import hatch_ext  # noqa: F401  (registers torch.ops.hatch)
 from hatch_ext import reference as R
 from hatch_ext import testing
+from hatch_ext.testing import sparse_overlap
 
 import cuda_emu as E
 
@@ -129,16 +130,6 @@ def cpu_loss_grad(fn, emb, *args, grad_loss=1.0):
     loss, row_lse, nv = fn(e, *args)
     (g,) = torch.autograd.grad(loss, e, torch.tensor(grad_loss, dtype=loss.dtype))
     return loss.detach(), row_lse, nv, g
-
-
-def sparse_overlap(B, V, P, seed=0, density=0.15, empty_rows=0.3, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    M = torch.rand(B, V, V, P, P, generator=g, dtype=F64)
-    M = M * (torch.rand(B, V, V, P, P, generator=g) < density)
-    M = M * (torch.rand(B, V, V, P, 1, generator=g) > empty_rows)
-    M = M / M.sum(-1, keepdim=True).clamp_min(1.0)
-    M[:, range(V), range(V)] = 0
-    return M.to(dtype)
 
 
 def dyadic_overlap(B, V, P, seed=0):

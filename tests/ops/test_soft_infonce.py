@@ -8,21 +8,10 @@ import torch
 import hatch_ext
 from hatch_ext import reference as R
 from hatch_ext import testing
+from hatch_ext.testing import sparse_overlap
 
 F64 = torch.float64
 TAU_T, TAU_P = 0.1, 0.07
-
-
-def sparse_overlap(B, V, P, seed=0, density=0.15, empty_rows=0.3, dtype=F64):
-    """Random overlap fractions [B, V, V, P, P]: a few nonzeros per row, some rows empty, rows summing
-    to <= 1, diagonal blocks 0 (like patch_overlap's output)."""
-    g = torch.Generator().manual_seed(seed)
-    M = torch.rand(B, V, V, P, P, generator=g, dtype=F64)
-    M = M * (torch.rand(B, V, V, P, P, generator=g) < density)
-    M = M * (torch.rand(B, V, V, P, 1, generator=g) > empty_rows)
-    M = M / M.sum(-1, keepdim=True).clamp_min(1.0)
-    M[:, range(V), range(V)] = 0
-    return M.to(dtype)
 
 
 def randn(*shape, seed=0, dtype=F64):
