@@ -2,6 +2,7 @@
 
     hatch-vlm demo                      the whole recipe on synthetic data with the tiny model (this machine)
     hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
+    hatch-vlm ablate [--config FILE] [--seeds 0 1 2] [--quick]   the paper's ablation, shared stages once
     hatch-vlm pasta --tiny --output-dir DIR [...]   the PaStA stage alone, metrics printed as JSON
     hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|synthetic --data PATH
     hatch-vlm data synth / hatch-vlm data show
@@ -25,6 +26,30 @@ def _cmd_train(args) -> int:
 
     run_from_file(args.config)
     shutdown()      # under `accelerate launch`: leave the process group cleanly (see shutdown)
+    return 0
+
+
+def _add_ablate(sub) -> None:
+    p = sub.add_parser("ablate", help="the paper's ablation: full, w/o PaStA, w/o ActoR, QA only (resumable)",
+                       description="Run the variants full / w/o PaStA / w/o ActoR / QA fine-tuning only of a "
+                                   "config (its stages are the full recipe), sharing the stages they have in "
+                                   "common, for each seed; write OUT/ablation.md (mean ± std over seeds, beside "
+                                   "the paper's numbers). Rerun the same command to resume.")
+    p.add_argument("--config", default=None, help="a `hatch-vlm train` config (default: the demo's)")
+    p.add_argument("--out", default="runs/ablation", help="ablation directory (one run directory per seed)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="shorter stages (hatch_vlm.pipeline.ablate.QUICK): the demo config in <= 15 min here")
+    p.set_defaults(func=_cmd_ablate)
+
+
+def _cmd_ablate(args) -> int:
+    from hatch_vlm.pipeline.ablate import ablation_config, run_ablation
+    from hatch_vlm.utils.distributed import init_distributed, shutdown
+
+    init_distributed()
+    run_ablation(ablation_config(args.out, args.config, args.quick), args.out, args.seeds)
+    shutdown()
     return 0
 
 
@@ -132,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_train(sub)
+    _add_ablate(sub)
     _add_pasta(sub)
     _add_eval(sub)
     try:

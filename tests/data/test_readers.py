@@ -165,7 +165,7 @@ def test_spar_bench_json_layout_and_skips(tmp_path):
 
 def test_synth_and_demo_write_the_published_layouts(tmp_path):
     from hatch_vlm.data.cli import main
-    from hatch_vlm.pipeline.demo import _benchmark_files
+    from hatch_vlm.pipeline.demo import benchmark_files
 
     out = tmp_path / "syn"
     assert main(["data", "synth", "--out", str(out), "--num", "2", "--size", "32", "--seed", "1",
@@ -178,7 +178,7 @@ def test_synth_and_demo_write_the_published_layouts(tmp_path):
     assert len(mc) >= 1 and (b / "mindcube" / "other_all_image").is_dir()
     mmsi.read_mmsi(b / "mmsi" / "MMSI_bench.parquet", strict=True)
 
-    files = _benchmark_files(tmp_path / "demo", {"data": {"num_eval": 4, "size": 32}})
+    files = benchmark_files(tmp_path / "demo", {"data": {"num_eval": 4, "size": 32}})
     assert [f["name"] for f in files] == ["spar-mv", "mindcube", "mmsi"]
     assert files[0]["path"].endswith("benchmarks/spar_bench/data/test-00000-of-00001.parquet")
     assert files[1]["path"].endswith("benchmarks/mindcube/raw/MindCube_tinybench.jsonl")

@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from hatch_vlm.data.record import Sample
 
 # Table 1 of the paper (accuracy %), per benchmark, in the table's column names.
+# The paper's ablation, SPAR-Bench-MV Avg (Qwen2.5-VL-3B), by `hatch_vlm.pipeline.ablate` variant name.
+PAPER_ABLATION = {"full": 53.6, "no_pasta": 52.0, "no_actor": 51.1, "qa_only": 51.5}
 PAPER_ROWS = {
     "Qwen2.5-VL-3B (paper)": {
         "spar-mv": {"Low": 13.4, "Mid": 26.2, "High": 32.6, "Avg": 24.9},

@@ -45,7 +45,7 @@ def demo_config(out: str | Path, quick: bool = False) -> dict:
     return base
 
 
-def _benchmark_files(out: Path, cfg: dict) -> list[dict]:
+def benchmark_files(out: Path, cfg: dict) -> list[dict]:
     """Writes the three benchmark formats from held-out synthetic samples (seeds disjoint from the
     training data), laid out as the real downloads are, so the real readers and the paper-style table
     are exercised end to end:
@@ -84,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     raw = demo_config(out, quick)
-    raw.setdefault("eval", {})["benchmarks"] = _benchmark_files(out, raw)
+    raw.setdefault("eval", {})["benchmarks"] = benchmark_files(out, raw)
     config_path = out / "demo_config.yaml"
     if not config_path.exists():
         atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))

@@ -51,6 +51,13 @@ class Run:
         self._train: Sequence[Sample] | None = None
         self._eval: Sequence[Sample] | None = None
 
+    def with_config(self, cfg: HatchConfig) -> Run:
+        """This run directory and its data under another config of the same run (an ablation variant: fewer
+        stages, another evaluation prompt). The data are built once and shared."""
+        other = Run(cfg)
+        other.out, other._train, other._eval = self.out, self.train, self.held_out
+        return other
+
     # ------------------------------------------------------------------ data
     def _load_data(self) -> None:
         d = self.cfg.data
@@ -341,10 +348,9 @@ def _prepare(run: Run) -> str:
     return str(run.initial_model())
 
 
-def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> dict:
-    """Runs every stage of `cfg` not yet done in its output_dir; returns the final state.
-
-    Also under `accelerate launch` with several processes (see the module doc)."""
+def start_run(cfg: HatchConfig, progress: Callable[[str], None] = print) -> tuple[Run, Path, Callable]:
+    """Every rank: the checks before any training, the process group, threads; the main process prepares the
+    run directory. Returns (run, the initial model's directory, `say`: `progress` on the main process only)."""
     run = Run(cfg)
     _check_engine(cfg)
     dist.init_distributed()
@@ -354,23 +360,43 @@ def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> d
 
         torch.set_num_threads(cfg.threads)
     model_dir = Path(dist.on_main(lambda: _prepare(run)))
-    done = dist.on_main(lambda: run.state()["stages"])
     if dist.world_size() > 1:
         say(f"{dist.world_size()} processes: every rank trains, rank 0 writes {run.out}")
-    for k, stage in enumerate(cfg.stages, 1):
-        head = f"[{k}/{len(cfg.stages)}] {stage}"
-        if done.get(stage, {}).get("done"):
-            model_dir = Path(done[stage]["model_dir"] or model_dir)
-            say(f"{head}: done in an earlier run, skipped")
+    return run, model_dir, say
+
+
+def run_chain(run: Run, chain: Sequence[tuple[str, str]], model_dir: Path, say: Callable[[str], None],
+              title: str = "") -> Path:
+    """Runs the stages of `chain` in order, each from the model the one before left; returns the last model.
+
+    `chain`: (key, stage) pairs. `key` names the stage's entry in state.json and its directory under
+    `<output_dir>/stages/` (`hatch-vlm train`: the stage's name; `hatch-vlm ablate`: the stages leading to it,
+    so that variants sharing a prefix share its results). A key already done is skipped."""
+    done = dist.on_main(lambda: run.state()["stages"])
+    for k, (key, stage) in enumerate(chain, 1):
+        head = f"{title}[{k}/{len(chain)}] {stage}"
+        if done.get(key, {}).get("done"):
+            model_dir = Path(done[key]["model_dir"] or model_dir)
+            say(f"{head}: done in an earlier run, skipped" if key == stage
+                else f"{head}: already done ({key}), shared")
             continue
         say(f"{head}: running (from {model_dir})")
         start = time.time()
-        result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / stage)
+        result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / key)
         seconds = time.time() - start
         # on_main runs the function now (bound to this iteration's values)
-        dist.on_main(lambda stage=stage, result=result, seconds=seconds: run.mark_done(stage, result, seconds))
+        dist.on_main(lambda key=key, result=result, seconds=seconds: run.mark_done(key, result, seconds))
         model_dir = result.model_dir or model_dir
         say(f"{head}: finished in {seconds:.0f}s — {_brief(result.metrics)}")
+    return model_dir
+
+
+def run_pipeline(cfg: HatchConfig, progress: Callable[[str], None] = print) -> dict:
+    """Runs every stage of `cfg` not yet done in its output_dir; returns the final state.
+
+    Also under `accelerate launch` with several processes (see the module doc)."""
+    run, model_dir, say = start_run(cfg, progress)
+    model_dir = run_chain(run, [(s, s) for s in cfg.stages], model_dir, say)
 
     def finish() -> dict:
         state = run.state()
