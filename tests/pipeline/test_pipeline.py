@@ -44,7 +44,11 @@ def test_demo_quick_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report" / "report.json").read_text())
     stages = report["state"]["stages"]
-    assert set(stages) == {"pasta", "qa_sft", "actor_sft", "grpo", "eval"}
+    # GRPO is repeated from the same cold start with a second seed; both measure held-out rewards
+    assert set(stages) == {"pasta", "qa_sft", "actor_sft", "grpo", "eval", "grpo_seed1"}
+    for name in ("actor_sft", "grpo", "grpo_seed1"):
+        assert 0 <= stages[name]["metrics"]["held_out_format"] <= 1
+    assert stages["grpo_seed1"]["model_dir"] != stages["grpo"]["model_dir"]
     pasta = stages["pasta"]["metrics"]
     assert 0 <= pasta["before_top1"] <= 1 and 0 <= pasta["after_top1"] <= 1
     assert pasta["chance_top1"] == pytest.approx(1 / 16)   # n = 4: 16 cells per view
@@ -55,6 +59,7 @@ def test_demo_quick_report(tmp_path):
     assert "Overall" in summary                            # all three benchmark formats were scored
     md = (out / "report" / "report.md").read_text()
     assert "HATCH 3B (paper)" in md and "## PaStA" in md and "## GRPO" in md
+    assert "| GRPO seed 1 |" in md and "held-out action after GRPO over 2 seed(s)" in md
     assert (out / "report" / "grpo_rewards.png").stat().st_size > 1000
     assert (out / "report" / "pasta_matches.png").stat().st_size > 1000
     # `hatch-vlm eval` on the final model and two benchmark files written by the demo.

@@ -44,8 +44,7 @@ def plot_rewards(log_history: Sequence[dict] | str | Path, out_path: str | Path,
         if not steps:
             continue
         if smooth > 1:
-            vals = [sum(vals[max(0, k - smooth + 1):k + 1]) / len(vals[max(0, k - smooth + 1):k + 1])
-                    for k in range(len(vals))]
+            vals = moving_average(vals, smooth)
         ax.plot(steps, vals, label=f"{name} reward", marker="." if len(steps) < 60 else None)
         drawn += 1
     if not drawn:
@@ -56,6 +55,48 @@ def plot_rewards(log_history: Sequence[dict] | str | Path, out_path: str | Path,
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("ActoR rewards during GRPO")
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over `window` points (fewer at the start)."""
+    return [sum(values[max(0, k - window + 1):k + 1]) / len(values[max(0, k - window + 1):k + 1])
+            for k in range(len(values))]
+
+
+def plot_reward_seeds(logs: dict[str, Sequence[dict]], out_path: str | Path,
+                      curves: Sequence[str] = ("action", "answer"), smooth: int = 10) -> Path:
+    """Figure 3 style over several GRPO runs: per reward one panel, each run's logged mean reward as a thin
+    line, and the across-run mean smoothed over `smooth` logged points as a thick line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not logs:
+        raise ValueError("no GRPO runs to plot")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], curves):
+        series = {run: reward_series(log, CURVES[name]) for run, log in logs.items()}
+        series = {run: sv for run, sv in series.items() if sv[0]}
+        for run, (steps, vals) in series.items():
+            ax.plot(steps, vals, lw=0.8, alpha=0.45, label=run)
+        if series:
+            common = sorted(set.intersection(*(set(st) for st, _ in series.values())))
+            means = [sum(dict(zip(st, v))[x] for st, v in series.values()) / len(series) for x in common]
+            ax.plot(common, moving_average(means, smooth), lw=2.2, color="black",
+                    label=f"mean, smoothed ({smooth})")
+        ax.set_title(f"{name} reward")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean reward (training batch)")
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

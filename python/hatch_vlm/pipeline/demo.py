@@ -18,7 +18,7 @@ from hatch_vlm.utils.io import atomic_write_text
 
 from .config import HatchConfig, load_config
 from .report import write_report
-from .runner import run_pipeline
+from .runner import run_chain, run_pipeline, start_run
 
 # `--quick`: merged over demo.yaml's sections, key by key.
 QUICK = {
@@ -29,6 +29,12 @@ QUICK = {
     "grpo": {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16},
     "eval": {"max_new_tokens": 16, "limit": 4},
 }
+
+
+# GRPO runs once per seed from the same cold-start model: the report states the seeds' spread (the stage
+# "grpo" is seed 0, the one the evaluation uses; "grpo_seed<s>" the others). `--quick`: two seeds.
+GRPO_SEEDS = (0, 1, 2)
+QUICK_GRPO_SEEDS = (0, 1)
 
 
 def demo_yaml() -> str:
@@ -90,7 +96,21 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> Path:
         atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
     cfg: HatchConfig = load_config(config_path)
     start = time.time()
-    run_pipeline(cfg)
+    state = run_pipeline(cfg)
+    repeat_grpo(cfg, Path(state["stages"]["actor_sft"]["model_dir"]),
+                [s for s in (QUICK_GRPO_SEEDS if quick else GRPO_SEEDS) if s != cfg.grpo.setting("seed")])
     report = write_report(out)
     print(f"hatch-vlm demo: all stages done in {time.time() - start:.0f}s")
     return report
+
+
+def repeat_grpo(cfg: HatchConfig, cold_start: Path, seeds: list[int]) -> None:
+    """GRPO again from the cold-start model with each of `seeds` (stages "grpo_seed<s>", resumable like the
+    others); each measures its held-out rewards as the "grpo" stage does."""
+    from dataclasses import replace
+
+    run, _, say = start_run(cfg)
+    for seed in seeds:
+        seeded = replace(cfg, grpo=replace(cfg.grpo, trl={**cfg.grpo.trl, "seed": seed}))
+        run_chain(run.with_config(seeded), [(f"grpo_seed{seed}", "grpo")], cold_start, say,
+                  title=f"GRPO seed {seed} ")

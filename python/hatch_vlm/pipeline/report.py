@@ -30,6 +30,56 @@ def _examples(results_path: Path, k: int = 4) -> list[dict]:
     return out
 
 
+REWARDS = ("action", "answer", "format")
+
+
+def _grpo_runs(stages: dict) -> dict[str, dict]:
+    """{"seed <s>": metrics} of the GRPO stage ("grpo") and its repeats with other seeds ("grpo_seed<s>")."""
+    runs = {}
+    for name, s in stages.items():
+        if name == "grpo" or name.startswith("grpo_seed"):
+            seed = name.removeprefix("grpo_seed") if name != "grpo" else "0 (evaluated)"
+            runs[f"seed {seed}"] = s.get("metrics", {})
+    return runs
+
+
+def _mean_std(values: list) -> str:
+    vals = [v for v in values if isinstance(v, (int, float))]
+    if not vals:
+        return "–"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.3f}"
+    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f} (min {min(vals):.3f}, max {max(vals):.3f})"
+
+
+def _grpo_section(stages: dict, cold: dict) -> list[str]:
+    """Held-out rewards after the cold start and after GRPO per seed, the training rewards' first and last
+    fifth, and how many seeds improved on the cold start."""
+    runs = _grpo_runs(stages)
+    head = "| run | " + " | ".join(f"held-out {r}" for r in REWARDS) + " | " + \
+        " | ".join(f"train {r} first→last fifth" for r in REWARDS) + " |"
+    lines = ["Greedy completions on the held-out samples (the cold start's measure), and the mean training "
+             "reward of the sampled completions in the first and last fifth of the steps.", "",
+             head, "|" + "---|" * (1 + 2 * len(REWARDS)),
+             "| cold start | " + " | ".join(_fmt(cold.get(f"held_out_{r}")) for r in REWARDS) + " |"
+             + " |" * len(REWARDS)]
+    for name, m in runs.items():
+        lines.append(f"| GRPO {name} | " + " | ".join(_fmt(m.get(f"held_out_{r}")) for r in REWARDS) + " | "
+                     + " | ".join(f"{_fmt(m.get(f'{r}_reward_first'))} → {_fmt(m.get(f'{r}_reward_last'))}"
+                                  for r in REWARDS) + " |")
+    lines.append("")
+    for r in REWARDS:
+        after = [m.get(f"held_out_{r}") for m in runs.values()]
+        before = cold.get(f"held_out_{r}")
+        better = sum(1 for a in after if isinstance(a, (int, float)) and isinstance(before, (int, float))
+                     and a >= before)
+        lines.append(f"* held-out {r} after GRPO over {len(runs)} seed(s): {_mean_std(after)}; "
+                     f">= the cold start ({_fmt(before)}) in {better} of {len(runs)}")
+    return lines
+
+
 def write_report(run_dir: str | Path, report_dir: str | Path | None = None) -> Path:
     """Writes <report_dir>/report.md, report.json and the PNGs; returns the markdown path."""
     run_dir = Path(run_dir)
@@ -66,13 +116,15 @@ def write_report(run_dir: str | Path, report_dir: str | Path | None = None) -> P
                             if k.startswith("held_out_"))]
     grpo = stages.get("grpo", {}).get("metrics")
     if grpo:
-        lines += ["", "## GRPO", "", f"{grpo.get('steps')} steps. Mean reward, first fifth -> last fifth of "
-                  "the steps:", ""]
-        for name in ("action", "answer", "format"):
-            lines.append(f"* {name}: {_fmt(grpo.get(f'{name}_reward_first'))} -> "
-                         f"{_fmt(grpo.get(f'{name}_reward_last'))}")
-        if grpo.get("plot") and Path(grpo["plot"]).exists():
-            pictures["grpo_rewards.png"] = Path(grpo["plot"])
+        lines += ["", "## GRPO", ""]
+        lines += _grpo_section(stages, actor or {})
+        runs = _grpo_runs(stages)
+        logs = {name: read_json(Path(m["reward_log"]), default=[]) for name, m in runs.items()
+                if m.get("reward_log") and Path(m["reward_log"]).exists()}
+        if logs:
+            from hatch_vlm.actor.plot import plot_reward_seeds
+
+            pictures["grpo_rewards.png"] = plot_reward_seeds(logs, report / "grpo_rewards.png")
 
     ev = stages.get("eval", {}).get("metrics")
     examples = []
@@ -89,7 +141,8 @@ def write_report(run_dir: str | Path, report_dir: str | Path | None = None) -> P
                           f"format {'ok' if e['parses'] else 'broken: ' + str(e['why_not'])})", "",
                           "```", e["completion"].strip()[:600], "```", ""]
     for name, src in pictures.items():
-        shutil.copyfile(src, report / name)
+        if Path(src) != report / name:      # drawn elsewhere (a stage's work directory)
+            shutil.copyfile(src, report / name)
         lines += ["", f"![{name}]({name})"]
     atomic_write_json(report / "report.json", {"state": state, "examples": examples,
                                                "pictures": sorted(pictures)})

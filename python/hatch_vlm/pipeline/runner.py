@@ -224,17 +224,23 @@ def _qa_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     from hatch_vlm.actor.formatting import LazyRows, cold_start_row
-    from hatch_vlm.actor.held_out import held_out_rewards
-    from hatch_vlm.models.loading import load_model_and_processor
 
     n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
     result = _sft(run, model_dir, stage_dir, "actor_sft", LazyRows(run.train[:n], cold_start_row))
-    model, processor = load_model_and_processor(result.model_dir, device=dist.local_device(),
-                                                **run.cfg.model.pixels)
+    result.metrics.update(_held_out_rewards(run, result.model_dir))
+    return result
+
+
+def _held_out_rewards(run: Run, model_dir: Path) -> dict:
+    """{"held_out_<reward>": mean} of greedy ActoR completions of the model on the held-out samples (every
+    rank generates its share), with the GRPO section's action reward settings."""
+    from hatch_vlm.actor.held_out import held_out_rewards
+    from hatch_vlm.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(model_dir, device=dist.local_device(), **run.cfg.model.pixels)
     rewards = held_out_rewards(model, processor, run.held_out, run.cfg.eval.max_new_tokens,
                                run.cfg.eval.batch_size)
-    result.metrics.update({f"held_out_{k}": v for k, v in rewards.items()})
-    return result
+    return {f"held_out_{k}": v for k, v in rewards.items()}
 
 
 def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
@@ -260,6 +266,7 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     if pasta:
         metrics["pasta_loss_first"], metrics["pasta_loss_last"] = pasta[0], pasta[-1]
     final = save_trained(trainer, processor, stage_dir / "model")
+    metrics.update(_held_out_rewards(run, final))       # comparable with the cold start's
     return StageResult(final, metrics)
 
 
