@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hatch_vlm.utils.config import check
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TAU_T
 
 # Linear layers of the vision tower that LoRA adapts (blocks' attention + MLP, and the merger's MLP).
@@ -71,24 +72,20 @@ class PastaConfig:
     seed: int = 0
     extra_training_args: dict = field(default_factory=dict)
 
-    def validate(self) -> None:
-        if self.tune not in ("full", "lora"):
-            raise ValueError(f"PastaConfig.tune must be 'full' or 'lora', got {self.tune!r}")
-        if self.data not in ("auto", "synthetic", "toy_room"):
-            raise ValueError(f"PastaConfig.data must be 'auto', 'synthetic' or 'toy_room', got {self.data!r}")
+    def __post_init__(self):
+        """Checked when made, like every section of a config: ConfigError("name: what is wrong")."""
+        check(self.tune in ("full", "lora"), "tune", f"must be 'full' or 'lora', got {self.tune!r}")
+        check(self.data in ("auto", "synthetic", "toy_room"), "data",
+              f"must be 'auto', 'synthetic' or 'toy_room', got {self.data!r}")
         for name in ("num_train", "num_eval", "per_device_train_batch_size", "gradient_accumulation_steps",
                      "max_steps", "grid", "stride"):
-            if getattr(self, name) < (0 if name in ("num_train", "num_eval") else 1):
-                raise ValueError(f"PastaConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.views < 2:
-            raise ValueError(f"PastaConfig.views must be >= 2 (PaStA aligns across views), got {self.views}")
+            least = 0 if name in ("num_train", "num_eval") else 1
+            check(getattr(self, name) >= least, name, f"must be positive, got {getattr(self, name)}")
+        check(self.views >= 2, "views", f"must be >= 2 (PaStA aligns across views), got {self.views}")
         for name in ("learning_rate", "tau_t", "tau_p"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PastaConfig.{name} must be > 0, got {getattr(self, name)}")
+            check(getattr(self, name) > 0, name, f"must be > 0, got {getattr(self, name)}")
         for name in ("abs_tol", "rel_tol", "min_overlap", "weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"PastaConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"PastaConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
-        if self.bf16 not in ("auto", True, False):
-            raise ValueError(f"PastaConfig.bf16 must be 'auto', True or False, got {self.bf16!r}")
+            check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        check(self.max_seconds is None or self.max_seconds > 0, "max_seconds",
+              f"must be > 0 or None, got {self.max_seconds}")
+        check(self.bf16 in ("auto", True, False), "bf16", f"must be 'auto', True or False, got {self.bf16!r}")

@@ -59,7 +59,6 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     `checkpoint` (the final model directory, as a string). Under a multi-process launch the other ranks
     get only `steps`, `train_loss`, `train_seconds`, `llm_unchanged` (None) and `checkpoint`.
     """
-    config.validate()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

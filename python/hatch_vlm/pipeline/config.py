@@ -20,7 +20,6 @@ are refused with a message naming their replacement.
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,13 +155,7 @@ _PASTA_OLD_NAMES = {"batch_size": "per_device_train_batch_size", "grad_accum": "
 
 
 def _pasta_post_init(self) -> None:
-    try:
-        self.to_pasta_config(model_dir="", output_dir="").validate()
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        # "PastaConfig.max_steps must be positive, ..." -> "max_steps: must be positive, ..."
-        raise ConfigError(re.sub(r"^PastaConfig\.(\w+):? ", r"\1: ", str(e))) from None
+    self.to_pasta_config(model_dir="", output_dir="")       # PastaConfig checks itself when made
 
 
 def _to_pasta_config(self, **runner) -> PastaConfig:
