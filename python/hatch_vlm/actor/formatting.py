@@ -14,6 +14,7 @@ yaw, pitch degrees): the teacher's own text then scores R_act = 1 exactly.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -21,6 +22,8 @@ from PIL import Image
 
 from ..data.record import Sample
 from .actions import compose_actions, format_completion, teacher_pairs
+
+log = logging.getLogger(__name__)
 
 ACTOR_INSTRUCTION = ("First write the camera actions from image i to image j for each image pair i<j "
                      "in <action></action>, then the answer in <answer></answer>.")
@@ -152,7 +155,9 @@ class LazyRows:
 
     A sample the row cannot be made from (e.g. an open-ended answer for an ActoR row, ValueError) is counted
     in `problems` and replaced by the next one (cyclically), so a few such records never stop a run; more
-    than `max_substitutes` in a row raise."""
+    than `max_substitutes` in a row raise. Each kind of problem is also logged (a warning, with the index and
+    the reason) the first time a process meets it: DataLoader workers count in their own copy, so the
+    warning is what reports their substitutions."""
 
     def __init__(self, samples: Sequence[Sample], make_row, max_substitutes: int = 32):
         self.samples = samples
@@ -178,6 +183,10 @@ class LazyRows:
             except ValueError as e:
                 last = e
                 key = type(e).__name__
+                if key not in self.problems:
+                    log.warning("row %d (%s) cannot be made, replaced by the next sample (further %s are "
+                                "counted, not logged): %s", (i + attempt) % n,
+                                getattr(self.make_row, "__name__", "rows"), key, e)
                 self.problems[key] = self.problems.get(key, 0) + 1
         raise ValueError(f"{min(self.max_substitutes, n)} samples in a row from index {i} cannot be made into "
                          f"{getattr(self.make_row, '__name__', 'rows')}; last: {last}")

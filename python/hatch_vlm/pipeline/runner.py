@@ -213,7 +213,19 @@ def _sft(run: Run, model_dir: Path, stage_dir: Path, name: str, rows: list[dict]
     final = save_trained(trainer, processor, stage_dir / "model")
     return StageResult(final, {"steps": trainer.state.global_step, "rows": len(rows),
                                "first_loss": losses[0] if losses else None,
-                               "last_loss": losses[-1] if losses else None})
+                               "last_loss": losses[-1] if losses else None,
+                               **_substitutions(rows, run.cfg.data.workers)})
+
+
+def _substitutions(rows, workers: int) -> dict:
+    """The rows replaced because their sample could not be made into one (formatting.LazyRows), as counted
+    by this process: with DataLoader workers they count in their own copies (and log each kind once)."""
+    problems = getattr(rows, "problems", None)
+    if not problems:
+        return {}
+    return {"rows_substituted": sum(problems.values()), "rows_substituted_by": dict(problems),
+            **({"rows_substituted_note": "counted in the main process only; workers logged theirs"}
+               if workers else {})}
 
 
 def _qa_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
@@ -255,13 +267,15 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     aux = pasta_term(run.cfg) if opts.pasta_weight > 0 else None
     # the rows carry the views' geometry only for the PaStA term (it is a lot of data per row)
     make_row = grpo_row if aux is None else _grpo_row_with_geometry
-    trainer = run_grpo(restore_weights(model, ckpt), processor, LazyRows(run.train, make_row), work,
+    rows = LazyRows(run.train, make_row)
+    trainer = run_grpo(restore_weights(model, ckpt), processor, rows, work,
                        opts, aux_loss_fn=aux, resume_from_checkpoint=ckpt, num_workers=run.cfg.data.workers)
     metrics: dict = {"steps": trainer.state.global_step,
                      "reward_log": str(stage_dir / "work" / "reward_log.json"),
                      "plot": str(stage_dir / "work" / "rewards.png") if opts.plot else None}
     for name, (first, last) in reward_fifths(trainer.state.log_history).items():
         metrics[f"{name}_reward_first"], metrics[f"{name}_reward_last"] = first, last
+    metrics.update(_substitutions(rows, run.cfg.data.workers))
     pasta = [e["pasta_loss"] for e in trainer.state.log_history if "pasta_loss" in e]
     if pasta:
         metrics["pasta_loss_first"], metrics["pasta_loss_last"] = pasta[0], pasta[-1]
