@@ -1,6 +1,6 @@
 """The `hatch-vlm` command line.
 
-    hatch-vlm demo                      the whole recipe on synthetic data with the tiny model (this machine)
+    hatch-vlm demo [--model FAMILY]     the whole recipe on synthetic data with the tiny model (this machine)
     hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
     hatch-vlm ablate [--config FILE] [--seeds 0 1 2] [--quick]   the paper's ablation, shared stages once
     hatch-vlm pasta --tiny --output-dir DIR [...]   the PaStA stage alone, metrics printed as JSON
@@ -67,6 +67,7 @@ def _add_pasta(sub) -> None:
                                    "print the metrics as JSON. Options left out keep PastaConfig's defaults.")
     p.add_argument("--model-dir", help="saved Qwen2.5-VL directory (or use --tiny)")
     p.add_argument("--tiny", action="store_true", help="build the tiny model into OUTPUT_DIR/tiny first")
+    p.add_argument("--family", default="qwen2.5-vl", choices=_families(), help="the family of --tiny's model")
     p.add_argument("--output-dir", required=True)
     for name, kind in _PASTA_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
@@ -92,7 +93,7 @@ def _cmd_pasta(args) -> int:
         from hatch_vlm.models.tiny import build_tiny_model
 
         # one rank builds it, the others wait for it
-        model_dir = on_main(lambda: str(build_tiny_model(Path(args.output_dir) / "tiny")))
+        model_dir = on_main(lambda: str(build_tiny_model(Path(args.output_dir) / "tiny", family=args.family)))
     overrides = {name: getattr(args, name) for name in ("tune", "data", *(n for n, _ in _PASTA_OPTIONS))
                  if getattr(args, name) is not None}
     results = run_pasta_stage(PastaConfig(model_dir=model_dir, output_dir=args.output_dir, **overrides))
@@ -140,13 +141,21 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole recipe on synthetic data with the tiny model")
     p.add_argument("--out", default="runs/demo", help="run and report directory")
     p.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
+    p.add_argument("--model", default=None, choices=_families(),
+                   help="the tiny model's family (default qwen2.5-vl, the paper's base)")
     p.set_defaults(func=_cmd_demo)
+
+
+def _families() -> list[str]:
+    # hatch_vlm.models.adapters.FAMILIES, written out: `hatch-vlm --help` must not import torch
+    # (tests/models/test_cli_families.py keeps the two equal)
+    return ["qwen2.5-vl", "qwen3-vl", "internvl3"]
 
 
 def _cmd_demo(args) -> int:
     from hatch_vlm.pipeline.demo import run_demo
 
-    report = run_demo(args.out, quick=args.quick)
+    report = run_demo(args.out, quick=args.quick, family=args.model)
     print(f"hatch-vlm demo: report written to {report}")
     return 0
 

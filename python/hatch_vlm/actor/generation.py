@@ -1,7 +1,8 @@
 """Generation from formatted prompt rows and reward evaluation (held-out format / answer / action rewards).
 
 Used after the cold start (is the format learned?) and by tests. Vision special tokens are suppressed during
-generation: a sampled `<|image_pad|>` would break the image feature / token count (docs/notes.md).
+generation: a sampled `<|image_pad|>` would break the image feature / token count (docs/notes.md); which
+tokens those are is the model family's (`hatch_vlm.models.adapters`: `never_generate_tokens`).
 """
 from __future__ import annotations
 
@@ -10,20 +11,18 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from hatch_vlm.models.adapters import adapter_for_family, adapter_for_processor
+
 from .rewards import action_reward, answer_reward, format_reward
 
-VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+# Qwen2.5-VL's (the default family's); other families: their adapter's `never_generate_tokens`.
+VISION_TOKENS = adapter_for_family("qwen2.5-vl").never_generate_tokens
 
 
 def vision_token_ids(processor) -> list[int]:
-    """Ids of the vision special tokens the model must never generate (those the tokenizer knows)."""
-    tok = getattr(processor, "tokenizer", processor)
-    ids = []
-    for t in VISION_TOKENS:
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
-            ids.append(i)
-    return ids
+    """Ids of the vision special tokens the model must never generate (those the tokenizer knows), for the
+    processor's model family (a bare tokenizer: Qwen2.5-VL's tokens)."""
+    return adapter_for_processor(processor).never_generate_ids(processor)
 
 
 @torch.no_grad()

@@ -102,14 +102,20 @@ class SFTOptions(TRLStageOptions):
         return SFTConfig
 
 
-def make_lora_config(lora: dict | None):
-    """A peft LoraConfig from kwargs (None -> no LoRA). Default targets: the LLM's attention q/v."""
+def make_lora_config(lora: dict | None, model=None):
+    """A peft LoraConfig from kwargs (None -> no LoRA). Default targets: the LLM's attention q/v, as the
+    model's family names them (`hatch_vlm.models.adapters`: `llm_lora_targets`; without a model, Qwen's
+    `["q_proj", "v_proj"]`, which in InternVL would also reach the vision tower)."""
     if lora is None:
         return None
     from peft import LoraConfig
 
-    kw = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
-          "task_type": "CAUSAL_LM"}
+    targets = ["q_proj", "v_proj"]
+    if model is not None:
+        from hatch_vlm.models.adapters import adapter_for_model
+
+        targets = adapter_for_model(model).llm_lora_targets
+    kw = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": targets, "task_type": "CAUSAL_LM"}
     kw.update(lora)
     return LoraConfig(**kw)
 
@@ -172,6 +178,6 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
     with checkpointing_deprecations_ignored():
         trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds,
                                               eval_dataset=eval_ds, processing_class=processor,
-                                              peft_config=make_lora_config(opt.lora))
+                                              peft_config=make_lora_config(opt.lora, model))
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer

@@ -1,5 +1,6 @@
-"""The one load path of hatch: a saved Qwen2.5-VL directory (the tiny model or a real Qwen2.5-VL-3B)
--> (model, processor), offline, with `from_pretrained(local_dir)`.
+"""The one load path of hatch: a saved model directory (a tiny model or a real checkpoint of a supported
+family: Qwen2.5-VL, Qwen3-VL, InternVL3) -> (model, processor), offline, with `from_pretrained(local_dir)`.
+The family comes from the directory's config.json `model_type` (`hatch_vlm.models.adapters`).
 
 Loading (and saving, `hatch_vlm.models.saving`) runs inside `quiet_progress`: transformers draws a bar per
 `from_pretrained` ("Loading weights") and per `save_pretrained` ("Writing model shards"), several per stage
@@ -13,9 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
-
-from .processor import HatchQwenProcessor, load_processor
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -49,13 +47,14 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | None = None,
                              device: str | torch.device | None = None, min_pixels: int | None = None,
-                             max_pixels: int | None = None
-                             ) -> tuple[Qwen2_5_VLForConditionalGeneration, HatchQwenProcessor]:
-    """Load a Qwen2.5-VL model and its torchvision-free processor from a local directory.
+                             max_pixels: int | None = None):
+    """Load a model of a supported family and its torchvision-free processor from a local directory.
 
     Args:
         model_dir: directory written by `save_pretrained` (e.g. by `hatch_vlm.models.tiny.build_tiny_model`,
-            a PaStA checkpoint, or a downloaded Qwen/Qwen2.5-VL-3B-Instruct snapshot).
+            a PaStA checkpoint, or a downloaded Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen3-VL-*-Instruct or
+            OpenGVLab/InternVL3-*-hf snapshot); its config.json `model_type` picks the adapter (a ValueError
+            naming the supported ones otherwise).
         dtype: weights dtype (torch dtype or "bf16"/"fp32"/...); None keeps the saved dtype.
         device: where to put the model (None: stay on CPU).
         min_pixels, max_pixels: override the processor's resized-image area bounds.
@@ -63,18 +62,18 @@ def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | N
     Returns:
         (model in eval mode, processor).
     """
+    from .adapters import adapter_for_dir
+
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"model_dir={str(model_dir)!r} has no config.json: expected a directory "
-                                "saved with save_pretrained (build one with hatch_vlm.models.tiny.build_tiny_model)")
+    adapter = adapter_for_dir(model_dir)        # FileNotFoundError without config.json
     dt = resolve_dtype(dtype)
     kwargs = {"dtype": dt} if dt is not None else {"dtype": "auto"}
     with quiet_progress():
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, local_files_only=True, **kwargs)
+        model = adapter.load_model(model_dir, **kwargs)
     if device is not None:
         model = model.to(device)
     model.eval()
-    processor = load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    processor = adapter.load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
     return model, processor
 
 

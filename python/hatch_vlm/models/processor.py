@@ -1,4 +1,6 @@
-"""A Qwen2.5-VL processor that needs neither the hub nor torchvision.
+"""Processors that need neither the hub nor torchvision: Qwen2.5-VL (`HatchQwenProcessor`), Qwen3-VL
+(`HatchQwen3VLProcessor`) and InternVL (`HatchInternVLProcessor`); `load_processor` picks the family from
+the directory's config.json (`hatch_vlm.models.adapters`).
 
 transformers >= 5.10's `Qwen2VLImageProcessor` and the Qwen video processor need torchvision, which has no
 CPU build here; the PIL image processor (`Qwen2VLImageProcessorPil`) does the same resizing
@@ -6,15 +8,19 @@ CPU build here; the PIL image processor (`Qwen2VLImageProcessorPil`) does the sa
 without the video processor (hatch only feeds still images). `AutoProcessor.from_pretrained` on a
 directory saved with it returns only the tokenizer, so `load_processor` rebuilds it explicitly from the
 directory's tokenizer and image-processor config -- the same code path for the tiny model and for a
-real Qwen2.5-VL-3B checkpoint.
+real Qwen2.5-VL-3B checkpoint. Qwen3-VL uses the same PIL image processor with 16-px patches (32-px merged
+tokens); InternVL the PIL GOT-OCR2 image processor (448-px tiles, dynamic tiling + thumbnail).
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from transformers import AutoTokenizer
+from transformers.models.internvl.processing_internvl import InternVLProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
@@ -24,6 +30,8 @@ VIDEO_TOKEN = "<|video_pad|>"
 _IMAGE_KEYS = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size",
                "image_mean", "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize",
                "do_convert_rgb", "size")
+_INTERNVL_IMAGE_KEYS = ("size", "crop_to_patches", "min_patches", "max_patches", "image_mean", "image_std",
+                        "do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_convert_rgb", "resample")
 
 
 class HatchQwenProcessor(Qwen2_5_VLProcessor):
@@ -41,6 +49,48 @@ class HatchQwenProcessor(Qwen2_5_VLProcessor):
         if chat_template is None:
             chat_template = getattr(tokenizer, "chat_template", None)
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+class HatchQwen3VLProcessor(Qwen3VLProcessor):
+    """`Qwen3VLProcessor` with an image processor and a tokenizer only (no video processor)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        if tokenizer is None or image_processor is None:
+            raise ValueError("HatchQwen3VLProcessor needs both an image_processor and a tokenizer")
+        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
+        self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+        self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
+        self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
+        if chat_template is None:
+            chat_template = getattr(tokenizer, "chat_template", None)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+class HatchInternVLProcessor(InternVLProcessor):
+    """`InternVLProcessor` with an image processor and a tokenizer only (no video processor). The tokenizer
+    names its image tokens (`start_image_token` `<img>`, `end_image_token` `</img>`, `context_image_token`
+    `<IMG_CONTEXT>`, `video_token` `<video>`), as the hub's InternVL3-*-hf tokenizers do."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, image_seq_length: int = 256,
+                 **kwargs):
+        if tokenizer is None or image_processor is None:
+            raise ValueError("HatchInternVLProcessor needs both an image_processor and a tokenizer")
+        if chat_template is None:
+            chat_template = getattr(tokenizer, "chat_template", None)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        self.image_seq_length = image_seq_length
+        self.start_image_token = getattr(tokenizer, "start_image_token", None) or "<img>"
+        self.end_image_token = getattr(tokenizer, "end_image_token", None) or "</img>"
+        self.image_token = getattr(tokenizer, "context_image_token", None) or "<IMG_CONTEXT>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<video>"
+        self.start_image_token_id = tokenizer.convert_tokens_to_ids(self.start_image_token)
+        self.end_image_token_id = tokenizer.convert_tokens_to_ids(self.end_image_token)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.multimodal_pattern = re.compile(
+            f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})")
 
 
 def build_image_processor(min_pixels: int, max_pixels: int, **kwargs) -> Qwen2VLImageProcessorPil:
@@ -66,12 +116,35 @@ def _image_processor_config(model_dir: Path) -> dict:
                             "entry nor preprocessor_config.json: not a saved Qwen2.5-VL processor directory")
 
 
-def load_processor(model_dir: str | Path, min_pixels: int | None = None,
-                   max_pixels: int | None = None) -> HatchQwenProcessor:
-    """The processor of a saved model directory (tokenizer files + image-processor config).
+def load_processor(model_dir: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The processor of a saved model directory (tokenizer files + image-processor config), of the family
+    its config.json names (`hatch_vlm.models.adapters.adapter_for_dir`; a directory with processor files
+    but no config.json is read as Qwen2.5-VL's, as before there were adapters).
 
     min_pixels / max_pixels override the saved image-size bounds (e.g. to feed a 3B model small images).
     """
+    from .adapters import adapter_for_dir, adapter_for_family
+
+    adapter = (adapter_for_dir(model_dir) if (Path(model_dir) / "config.json").is_file()
+               else adapter_for_family("qwen2.5-vl"))
+    return adapter.load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def _tokenizer_and_template(model_dir: Path):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat_template = getattr(tokenizer, "chat_template", None)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = model_dir / name
+        if chat_template is None and path.is_file():
+            text = path.read_text()
+            chat_template = json.loads(text)["chat_template"] if name.endswith(".json") else text
+    return tokenizer, chat_template
+
+
+def load_qwen_processor(model_dir: str | Path, min_pixels: int | None = None, max_pixels: int | None = None,
+                        processor_class=HatchQwenProcessor, default_patch_size: int = 14):
+    """A Qwen2.5-VL (or, with `processor_class=HatchQwen3VLProcessor`, `default_patch_size=16`, Qwen3-VL)
+    processor from a saved directory."""
     model_dir = Path(model_dir)
     cfg = _image_processor_config(model_dir)
     kwargs = {k: cfg[k] for k in _IMAGE_KEYS if k in cfg}
@@ -83,12 +156,28 @@ def load_processor(model_dir: str | Path, min_pixels: int | None = None,
         kwargs["min_pixels"] = min_pixels
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
+    kwargs.setdefault("patch_size", default_patch_size)
     image_processor = build_image_processor(**kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    chat_template = getattr(tokenizer, "chat_template", None)
-    for name in ("chat_template.jinja", "chat_template.json"):
-        path = model_dir / name
-        if chat_template is None and path.is_file():
-            text = path.read_text()
-            chat_template = json.loads(text)["chat_template"] if name.endswith(".json") else text
-    return HatchQwenProcessor(image_processor, tokenizer, chat_template=chat_template)
+    tokenizer, chat_template = _tokenizer_and_template(model_dir)
+    return processor_class(image_processor, tokenizer, chat_template=chat_template)
+
+
+def load_internvl_processor(model_dir: str | Path, image_seq_length: int, min_pixels: int | None = None,
+                            max_pixels: int | None = None) -> HatchInternVLProcessor:
+    """An InternVL processor from a saved directory. The budget bounds the tiled canvas: min_pixels /
+    max_pixels become min_patches / max_patches (tiles of the saved tile size, at least 1)."""
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    model_dir = Path(model_dir)
+    cfg = _image_processor_config(model_dir)
+    kwargs = {k: cfg[k] for k in _INTERNVL_IMAGE_KEYS if k in cfg}
+    size = kwargs.get("size") or {"height": 448, "width": 448}
+    tile = int(size["height"]) * int(size["width"])
+    if min_pixels is not None:
+        kwargs["min_patches"] = max(1, min_pixels // tile)
+    if max_pixels is not None:
+        kwargs["max_patches"] = max(1, max_pixels // tile)
+    image_processor = GotOcr2ImageProcessorPil(**kwargs)
+    tokenizer, chat_template = _tokenizer_and_template(model_dir)
+    return HatchInternVLProcessor(image_processor, tokenizer, chat_template=chat_template,
+                                  image_seq_length=image_seq_length)

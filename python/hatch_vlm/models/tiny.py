@@ -1,10 +1,12 @@
-"""A tiny Qwen2.5-VL (~0.2M parameters) built offline, for tests, CI and quick experiments.
+"""Tiny models (~0.1-0.2M parameters) built offline, for tests, CI and quick experiments: Qwen2.5-VL (the
+default), Qwen3-VL or InternVL3 (`family=`; the sizes live in each family's adapter,
+`hatch_vlm.models.adapters`).
 
-`build_tiny_model(out_dir)` trains a byte-level BPE tokenizer on an in-memory corpus (the prompts, options,
-answers and ActoR action texts hatch produces), builds a `Qwen2_5_VLForConditionalGeneration` from a
-config, and saves model + tokenizer + processor config with `save_pretrained`, so that
-`hatch_vlm.models.loading.load_model_and_processor(out_dir)` loads it exactly as it loads a real
-Qwen2.5-VL-3B directory. Sizes follow docs/notes.md (vision out_hidden_size = text hidden_size;
+`build_tiny_model(out_dir, family=...)` trains a byte-level BPE tokenizer on an in-memory corpus (the
+prompts, options, answers and ActoR action texts hatch produces) with the family's special tokens, builds
+the family's ForConditionalGeneration from a config, and saves model + tokenizer + processor config with
+`save_pretrained`, so that `hatch_vlm.models.loading.load_model_and_processor(out_dir)` loads it exactly as
+it loads a real checkpoint of that family. Sizes follow docs/notes.md (vision out_hidden_size = text hidden_size;
 sum(mrope_section) = head_dim / 2).
 """
 from __future__ import annotations
@@ -14,36 +16,19 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import PreTrainedTokenizerFast
 
+from .adapters import adapter_for_family
 from .loading import quiet_progress
-from .processor import HatchQwenProcessor, build_image_processor
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
+_QWEN25 = adapter_for_family("qwen2.5-vl")
+SPECIAL_TOKENS = list(_QWEN25.special_tokens)
+CHAT_TEMPLATE = _QWEN25.chat_template
 
-# Qwen2.5-VL's template, reduced to what hatch uses: each image item becomes
-# <|vision_start|><|image_pad|><|vision_end|>, each message <|im_start|>role\n...<|im_end|>\n.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# Image-size bounds of the tiny processor: 112x112 .. 224x224 resized pixels (4x4 .. 8x8 merged tokens),
-# so n = 4 cells always get at least one token and the vision tower stays cheap on CPU.
-TINY_MIN_PIXELS = 112 * 112
-TINY_MAX_PIXELS = 224 * 224
+# Image-size bounds of the tiny Qwen2.5-VL processor: 112x112 .. 224x224 resized pixels (4x4 .. 8x8 merged
+# tokens), so n = 4 cells always get at least one token and the vision tower stays cheap on CPU.
+TINY_MIN_PIXELS = _QWEN25.tiny_min_pixels
+TINY_MAX_PIXELS = _QWEN25.tiny_max_pixels
 
 _WORDS = """the a an of to in on at from with and or is are was be which what where how many much far
 left right front back behind above below up down forward backward turn move rotate camera view image
@@ -91,58 +76,47 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on `tokenizer_corpus()` with the Qwen special tokens and chat template."""
+def build_tokenizer(vocab_size: int = 1024, family: str = "qwen2.5-vl") -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `tokenizer_corpus()` with the family's special tokens and chat template."""
+    adapter = adapter_for_family(family)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(adapter.special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHAT_TEMPLATE, padding_side="left")
+                                   chat_template=adapter.chat_template, padding_side="left",
+                                   **adapter.tiny_tokenizer_kwargs())
     return fast
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    hidden = 48
-    return Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 2], "rope_theta": 10000.0},
-            tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14, spatial_merge_size=2,
-            temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], out_hidden_size=hidden,
-            in_channels=3),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=True,
-    )
+def tiny_config(tokenizer: PreTrainedTokenizerFast, family: str = "qwen2.5-vl"):
+    """The tiny model's config (a `Qwen2_5_VLConfig` for the default family)."""
+    return adapter_for_family(family).tiny_config(tokenizer)
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Build the tiny model, tokenizer and processor and save them to `out_dir`; returns the path.
+def build_tiny_model(out_dir: str | Path, seed: int = 0, family: str = "qwen2.5-vl") -> Path:
+    """Build the tiny model, tokenizer and processor of `family` ("qwen2.5-vl", "qwen3-vl", "internvl3") and
+    save them to `out_dir`; returns the path.
 
-    Deterministic for a given seed. Load it back with `hatch_vlm.models.loading.load_model_and_processor`.
+    Deterministic for a given seed and family. Load it back with
+    `hatch_vlm.models.loading.load_model_and_processor`.
     """
+    adapter = adapter_for_family(family)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    config = tiny_config(tokenizer)
+    tokenizer = build_tokenizer(family=adapter.family)
+    config = adapter.tiny_config(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config.pad_token_id = config.text_config.pad_token_id
-    model.generation_config.eos_token_id = config.text_config.eos_token_id
+        model = adapter.model_class()(config)
+    text = config.text_config
+    model.generation_config.pad_token_id = text.pad_token_id
+    model.generation_config.eos_token_id = text.eos_token_id
     with quiet_progress():
         model.save_pretrained(out_dir)
-    processor = HatchQwenProcessor(build_image_processor(TINY_MIN_PIXELS, TINY_MAX_PIXELS), tokenizer,
-                                   chat_template=CHAT_TEMPLATE)
+    processor = adapter.tiny_processor(tokenizer)
     processor.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -1,9 +1,13 @@
-"""Cell embeddings of the Qwen2.5-VL vision tower, pooled to the PaStA grid (docs/design.md).
+"""Cell embeddings of the vision tower, pooled to the PaStA grid (docs/design.md), for every supported family.
 
-`get_image_features` gives, per image, its merged tokens (28 px each) in raster order over an h x w grid
-(h = H'/28, w = W'/28 for the processor's resized size H' x W'). Token (r, c) belongs to cell
+The model's adapter (`hatch_vlm.models.adapters`, docs/adapters.md) gives, per image, its merged tokens in
+raster order over an h x w grid that covers the whole image (Qwen2.5-VL: 28-px tokens of the resized image;
+Qwen3-VL: 32-px; InternVL: the tiles' grids stitched, thumbnail left out). Token (r, c) belongs to cell
 (floor(r*n_h/h), floor(c*n_w/w)); a cell's embedding is the mean of its tokens. Cells are fractions of the
 image, so the same grid on the depth map (at its own resolution) covers the same part of the scene.
+
+Image inputs are `pixel_values` plus the adapter's per-image layout (`image_grid_thw` for the Qwen families,
+`image_tiles` for InternVL; the functions below take it as `image_grid_thw` / `layout`).
 
 `cell_embeddings` (samples) and `cell_embeddings_from_pixels` (processor outputs) call the vision tower
 directly; `cell_embeddings_for_training` goes through a distributed wrapper's own call, as a training loss
@@ -20,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from hatch_vlm.data.record import Sample
+from hatch_vlm.models.adapters import ADAPTERS, adapter_for_model, adapter_for_processor
 
 
 @lru_cache(maxsize=64)
@@ -41,48 +46,48 @@ def pool_tokens(tokens: Tensor, h: int, w: int, grid_h: int, grid_w: int | None 
                          f"got {tuple(tokens.shape)}")
     if not (1 <= grid_h <= h and 1 <= grid_w <= w):
         raise ValueError(f"a {grid_h}x{grid_w} grid needs at least one merged token per cell, but the image "
-                         f"has a {h}x{w} token grid (resized {28 * h}x{28 * w} px); use larger images "
-                         "(processor min_pixels) or a coarser grid")
+                         f"has a {h}x{w} token grid; use larger images (processor min_pixels) or a coarser grid")
     A = _pooling_matrix(h, w, grid_h, grid_w).to(device=tokens.device, dtype=tokens.dtype)
     return A @ tokens
 
 
 def core_model(model):
-    """The `Qwen2_5_VLModel` inside a ForConditionalGeneration, possibly wrapped by peft."""
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    inner = getattr(model, "model", model)
-    if not hasattr(inner, "get_image_features"):
-        raise TypeError(f"{type(model).__name__} has no get_image_features: expected a Qwen2.5-VL model")
-    return inner
+    """The inner `*Model` (vision tower + LLM) inside a ForConditionalGeneration, possibly wrapped by peft."""
+    return adapter_for_model(model).core(model)
+
+
+def vision_parameters(model) -> list[torch.nn.Parameter]:
+    """The parameters that make the cell embeddings (what PaStA trains; see the family's adapter)."""
+    return adapter_for_model(model).vision_parameters(model)
 
 
 def merged_tokens(model, pixel_values: Tensor, image_grid_thw: Tensor) -> list[Tensor]:
     """Per image, its merged tokens `[h*w, D_out]` in raster order (D_out = LLM hidden size)."""
-    core = core_model(model)
-    param = next(core.visual.parameters())
-    pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
-    out = core.get_image_features(pixel_values=pixel_values, image_grid_thw=image_grid_thw.to(param.device))
-    feats = out.pooler_output if hasattr(out, "pooler_output") else out
-    if isinstance(feats, Tensor):   # older transformers: one concatenated tensor
-        merge = core.visual.spatial_merge_size
-        counts = (image_grid_thw.prod(-1) // merge**2).tolist()
-        feats = torch.split(feats, counts)
-    return list(feats)
+    return [g.tokens for g in adapter_for_model(model).token_grids(model, pixel_values, image_grid_thw)]
 
 
 def processor_inputs(processor, samples: Sequence[Sample]) -> dict[str, Tensor]:
-    """pixel_values / image_grid_thw for every view of every sample (sample-major, view order)."""
+    """pixel_values and the per-image layout (Qwen: `image_grid_thw`, InternVL: `image_tiles`) for every view
+    of every sample (sample-major, view order)."""
     images = [Image.fromarray(np.asarray(img, dtype=np.uint8)) for s in samples for img in s.images]
     if not images:
         raise ValueError("no images: samples is empty or has no views")
-    out = processor.image_processor(images=images, return_tensors="pt")
-    return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+    return adapter_for_processor(processor).image_inputs(processor, images)
+
+
+def layout_of(batch: dict) -> Tensor:
+    """The per-image layout tensor of a batch made by `processor_inputs` (whatever the family)."""
+    keys = list(dict.fromkeys(a.layout_key for a in ADAPTERS))      # image_grid_thw, image_tiles
+    for key in keys:
+        if key in batch:
+            return batch[key]
+    raise KeyError(f"batch has no image layout (one of {keys})")
 
 
 def cell_embeddings_from_pixels(model, pixel_values: Tensor, image_grid_thw: Tensor, num_views: int,
                                 grid_h: int, grid_w: int | None = None) -> Tensor:
-    """Cell embeddings `[B, V, P, D_out]` from processor outputs of B*V images (sample-major).
+    """Cell embeddings `[B, V, P, D_out]` from processor outputs of B*V images (sample-major);
+    `image_grid_thw` is the adapter's per-image layout (`image_tiles` for InternVL).
 
     Images may differ in size (each has its own token grid); all samples must have num_views views.
     """
@@ -90,14 +95,8 @@ def cell_embeddings_from_pixels(model, pixel_values: Tensor, image_grid_thw: Ten
     n_img = image_grid_thw.shape[0]
     if num_views < 1 or n_img % num_views:
         raise ValueError(f"{n_img} images cannot be split into samples of num_views={num_views} views")
-    merge = core_model(model).visual.spatial_merge_size
-    tokens = merged_tokens(model, pixel_values, image_grid_thw)
-    cells = []
-    for tok, (t, gh, gw) in zip(tokens, image_grid_thw.tolist()):
-        if t != 1:
-            raise ValueError(f"expected still images (grid t = 1), got image_grid_thw t = {t}")
-        cells.append(pool_tokens(tok, gh // merge, gw // merge, grid_h, grid_w))
-    emb = torch.stack(cells)
+    grids = adapter_for_model(model).token_grids(model, pixel_values, image_grid_thw)
+    emb = torch.stack([pool_tokens(g.tokens, g.h, g.w, grid_h, grid_w) for g in grids])
     return emb.reshape(n_img // num_views, num_views, grid_h * grid_w, emb.shape[-1])
 
 
@@ -108,8 +107,8 @@ def cell_embeddings(model, processor, samples: Sequence[Sample], grid_h: int,
     if len(views) != 1:
         raise ValueError(f"all samples of a batch must have the same number of views, got {sorted(views)}")
     inputs = processor_inputs(processor, samples)
-    return cell_embeddings_from_pixels(model, inputs["pixel_values"], inputs["image_grid_thw"],
-                                       views.pop(), grid_h, grid_w)
+    return cell_embeddings_from_pixels(model, inputs["pixel_values"], layout_of(inputs), views.pop(), grid_h,
+                                       grid_w)
 
 
 def _unwrap(model):

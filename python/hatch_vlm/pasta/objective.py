@@ -13,7 +13,7 @@ from torch import Tensor
 
 from hatch_vlm.utils.distributed import global_mean_loss
 
-from .cells import cell_embeddings_for_training
+from .cells import cell_embeddings_for_training, layout_of
 from .config import PastaConfig
 from .loss import patch_align
 
@@ -30,7 +30,7 @@ def pasta_loss(model, batch: dict[str, Tensor], config: PastaConfig | None = Non
     if "geometry_groups" in batch:
         return _grouped_pasta_loss(model, batch, c, return_num_valid)
     depth = batch["depth"]
-    emb = cell_embeddings_for_training(model, batch["pixel_values"], batch["image_grid_thw"], depth.shape[1],
+    emb = cell_embeddings_for_training(model, batch["pixel_values"], layout_of(batch), depth.shape[1],
                                        c.grid)
     return _align(emb, depth, batch["K"], batch["cam_to_world"], c, return_num_valid)
 
@@ -46,7 +46,7 @@ def _align(emb: Tensor, depth: Tensor, K: Tensor, T: Tensor, c: PastaConfig, ret
 def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bool):
     """The mean over the valid rows of every (view count, depth size) group of a mixed batch: one vision
     forward for all images, one `patch_align` per group, sums and counts combined."""
-    cells = cell_embeddings_for_training(model, batch["pixel_values"], batch["image_grid_thw"], 1, c.grid)[:, 0]
+    cells = cell_embeddings_for_training(model, batch["pixel_values"], layout_of(batch), 1, c.grid)[:, 0]
     starts = torch.cumsum(batch["num_views"].cpu(), 0) - batch["num_views"].cpu()     # first image per sample
     total, count = None, 0
     for g in batch["geometry_groups"]:
@@ -64,9 +64,9 @@ def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bo
 def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None) -> Tensor:
     """λ_pasta · PaStA loss, the auxiliary term for the SFT / GRPO stages (paper default λ = 0).
 
-    `batch` holds `pixel_values` and `image_grid_thw` of all the batch's images (sample-major, as the
-    processor returns them for the prompts) and the geometry `depth` [B, V, Hd, Wd], `K`, `cam_to_world`.
-    With weight 0 nothing is computed and a zero scalar (no graph) is returned. Under a multi-process
+    `batch` holds `pixel_values` and the layout (`image_grid_thw`; InternVL: `image_tiles`) of all the
+    batch's images (sample-major, as the processor returns them for the prompts) and the geometry `depth`
+    [B, V, Hd, Wd], `K`, `cam_to_world`. With weight 0 nothing is computed and a zero scalar (no graph) is returned. Under a multi-process
     launch it is a collective (see `hatch_vlm.utils.distributed.global_mean_loss`): every rank must call it
     in the same step.
     """
@@ -74,9 +74,11 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
         return torch.zeros((), device=batch["pixel_values"].device)
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"pasta_aux_loss: weight must be a finite number >= 0, got {weight}")
-    missing = [k for k in ("pixel_values", "image_grid_thw", "depth", "K", "cam_to_world") if k not in batch]
-    if "geometry_groups" in batch:
-        missing = [k for k in ("pixel_values", "image_grid_thw", "num_views") if k not in batch]
+    needed = ("pixel_values", "num_views") if "geometry_groups" in batch else (
+        "pixel_values", "depth", "K", "cam_to_world")
+    missing = [k for k in needed if k not in batch]
+    if "image_grid_thw" not in batch and "image_tiles" not in batch:       # the adapter's layout
+        missing.append("image_grid_thw (or image_tiles)")
     if missing:
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")

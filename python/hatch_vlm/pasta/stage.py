@@ -42,7 +42,7 @@ from hatch_vlm.models.loading import load_model_and_processor, restore_weights
 from hatch_vlm.models.saving import gather_full_state, write_trained_model
 from hatch_vlm.utils.distributed import is_main
 
-from .cells import core_model
+from .cells import vision_parameters
 from .config import PastaConfig
 from .data import PastaCollator, make_samples
 from .metrics import correspondence_metrics
@@ -90,7 +90,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     restore_weights(model, config.resume_from_checkpoint)
     check_llm = config.check_llm_unchanged
     if check_llm is None:
-        visual = sum(p.numel() for p in core_model(model).visual.parameters())
+        visual = sum(p.numel() for p in vision_parameters(model))
         check_llm = sum(p.numel() for p in model.parameters()) - visual < 50_000_000
     frozen = llm_state(model) if check_llm else None
     model = freeze_for_pasta(model, config)

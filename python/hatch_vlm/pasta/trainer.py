@@ -10,31 +10,40 @@ import torch
 from torch import Tensor
 from transformers import Trainer, TrainerCallback
 
+from hatch_vlm.models.adapters import adapter_for_model
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 from hatch_vlm.models.saving import QuietSaveMixin
 from hatch_vlm.utils.distributed import global_mean_loss
 
-from .cells import core_model
-from .config import PastaConfig
+from .config import VISION_LORA_TARGETS, PastaConfig
 from .objective import pasta_loss
 
 
+def pasta_lora_targets(model, config: PastaConfig) -> str | list[str]:
+    """The LoRA targets of the stage: `config.lora_targets` when the user set them, else the family's
+    vision-tower targets (`PastaConfig`'s default names Qwen2.5-VL's modules; see the adapters)."""
+    if config.lora_targets != VISION_LORA_TARGETS:
+        return config.lora_targets
+    return adapter_for_model(model).vision_lora_targets
+
+
 def freeze_for_pasta(model, config: PastaConfig):
-    """Freeze everything but the vision tower (full) or wrap it with vision-only LoRA; returns the model
-    to train."""
+    """Freeze everything but the vision tower (full: the family's `vision_parameters`) or wrap it with
+    vision-only LoRA; returns the model to train."""
+    adapter = adapter_for_model(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if config.tune == "full":
-        for p in core_model(model).visual.parameters():
+        for p in adapter.vision_parameters(model):
             p.requires_grad_(True)
         return model
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_targets, bias="none")
+                      target_modules=pasta_lora_targets(model, config), bias="none")
     with checkpointing_deprecations_ignored():      # peft reads transformers' deprecated checkpointing names
         model = get_peft_model(model, lora)
-    bad = [n for n, p in model.named_parameters() if p.requires_grad and ".visual." not in n]
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not adapter.is_vision_parameter_name(n)]
     if bad:
         raise RuntimeError(f"LoRA targets reach outside the vision tower: {bad[:3]}")
     return model
@@ -42,8 +51,7 @@ def freeze_for_pasta(model, config: PastaConfig):
 
 def llm_state(model) -> dict[str, Tensor]:
     """Copies of every parameter outside the vision tower (the frozen part), for bit-identity checks."""
-    core = core_model(model)
-    visual = {id(p) for p in core.visual.parameters()}
+    visual = {id(p) for p in adapter_for_model(model).vision_parameters(model)}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {n: p.detach().clone() for n, p in base.named_parameters() if id(p) not in visual}
 

@@ -1,7 +1,8 @@
 """The configuration of a HATCH run (`hatch-vlm train --config FILE`), checked completely at load time.
 
-    model: tiny                 # "tiny" (built offline) or a local Qwen2.5-VL directory, or a section:
+    model: tiny                 # "tiny" (built offline) or a local model directory, or a section:
     # model: {path: /models/Qwen2.5-VL-3B-Instruct, max_pixels: 200704, min_pixels: 3136}
+    # model: {path: tiny, family: qwen3-vl}     # the tiny model of another family (qwen2.5-vl, qwen3-vl, internvl3)
     output_dir: runs/hatch
     stages: [pasta, qa_sft, actor_sft, grpo, eval]
     data: {kind: synthetic, num_train: 64, num_eval: 16, views: 2, size: 112}
@@ -39,21 +40,46 @@ class ModelSection:
 
     Qwen2.5-VL resizes each image so that min_pixels <= H*W <= max_pixels (multiples of 28 px, 28*28 px per
     visual token): a 1296x968 ScanNet frame costs ~1.6k tokens at the checkpoint's default bound, 128 at
-    max_pixels = 128*28*28 = 100352. None keeps the checkpoint's own setting."""
+    max_pixels = 128*28*28 = 100352 (Qwen3-VL: 32*32 px per token; InternVL: the bounds cap the tiled
+    canvas, 448*448 px per tile). None keeps the checkpoint's own setting.
+
+    `family` (docs/adapters.md): with `path: tiny`, which tiny model is built ("qwen2.5-vl", the default and
+    the paper's base; "qwen3-vl"; "internvl3"); with a directory, the family is read from its config.json
+    (`model_type`, at load time) and `family`, when given, must agree with it."""
     path: str = "tiny"                # "tiny" (built offline) or a local from_pretrained directory
     min_pixels: int | None = None
     max_pixels: int | None = None
+    family: str | None = None         # a hatch_vlm.models.adapters family (None: tiny -> qwen2.5-vl)
 
     def __post_init__(self):
+        from hatch_vlm.models.adapters import adapter_for_dir, adapter_for_family
+
+        if self.family is not None:
+            try:
+                self.family = adapter_for_family(self.family).family
+            except ValueError as e:
+                check(False, "model.family", str(e))
         if self.path != "tiny":
             check(Path(self.path).is_dir(), "model.path",
                   f"{self.path!r} is neither 'tiny' nor a local model directory")
+            if self.family is not None and (Path(self.path) / "config.json").is_file():
+                try:
+                    found = adapter_for_dir(self.path).family
+                except ValueError as e:
+                    check(False, "model.path", str(e))
+                check(self.family == found, "model.family",
+                      f"is {self.family!r} but {self.path} holds a {found} model (its config.json model_type)")
         for name in ("min_pixels", "max_pixels"):
             v = getattr(self, name)
             check(v is None or v >= 28 * 28, f"model.{name}", f"must be >= 784 (one 28x28 token), got {v}")
         if self.min_pixels is not None and self.max_pixels is not None:
             check(self.min_pixels <= self.max_pixels, "model.min_pixels",
                   f"must be <= model.max_pixels, got {self.min_pixels} > {self.max_pixels}")
+
+    @property
+    def tiny_family(self) -> str:
+        """The family of the tiny model `path: tiny` builds (`build_tiny_model(..., family=...)`)."""
+        return self.family or "qwen2.5-vl"
 
     @property
     def pixels(self) -> dict:

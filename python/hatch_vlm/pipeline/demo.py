@@ -16,6 +16,8 @@ import yaml
 
 from hatch_vlm.utils.io import atomic_write_text
 
+from hatch_vlm.utils.config import ConfigError
+
 from .config import HatchConfig, load_config
 from .report import write_report
 from .runner import run_chain, run_pipeline, start_run
@@ -42,8 +44,12 @@ def demo_yaml() -> str:
     return resources.files("hatch_vlm.pipeline").joinpath("demo.yaml").read_text()
 
 
-def demo_config(out: str | Path, quick: bool = False) -> dict:
+def demo_config(out: str | Path, quick: bool = False, family: str | None = None) -> dict:
+    """The demo's config mapping; `family`: the tiny model's family (hatch_vlm.models.adapters; None: the
+    paper's Qwen2.5-VL)."""
     base = yaml.safe_load(demo_yaml())
+    if family is not None:
+        base["model"] = {"path": "tiny", "family": family}
     if quick:
         for key, values in QUICK.items():
             base[key] = {**base.get(key, {}), **values}
@@ -86,14 +92,18 @@ def benchmark_files(out: Path, cfg: dict) -> list[dict]:
     return files
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> Path:
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, family: str | None = None) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = demo_config(out, quick)
+    raw = demo_config(out, quick, family)
     raw.setdefault("eval", {})["benchmarks"] = benchmark_files(out, raw)
     config_path = out / "demo_config.yaml"
+    text = yaml.safe_dump(raw, sort_keys=False)
     if not config_path.exists():
-        atomic_write_text(config_path, yaml.safe_dump(raw, sort_keys=False))
+        atomic_write_text(config_path, text)
+    elif config_path.read_text() != text:
+        raise ConfigError(f"{out} holds a demo run with other settings (--quick or --model differ from "
+                          f"{config_path}); use another --out or delete it")
     cfg: HatchConfig = load_config(config_path)
     start = time.time()
     state = run_pipeline(cfg)

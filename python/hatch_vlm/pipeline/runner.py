@@ -106,7 +106,7 @@ class Run:
             from hatch_vlm.models.tiny import build_tiny_model
 
             with atomic_directory(path) as tmp:
-                build_tiny_model(tmp, seed=self.cfg.seed)
+                build_tiny_model(tmp, seed=self.cfg.seed, family=self.cfg.model.tiny_family)
         return path
 
 
