@@ -66,9 +66,9 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
 
     `batch` holds `pixel_values` and the layout (`image_grid_thw`; InternVL: `image_tiles`) of all the
     batch's images (sample-major, as the processor returns them for the prompts) and the geometry `depth`
-    [B, V, Hd, Wd], `K`, `cam_to_world`. With weight 0 nothing is computed and a zero scalar (no graph) is returned. Under a multi-process
-    launch it is a collective (see `hatch_vlm.utils.distributed.global_mean_loss`): every rank must call it
-    in the same step.
+    [B, V, Hd, Wd], `K`, `cam_to_world`. With weight 0 nothing is computed and a zero scalar (no graph) is
+    returned. Under a multi-process launch it is a collective (see
+    `hatch_vlm.utils.distributed.global_mean_loss`): every rank must call it in the same step.
     """
     if weight == 0:
         return torch.zeros((), device=batch["pixel_values"].device)
