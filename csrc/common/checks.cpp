@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -97,6 +99,17 @@ void check_embeddings(const char* op, const at::Tensor& emb, int64_t B, int64_t 
   check_device(op, "emb", emb, device, "depth");
 }
 
+void check_similarity_grad(const char* op, const at::Tensor& grad, const at::Tensor& emb) {
+  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
+  std::ostringstream want;
+  want << "[" << B << ", " << V << ", " << V << ", " << P << ", " << P << "]";
+  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({B, V, V, P, P}), "hatch.", op,
+                    ": argument 'grad' must have the output's shape [B, V, V, P, P] = ", want.str(),
+                    " (from emb), got shape ", grad.sizes());
+  check_floating(op, "grad", grad);
+  check_device(op, "grad", grad, emb.device(), "emb");
+}
+
 void check_overlap(const char* op, const at::Tensor& overlap, const at::Tensor& emb) {
   check_rank(op, "overlap", overlap, 5, "[B, V, V, P, P]");
   check_floating(op, "overlap", overlap);
@@ -153,6 +166,22 @@ void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& nu
                     ": argument 'num_valid' must be a 0-dim int64 tensor, got ", num_valid.scalar_type(),
                     " of shape ", shape_str(num_valid));
   check_device(op, "row_lse", row_lse, emb.device(), "emb");
+}
+
+void check_cuda(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.is_cuda(), "hatch.", op, ": argument '", name,
+                    "' must be a CUDA tensor for the CUDA kernel, got a tensor on ", t.device());
+}
+
+void check_cuda_index_limits(const char* op, const GeometryDims& g, int64_t pixel_margin) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK_VALUE(g.H * g.W <= kMax - pixel_margin, "hatch.", op, ": argument 'depth' has maps of ", g.H,
+                    " x ", g.W, " pixels, too large for the CUDA kernel's int32 pixel indices");
+  TORCH_CHECK_VALUE(g.P * g.P <= kMax, "hatch.", op, ": grid_h * grid_w = ", g.P,
+                    " cells, too many for the CUDA kernel's int32 (cell, cell) bins (at most 46340)");
+  TORCH_CHECK_VALUE(g.H * g.grid_h <= kMax && g.W * g.grid_w <= kMax, "hatch.", op, ": grid_h = ", g.grid_h,
+                    ", grid_w = ", g.grid_w, " with depth maps of ", g.H, " x ", g.W,
+                    " pixels overflow the CUDA kernel's int32 cell index math");
 }
 
 at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tensor& cam_to_world) {

@@ -20,6 +20,9 @@ void check_embeddings(const char* op, const at::Tensor& emb, int64_t B, int64_t 
                       const at::Device& device);
 // emb alone (no geometry): [B, V, P, D], B, V, P, D >= 1, floating.
 void check_embeddings(const char* op, const at::Tensor& emb);
+// grad of cell_similarity_backward: the output's shape [B, V, V, P, P] (from emb), floating, on emb's
+// device.
+void check_similarity_grad(const char* op, const at::Tensor& grad, const at::Tensor& emb);
 // overlap [B, V, V, P, P] floating, on emb's device.
 void check_overlap(const char* op, const at::Tensor& overlap, const at::Tensor& emb);
 // tau_t, tau_p > 0 and finite; min_overlap finite and >= 0.
@@ -36,13 +39,16 @@ void check_grad_loss(const char* op, const at::Tensor& grad_loss, const at::Tens
 void check_saved(const char* op, const at::Tensor& row_lse, const at::Tensor& num_valid,
                  const at::Tensor& emb);
 
+// Every CUDA op's inputs must live on a CUDA device (the dispatcher picks the CUDA kernel as soon as
+// one argument is a CUDA tensor; the checks above then verify that all of them are on that device).
+void check_cuda(const char* op, const char* name, const at::Tensor& t);
+// The CUDA reprojection kernels index pixels and (cell, cell) bins in int32: H * W (plus `pixel_margin`,
+// the pixels one block may run past the end), P², H * grid_h and W * grid_w must fit.
+void check_cuda_index_limits(const char* op, const GeometryDims& g, int64_t pixel_margin);
+
 // The per-(sample, view a, view c) projection of geometry.h (kPairProjSize numbers each), computed in
 // float64 on the CPU: [B, V, V, 16]. Raises on singular K, non-finite or non-invertible poses.
 at::Tensor pair_projections(const char* op, const at::Tensor& K, const at::Tensor& cam_to_world);
-
-// The normalisation e_hat = e / max(|e|, kNormEps) of every backend (as F.normalize); its backward
-// takes the |e| >= kNormEps branch at equality, as autograd through clamp_min does.
-constexpr double kNormEps = 1e-12;
 
 // Accumulation dtype for an embedding dtype: float64 for float64, float32 otherwise.
 inline at::ScalarType acc_type_for(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }

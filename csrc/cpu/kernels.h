@@ -14,12 +14,14 @@ at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at:
 at::Tensor cell_similarity(const at::Tensor& emb);
 at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& emb);
 
-// pasta_loss.cpp
+// soft_infonce.cpp (the per-pair core of both losses: pair_loss.h)
 std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_infonce(const at::Tensor& emb, const at::Tensor& overlap,
                                                             double tau_t, double tau_p, double min_overlap);
 at::Tensor soft_infonce_backward(const at::Tensor& grad_loss, const at::Tensor& emb,
                                  const at::Tensor& overlap, const at::Tensor& row_lse,
                                  const at::Tensor& num_valid, double tau_t, double tau_p, double min_overlap);
+
+// patch_align.cpp
 std::tuple<at::Tensor, at::Tensor, at::Tensor> patch_align(const at::Tensor& emb, const at::Tensor& depth,
                                                            const at::Tensor& K,
                                                            const at::Tensor& cam_to_world, int64_t grid_h,

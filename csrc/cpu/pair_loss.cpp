@@ -6,11 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
 #include "../common/checks.h"
+#include "../common/loss_tiles.h"
+#include "../common/normalize.h"
 
 namespace hatch::cpu {
 namespace {
@@ -180,57 +181,48 @@ at::Tensor masked_lse(const at::Tensor& lse, const std::vector<uint8_t>& valid) 
   return as_tensor(v, lse.options());
 }
 
-// ê = e / max(|e|, eps) per cell, in the accumulation dtype ([B, V, P, D], contiguous).
-at::Tensor normalize(const at::Tensor& emb) {
+// ê = e / max(|e|, eps) per cell (common/normalize.h), in the accumulation dtype: ê [B, V, P, D] and |e|
+// [B, V, P], contiguous.
+struct Normalized {
+  at::Tensor e_hat, norm;
+};
+
+Normalized normalize(const at::Tensor& emb) {
   const at::Tensor e = emb.contiguous();
-  at::Tensor out = at::empty(e.sizes(), e.options().dtype(acc_type_for(e.scalar_type())));
+  const auto acc = acc_type_for(e.scalar_type());
+  at::Tensor out = at::empty(e.sizes(), e.options().dtype(acc));
+  at::Tensor norm = at::empty(e.sizes().slice(0, e.dim() - 1), e.options().dtype(acc));
   const int64_t D = e.size(-1), rows = e.numel() / D;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, e.scalar_type(), "hatch_normalize", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* in = e.data_ptr<scalar_t>();
     acc_t* o = out.data_ptr<acc_t>();
+    acc_t* n = norm.data_ptr<acc_t>();
     at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / D), [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
-        const scalar_t* x = in + r * D;
-        acc_t* y = o + r * D;
-        acc_t sq = 0;
-        for (int64_t d = 0; d < D; ++d) sq += static_cast<acc_t>(x[d]) * static_cast<acc_t>(x[d]);
-        const acc_t den = std::max(std::sqrt(sq), static_cast<acc_t>(kNormEps));
-        for (int64_t d = 0; d < D; ++d) y[d] = static_cast<acc_t>(x[d]) / den;  // as F.normalize
+        n[r] = row_norm(sum_squares<acc_t>(in + r * D, D));
+        normalize_row(in + r * D, n[r], o + r * D, D);
       }
     });
   });
-  return out;
+  return {out, norm};
 }
 
-// In place on g = dL/dê (accumulation dtype), scaled by `scale` first: the backward of
-// ê = e / max(|e|, eps), (g − (g·ê) ê) / |e|, or g / eps where |e| < eps. Returns it in emb's dtype.
-at::Tensor normalize_backward(const at::Tensor& emb, const at::Tensor& ehat, at::Tensor g, double scale) {
-  const at::Tensor e = emb.contiguous();
-  const int64_t D = e.size(-1), rows = e.numel() / D;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, e.scalar_type(), "hatch_normalize_bwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* in = e.data_ptr<scalar_t>();
-    const acc_t* eh = ehat.data_ptr<acc_t>();
+// In place on g = dL/dê (accumulation dtype), scaled by `scale` first: the normalisation backward of
+// common/normalize.h. Returns it in emb's dtype.
+at::Tensor normalize_backward(const at::Tensor& emb, const Normalized& nz, at::Tensor g, double scale) {
+  const int64_t D = g.size(-1), rows = g.numel() / D;
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "hatch_normalize_bwd", [&] {
+    using acc_t = scalar_t;
+    const acc_t* eh = nz.e_hat.data_ptr<acc_t>();
+    const acc_t* n = nz.norm.data_ptr<acc_t>();
     acc_t* gp = g.data_ptr<acc_t>();
     const acc_t sc = static_cast<acc_t>(scale);
     at::parallel_for(0, rows, std::max<int64_t>(1, kMinTaskElems / D), [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) {
-        const scalar_t* x = in + r * D;
-        const acc_t* u = eh + r * D;
         acc_t* y = gp + r * D;
-        acc_t sq = 0, dot = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          sq += static_cast<acc_t>(x[d]) * static_cast<acc_t>(x[d]);
-          dot += y[d] * u[d];
-        }
-        const acc_t norm = std::sqrt(sq);
-        if (norm >= static_cast<acc_t>(kNormEps)) {
-          dot *= sc;
-          for (int64_t d = 0; d < D; ++d) y[d] = (y[d] * sc - dot * u[d]) / norm;
-        } else {
-          for (int64_t d = 0; d < D; ++d) y[d] = y[d] * sc / static_cast<acc_t>(kNormEps);
-        }
+        const acc_t* u = eh + r * D;
+        normalize_backward_row(y, u, dot_part(y, u, D), n[r], sc, y, D);
       }
     });
   });
@@ -276,17 +268,6 @@ void for_each_pair(int64_t B, int64_t V, const std::function<void(int64_t, int64
 }
 
 }  // namespace
-
-int64_t loss_tile_rows(int64_t P) {
-  if (const char* env = std::getenv("HATCH_LOSS_TILE_ROWS")) {
-    const long long v = std::atoll(env);
-    if (v >= 1) return v;
-  }
-  // 256 rows (at most 2^20 similarities, 4 MiB in float32): measured at P = 1024, D = 1024 on 2 cores,
-  // 128 / 256 / 1024 rows ran within 4% of each other; 256 keeps the tile in cache and the GEMM
-  // efficient.
-  return std::max<int64_t>(64, std::min<int64_t>(256, (int64_t{1} << 20) / std::max<int64_t>(P, 1)));
-}
 
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap) {
   PairTargets t;
@@ -362,7 +343,7 @@ PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, 
 double pair_loss_forward(const at::Tensor& ea, const at::Tensor& ec, const PairTargets& t, double tau_p,
                          const at::Tensor& lse_ac, const at::Tensor& lse_ca) {
   const int64_t P = ea.size(0);
-  const int64_t tile = std::min(loss_tile_rows(P), P);
+  const int64_t tile = loss_tile_rows(P, LossBackend::kCpu);
   const double inv_tau = 1.0 / tau_p;
   const auto opts = ea.options();
   at::Tensor s = at::empty({tile, P}, opts);
@@ -395,7 +376,7 @@ void pair_loss_backward(const at::Tensor& ea, const at::Tensor& ec, const PairTa
                         const at::Tensor& lse_ac, const at::Tensor& lse_ca, const at::Tensor& ga,
                         const at::Tensor& gc) {
   const int64_t P = ea.size(0);
-  const int64_t tile = std::min(loss_tile_rows(P), P);
+  const int64_t tile = loss_tile_rows(P, LossBackend::kCpu);
   const double inv_tau = 1.0 / tau_p;
   const auto opts = ea.options();
   const at::Tensor L_row = masked_lse(lse_ac, t.valid_row);
@@ -422,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& em
                                                             const PairOverlapFn& overlap, double tau_t,
                                                             double tau_p, double min_overlap) {
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
-  const at::Tensor ehat = normalize(emb);
+  const at::Tensor ehat = normalize(emb).e_hat;
   at::Tensor row_lse = at::zeros({B, V, V, P}, ehat.options());
   // Per-pair results, summed afterwards in a fixed order (deterministic whatever the schedule).
   std::vector<double> totals(B * V * V, 0.0);
@@ -452,7 +433,8 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, con
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
   const int64_t nv = num_valid.item<int64_t>();
   if (nv <= 0) return at::zeros_like(emb, at::MemoryFormat::Contiguous);
-  const at::Tensor ehat = normalize(emb);
+  const Normalized nz = normalize(emb);
+  const at::Tensor& ehat = nz.e_hat;
   const at::Tensor lse = row_lse.to(ehat.scalar_type());
   at::Tensor g = at::zeros_like(ehat);
   for_each_pair(B, V, [&](int64_t b, int64_t a, int64_t c) {
@@ -463,7 +445,7 @@ at::Tensor loss_backward(const at::Tensor& grad_loss, const at::Tensor& emb, con
     pair_loss_backward(ehat[b][a], ehat[b][c], t, tau_p, lse[b][a][c], lse[b][c][a], g[b][a], g[b][c]);
   });
   const double scale = grad_loss.item<double>() / (tau_p * static_cast<double>(nv));
-  return normalize_backward(emb, ehat, g, scale);
+  return normalize_backward(emb, nz, g, scale);
 }
 
 }  // namespace hatch::cpu

@@ -1,6 +1,7 @@
-// The per-view-pair core of the fused PaStA loss on the CPU (soft_infonce and patch_align share it; they
-// differ only in where the symmetric overlap S comes from). Math: docs/design.md "The PaStA math", the fused
-// form: docs/kernels.md.
+// The per-view-pair core of the fused PaStA loss on the CPU, shared by soft_infonce.cpp and patch_align.cpp
+// (they differ only in where the symmetric overlap S comes from: a PairOverlapFn below). Math:
+// docs/design.md "The PaStA math", the fused form: docs/kernels.md. Implemented in pair_loss.cpp; the
+// normalisation is common/normalize.h, the row-tile rule common/loss_tiles.h.
 //
 // For one sample and one unordered view pair (a, c), a < c, S = ½(M_ac + M_caᵀ) [P, P] serves both
 // directions: row (a, c, i) uses row i of S, row (c, a, j) uses column j. One similarity block
@@ -47,10 +48,6 @@ struct SEntry {
 // Targets, validity (Σ_j S_ij > min_overlap for row i; Σ_i S_ij > min_overlap for column j) and the
 // nonzero structure of S [P, P] given by its entries (any order; reordered in place).
 PairTargets pair_targets(std::vector<SEntry>& entries, int64_t P, double tau_t, double min_overlap);
-
-// Rows of ê_a per similarity tile for P cells per view: max(64, min(256, 2^20 / P)), or the environment
-// variable HATCH_LOSS_TILE_ROWS (>= 1; a tuning and testing knob).
-int64_t loss_tile_rows(int64_t P);
 
 // Forward of one pair. ea, ec: normalised embeddings [P, D] (acc dtype, contiguous). Writes the row
 // log-sum-exp of a → c into lse_ac [P] and of c → a into lse_ca [P]; returns the sum of H over the

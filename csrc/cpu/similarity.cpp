@@ -8,9 +8,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <sstream>
 
 #include "../common/checks.h"
+#include "../common/normalize.h"
 #include "kernels.h"
 
 namespace hatch::cpu {
@@ -18,13 +18,25 @@ namespace {
 
 struct Normalized {
   at::Tensor e_hat;  // [B, V, P, D] acc dtype, contiguous
-  at::Tensor norm;   // [B, V, P, 1] acc dtype, |e|
+  at::Tensor norm;   // [B, V, P] acc dtype, |e|
 };
 
+// ê = e / max(|e|, eps) per cell (common/normalize.h), in the accumulation dtype. The norms come from
+// at::linalg_vector_norm (ATen's vectorised reduction; the loss kernels sum sequentially: pair_loss.cpp).
 Normalized normalize(const at::Tensor& emb) {
   const at::Tensor e = emb.to(acc_type_for(emb.scalar_type())).contiguous();
-  at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/true);
-  return {e / norm.clamp_min(kNormEps), norm};
+  const at::Tensor norm = at::linalg_vector_norm(e, 2, {-1}, /*keepdim=*/false).contiguous();
+  at::Tensor e_hat = at::empty_like(e);
+  const int64_t D = e.size(-1), rows = e.numel() / D;
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "hatch::cell_similarity_norm", [&] {
+    const scalar_t* in = e.data_ptr<scalar_t>();
+    const scalar_t* n = norm.data_ptr<scalar_t>();
+    scalar_t* out = e_hat.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / D), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) normalize_row(in + r * D, n[r], out + r * D, D);
+    });
+  });
+  return {e_hat, norm};
 }
 
 // Columns of the views (a, V) of one sample as one matrix: ê[:, a+1:] viewed as [B, (V-a-1)*P, D].
@@ -34,10 +46,9 @@ at::Tensor views_after(const at::Tensor& e_hat, int64_t a) {
   return e_hat.narrow(1, a + 1, V - a - 1).reshape({B, (V - a - 1) * P, D});
 }
 
-// Normalisation backward, ê = e / max(|e|, eps), for the rows of view a, fused (one pass for g.ê,
-// one to write, in emb's dtype):
-//   |e| >= eps: (g - (g.ê) ê) / |e|;   |e| < eps (ê = e / eps, linear in e): g / eps.
-// g_a [B, P, D] contiguous; e_hat [B, V, P, D], norm [B, V, P, 1], out [B, V, P, D] contiguous.
+// Normalisation backward (common/normalize.h) for the rows of view a, fused (one pass for g.ê, one to
+// write, in emb's dtype). g_a [B, P, D] contiguous; e_hat [B, V, P, D], norm [B, V, P], out [B, V, P, D]
+// contiguous.
 template <typename acc_t, typename out_t>
 void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* norm, out_t* out, int64_t B,
                              int64_t V, int64_t P, int64_t D, int64_t a) {
@@ -48,15 +59,7 @@ void normalize_backward_view(const acc_t* g_a, const acc_t* e_hat, const acc_t* 
       const int64_t cell = (b * V + a) * P + p;
       const acc_t* g = g_a + row * D;
       const acc_t* e = e_hat + cell * D;
-      out_t* o = out + cell * D;
-      const acc_t n = norm[cell];
-      if (n >= acc_t(kNormEps)) {  // checks.h: kNormEps
-        acc_t dot = 0;
-        for (int64_t k = 0; k < D; ++k) dot += g[k] * e[k];
-        for (int64_t k = 0; k < D; ++k) o[k] = static_cast<out_t>((g[k] - dot * e[k]) / n);
-      } else {
-        for (int64_t k = 0; k < D; ++k) o[k] = static_cast<out_t>(g[k] / acc_t(kNormEps));
-      }
+      normalize_backward_row(g, e, dot_part(g, e, D), norm[cell], acc_t(1), out + cell * D, D);
     }
   });
 }
@@ -83,16 +86,7 @@ at::Tensor cell_similarity(const at::Tensor& emb) {
 at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& emb) {
   check_embeddings("cell_similarity_backward", emb);
   const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2), D = emb.size(3);
-  std::ostringstream want;
-  want << "[" << B << ", " << V << ", " << V << ", " << P << ", " << P << "]";
-  TORCH_CHECK_VALUE(grad.sizes() == at::IntArrayRef({B, V, V, P, P}), "hatch.cell_similarity_backward: ",
-                    "argument 'grad' must have the output's shape [B, V, V, P, P] = ", want.str(),
-                    " (from emb), got shape ", grad.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()),
-                   "hatch.cell_similarity_backward: argument 'grad' must be a floating-point tensor, got ",
-                   grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.device() == emb.device(), "hatch.cell_similarity_backward: argument 'grad' is on ",
-                    grad.device(), " but 'emb' is on ", emb.device(), "; all tensors must be on one device");
+  check_similarity_grad("cell_similarity_backward", grad, emb);
 
   const auto acc = acc_type_for(emb.scalar_type());
   const Normalized nz = normalize(emb);

@@ -1,8 +1,9 @@
-// Host-side helpers shared by the CUDA ops of hatch (launch geometry and warp reductions: device/common.cuh):
-// the current stream, the device check, and the embedding normalisation (ATen ops) used by the similarity and
-// the loss.
+// Host-side helpers shared by the CUDA ops of hatch (launch geometry and warp reductions: device/common.cuh;
+// argument checks: common/checks.h): the current stream and the embedding normalisation used by the
+// similarity and the loss (kernels: device/normalize.cuh; math: common/normalize.h).
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,20 +14,14 @@
 
 #include "../common/checks.h"
 #include "device/common.cuh"
+#include "device/normalize.cuh"
 
 namespace hatch::cuda {
 
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// Every CUDA op's inputs must live on a CUDA device (the dispatcher picks the CUDA kernel as soon as
-// one argument is a CUDA tensor; the shared checks then verify that all of them are on that device).
-inline void check_cuda(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK_VALUE(t.is_cuda(), "hatch.", op, ": argument '", name,
-                    "' must be a CUDA tensor for the CUDA kernel, got a tensor on ", t.device());
-}
-
 // Normalised embeddings in the accumulation dtype (float32; float64 for float64 input):
-// e_hat = e / max(|e|, eps) [.., D] and the norms |e| [.., 1].
+// e_hat = e / max(|e|, eps) [.., D] and the norms |e| [..], both contiguous.
 struct Normalized {
   at::Tensor e_hat;
   at::Tensor norm;
@@ -34,19 +29,31 @@ struct Normalized {
 
 inline Normalized normalize_rows(const at::Tensor& emb) {
   const at::Tensor e = emb.to(acc_type_for(emb.scalar_type())).contiguous();
-  at::Tensor norm = at::linalg_vector_norm(e, 2, at::IntArrayRef{-1}, /*keepdim=*/true, std::nullopt);
-  at::Tensor e_hat = (e / norm.clamp_min(kNormEps)).contiguous();
+  const int64_t D = e.size(-1), rows = e.numel() / D;
+  at::Tensor e_hat = at::empty(e.sizes(), e.options());
+  at::Tensor norm = at::empty(e.sizes().slice(0, e.dim() - 1), e.options());
+  const LaunchCfg L = normalize_launch(rows);
+  AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "hatch_normalize_rows", [&] {
+    normalize_rows_kernel<scalar_t><<<L.grid, L.block, L.shmem, current_stream()>>>(
+        e.data_ptr<scalar_t>(), rows, D, e_hat.data_ptr<scalar_t>(), norm.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return {e_hat, norm};
 }
 
-// Backward of e_hat = e / max(|e|, eps) for an upstream gradient g_hat (same dtype as e_hat), in place
-// on g_hat (which the caller owns; it is returned): (g - (g.e_hat) e_hat) / |e| where |e| >= eps, and
-// g / eps where the norm is clamped (as autograd through F.normalize gives). In place so that a dense
-// problem holds no extra [B, V, P, D] temporaries.
+// Backward of e_hat = e / max(|e|, eps) for an upstream gradient g_hat (e_hat's dtype and shape,
+// contiguous), in place on g_hat (which the caller owns; it is returned), so that a dense problem holds
+// no extra [B, V, P, D] temporaries.
 inline at::Tensor normalize_backward(at::Tensor g_hat, const Normalized& n) {
-  const at::Tensor dot = (g_hat * n.e_hat).sum(-1, /*keepdim=*/true) * (n.norm >= kNormEps);
-  g_hat.addcmul_(dot, n.e_hat, /*value=*/-1);
-  g_hat.div_(n.norm.clamp_min(kNormEps));
+  TORCH_INTERNAL_ASSERT(g_hat.is_contiguous() && g_hat.scalar_type() == n.e_hat.scalar_type() &&
+                        g_hat.sizes() == n.e_hat.sizes());
+  const int64_t D = g_hat.size(-1), rows = g_hat.numel() / D;
+  const LaunchCfg L = normalize_launch(rows);
+  AT_DISPATCH_FLOATING_TYPES(g_hat.scalar_type(), "hatch_normalize_backward", [&] {
+    normalize_backward_kernel<scalar_t><<<L.grid, L.block, L.shmem, current_stream()>>>(
+        g_hat.data_ptr<scalar_t>(), n.e_hat.data_ptr<scalar_t>(), n.norm.data_ptr<scalar_t>(), rows, D);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   return g_hat;
 }
 

@@ -23,7 +23,7 @@ at::Tensor patch_overlap(const at::Tensor& depth, const at::Tensor& K, const at:
   const c10::cuda::CUDAGuard guard(depth.device());
   const int64_t B = dims.B, V = dims.V, P = dims.P;
   const PixelGrid g = PixelGrid::make(dims.H, dims.W, grid_h, grid_w, stride);
-  check_count_limits(op, g);
+  check_cuda_index_limits(op, dims, kPixelsPerBlock);
 
   // Float64 projection numbers, computed on the device; K and the poses are checked on the host as the
   // CPU op checks them, except under CUDA-graph capture (reprojection.cuh).

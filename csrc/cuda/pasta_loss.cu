@@ -268,7 +268,7 @@ struct DepthTargets {
         abs_tol(abs_tol_in),
         rel_tol(rel_tol_in),
         acc(acc_in) {
-    check_count_limits(op, g);
+    check_cuda_index_limits(op, dims, kPixelsPerBlock);
     proj = device_pair_projections(op, K, cam_to_world);
     const auto int_opts = depth.options().dtype(at::kInt);
     den = at::zeros({dims.B, dims.V, dims.P}, int_opts);

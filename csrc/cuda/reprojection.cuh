@@ -21,26 +21,14 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <limits>
 #include <string>
 
+#include "../common/checks.h"
 #include "../common/geometry.h"
 #include "device/reprojection.cuh"
 #include "launch.cuh"
 
 namespace hatch::cuda {
-
-// The kernels index pixels and bins in int32: checked here, up front, naming the argument.
-inline void check_count_limits(const char* op, const PixelGrid& g) {
-  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  TORCH_CHECK_VALUE(g.H * g.W <= kMax - kPixelsPerBlock, "hatch.", op, ": argument 'depth' has maps of ", g.H,
-                    " x ", g.W, " pixels, too large for the CUDA kernel's int32 pixel indices");
-  TORCH_CHECK_VALUE(g.cells() * g.cells() <= kMax, "hatch.", op, ": grid_h * grid_w = ", g.cells(),
-                    " cells, too many for the CUDA kernel's int32 (cell, cell) bins (at most 46340)");
-  TORCH_CHECK_VALUE(g.H * g.grid_h <= kMax && g.W * g.grid_w <= kMax, "hatch.", op, ": grid_h = ", g.grid_h,
-                    ", grid_w = ", g.grid_w, " with depth maps of ", g.H, " x ", g.W,
-                    " pixels overflow the CUDA kernel's int32 cell index math");
-}
 
 // [B, V, V, kPairProjSize] float64 projections from K [B, V, 3, 3] and cam_to_world [B, V, 4, 4] (any
 // floating dtype, on the device): one kernel; the host reads K and the poses only for the checks above.

@@ -37,15 +37,8 @@ at::Tensor cell_similarity_backward(const at::Tensor& grad, const at::Tensor& em
   const char* op = "cell_similarity_backward";
   check_embeddings(op, emb);
   check_cuda(op, "emb", emb);
-  const int64_t B = emb.size(0), V = emb.size(1), P = emb.size(2);
-  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()), "hatch.", op,
-                   ": argument 'grad' must be a floating-point tensor, got ", grad.scalar_type());
-  TORCH_CHECK_VALUE(grad.dim() == 5 && grad.size(0) == B && grad.size(1) == V && grad.size(2) == V &&
-                        grad.size(3) == P && grad.size(4) == P,
-                    "hatch.", op, ": argument 'grad' must have shape [B, V, V, P, P] = [", B, ", ", V, ", ",
-                    V, ", ", P, ", ", P, "] (from emb), got ", grad.sizes());
-  TORCH_CHECK_VALUE(grad.device() == emb.device(), "hatch.", op, ": argument 'grad' is on ", grad.device(),
-                    " but 'emb' is on ", emb.device(), "; all tensors must be on one device");
+  check_similarity_grad(op, grad, emb);
+  const int64_t V = emb.size(1);
   const c10::cuda::CUDAGuard guard(emb.device());
   const Normalized n = normalize_rows(emb);
   const auto acc = n.e_hat.scalar_type();

@@ -1,11 +1,11 @@
 // CPU emulation harness of the CUDA kernels of hatch (csrc/cuda/device/*.cuh, compiled here by g++
 // with the shim of csrc/cuda/device/compat.cuh). It runs each kernel with the launch configuration
 // the .cu host code uses (the same LaunchCfg functions), on host buffers, and replays the host-side
-// drivers of csrc/cuda/overlap.cu and csrc/cuda/pasta_loss.cu around them: the chunk loop over the
-// pairs (the same loss_plan), the row tiles, the gathers and batched GEMMs (plain loops here, ATen /
-// cuBLAS there: not emulated), the normalisation and the final scaling (ATen there). It counts the
-// kernel launches of the loss (launches.bin). tests/emulation/test_cuda_emulation.py compares the
-// results with the CPU ops.
+// drivers of csrc/cuda/overlap.cu and csrc/cuda/pasta_loss.cu around them: the normalisation kernels
+// (device/normalize.cuh, launched as launch.cuh does), the chunk loop over the pairs (the same
+// loss_plan), the row tiles, the gathers and batched GEMMs (plain loops here, ATen / cuBLAS there: not
+// emulated) and the final scaling (ATen there). It counts the kernel launches of the loss
+// (launches.bin). tests/emulation/test_cuda_emulation.py compares the results with the CPU ops.
 //
 //   harness overlap <dir>   patch_overlap: M, den and counts
 //   harness loss <dir>      soft_infonce (mode overlap) or patch_align (mode depth), forward and
@@ -27,6 +27,7 @@
 
 #include "cuda/device/compat.cuh"
 #include "cuda/device/loss.cuh"
+#include "cuda/device/normalize.cuh"
 #include "cuda/device/reprojection.cuh"
 
 using namespace hatch;
@@ -39,8 +40,6 @@ using namespace hatch::cuda;
   } while (0)
 
 namespace {
-
-constexpr double kEps = 1e-12;  // common/checks.h: kNormEps (F.normalize's eps; that header needs ATen)
 
 // ----------------------------------------------------------------------------------------- I/O
 struct Params {
@@ -248,16 +247,11 @@ void run_loss(const std::string& dir, const Params& p) {
     tg.overlap = read_array<D>(dir, "overlap.bin", B * V * V * P * P);
   }
 
-  // normalize_rows (ATen there): e_hat = e / max(|e|, eps).
+  // normalize_rows (launch.cuh): e_hat = e / max(|e|, eps) and |e|, by the same kernel.
   const int64_t rows_total = B * V * P;
   std::vector<T> e_hat(emb.size()), norm(rows_total);
-  for (int64_t r = 0; r < rows_total; ++r) {
-    T s = T(0);
-    for (int64_t d = 0; d < Dm; ++d) s += emb[r * Dm + d] * emb[r * Dm + d];
-    norm[r] = std::sqrt(s);
-    const T den = std::max(norm[r], static_cast<T>(kEps));
-    for (int64_t d = 0; d < Dm; ++d) e_hat[r * Dm + d] = emb[r * Dm + d] / den;
-  }
+  LAUNCH(normalize_rows_kernel<T>, normalize_launch(rows_total), emb.data(), rows_total, Dm, e_hat.data(),
+         norm.data());
   const LossConsts<T> k = loss_consts<T>(tau_t, tau_p, min_overlap);
 
   // Forward.
@@ -330,14 +324,9 @@ void run_loss(const std::string& dir, const Params& p) {
   const int64_t launches_bwd = g_launches - launches_before_bwd;
   const T scale = static_cast<T>(grad_loss / (static_cast<double>(std::max<int64_t>(num_valid, 1)) * tau_p));
   for (auto& v : g_hat) v *= scale;
-  // normalize_backward: (g - (g.e_hat) e_hat [|e| >= eps]) / max(|e|, eps).
-  for (int64_t r = 0; r < rows_total; ++r) {
-    T dot = T(0);
-    for (int64_t d = 0; d < Dm; ++d) dot += g_hat[r * Dm + d] * e_hat[r * Dm + d];
-    if (!(norm[r] >= static_cast<T>(kEps))) dot = T(0);
-    const T den = std::max(norm[r], static_cast<T>(kEps));
-    for (int64_t d = 0; d < Dm; ++d) g_hat[r * Dm + d] = (g_hat[r * Dm + d] - dot * e_hat[r * Dm + d]) / den;
-  }
+  // normalize_backward (launch.cuh), in place, by the same kernel.
+  LAUNCH(normalize_backward_kernel<T>, normalize_launch(rows_total), g_hat.data(), e_hat.data(), norm.data(),
+         rows_total, Dm);
   write_array(dir, "loss.bin", std::vector<double>{loss});
   write_array(dir, "row_lse.bin", row_lse);
   write_array(dir, "num_valid.bin", std::vector<int64_t>{num_valid});

@@ -92,6 +92,15 @@ MUTANTS = [
      "  return b * pairs_per_sample(V) + a * (V - 1) - a * (a - 1) / 2 + (c - a - 1);",
      "  return b * pairs_per_sample(V) + a * (V - 1) - a * (a - 1) / 2 + (c - a - 1) +"
      " (::hatch_emu::mutant() == 13 && a > 0 ? 1 : 0);"),
+    # New with the normalisation kernels (issue 17): a lane's partial sums used as the row's.
+    (14, "normalisation norm not warp-summed", "normalize.cuh", "normalize_rows_kernel",
+     "row_norm(warp_sum(sum_squares<T>(e + row * D, D, lane, kWarpSize)))",
+     "row_norm(::hatch_emu::mutant() == 14 ? sum_squares<T>(e + row * D, D, lane, kWarpSize)"
+     " : warp_sum(sum_squares<T>(e + row * D, D, lane, kWarpSize)))"),
+    (15, "normalisation backward dot not warp-summed", "normalize.cuh", "normalize_backward_kernel",
+     "const T dot = warp_sum(dot_part(gr, er, D, lane, kWarpSize));",
+     "const T dot = ::hatch_emu::mutant() == 15 ? dot_part(gr, er, D, lane, kWarpSize)"
+     " : warp_sum(dot_part(gr, er, D, lane, kWarpSize));"),
 ]
 
 
@@ -421,7 +430,8 @@ def _chunked_loss_check(exe, env):
 CHECK_OF_MUTANT = {1: _overlap_check, 2: _loss_check, 3: _overlap_check, 4: _threshold_check,
                    5: _overlap_check, 6: _overlap_check, 7: _loss_check,
                    8: _threshold_check_f32_below, 9: _loss_check, 10: _overlap_check,
-                   11: _loss_check, 12: _tiled_overlap_check, 13: _chunked_loss_check}
+                   11: _loss_check, 12: _tiled_overlap_check, 13: _chunked_loss_check,
+                   14: _loss_check, 15: _loss_check}
 
 
 def test_mutant_build_unmutated_passes(builds):

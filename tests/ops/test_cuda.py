@@ -248,6 +248,20 @@ def test_inputs_on_two_devices_are_rejected():
         OPS.patch_align(emb, *geometry(s, "cpu"), 2, 2, TAU_T, TAU_P, ABS_TOL, REL_TOL, 1, 0.0)
 
 
+@pytest.mark.parametrize("bad", ["shape", "dtype"])
+def test_similarity_grad_errors_match_the_cpu(bad):
+    """cell_similarity_backward checks grad in common/checks.cpp on both backends: the same message."""
+    emb = randn(1, 2, 4, 3)
+    grad = torch.zeros(1, 2, 2, 4, 5, dtype=torch.float64) if bad == "shape" else torch.zeros(
+        1, 2, 2, 4, 4, dtype=torch.int64)
+    err = ValueError if bad == "shape" else TypeError
+    with pytest.raises(err) as cpu:
+        OPS.cell_similarity_backward(grad, emb)
+    with pytest.raises(err) as cuda:
+        OPS.cell_similarity_backward(grad.to(CUDA), emb.to(CUDA))
+    assert str(cuda.value).splitlines()[0] == str(cpu.value).splitlines()[0]
+
+
 # ---------------------------------------------------------------------------------- determinism
 def test_repeated_runs_are_bitwise_identical(monkeypatch):
     # Counts are integer atomics and the loss uses no floating-point atomics: every run gives the same

@@ -17,24 +17,12 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "../../common/loss_tiles.h"
 #include "common.cuh"
 #include "compat.cuh"
 #include "reprojection.cuh"
 
 namespace hatch::cuda {
-
-// Similarities per row tile and pair (1 MB in float32). HATCH_LOSS_TILE_ROWS (the CPU kernels' knob
-// too) overrides the rows per tile: tests use it to exercise the online column statistics across many
-// tiles on small problems.
-constexpr int64_t kTileElems = int64_t(1) << 18;
-
-inline int64_t loss_tile_rows(int64_t P) {
-  if (const char* env = std::getenv("HATCH_LOSS_TILE_ROWS")) {
-    const long long v = std::atoll(env);
-    if (v > 0) return std::min<int64_t>(v, P);
-  }
-  return std::clamp<int64_t>(kTileElems / P, 1, P);
-}
 
 // Rows per slab of the two-stage column statistics: each (pair, slab, column) is one thread of the
 // partial kernel; the merge kernel combines a column's slabs in slab order (deterministic).
@@ -59,7 +47,7 @@ struct LossPlan {
 inline LossPlan loss_plan(int64_t B, int64_t V, int64_t P, int64_t D, int64_t acc_bytes, bool from_depth) {
   LossPlan p{};
   p.pairs = B * pairs_per_sample(V);
-  p.tile_rows = loss_tile_rows(P);
+  p.tile_rows = loss_tile_rows(P, LossBackend::kCuda);  // common/loss_tiles.h
   p.tiles = (P + p.tile_rows - 1) / p.tile_rows;
   p.bytes_per_pair = P * P * (acc_bytes + 8)                       // S, S64
                      + (from_depth ? 2 * P * P * 4 : 0)            // counts, both directions
