@@ -41,3 +41,13 @@ def test_a_family_that_disagrees_with_the_checkpoint_is_refused(tmp_path):
         HatchConfig(model={"path": str(path), "family": "qwen3-vl"})
     with pytest.raises(ConfigError, match="model.family: unknown model family 'llava'"):
         HatchConfig(model={"path": "tiny", "family": "llava"})
+
+
+def test_grpo_pasta_term_on_internvl_is_refused_with_the_reason(tmp_path):
+    from hatch_vlm.utils.config import ConfigError
+
+    cfg = _config(tmp_path / "run", "internvl3")
+    cfg.stages = ["grpo"]
+    cfg.grpo.pasta_weight = 0.1
+    with pytest.raises(ConfigError, match="grpo.pasta_weight: .* an internvl3 batch has none"):
+        run_pipeline(cfg)

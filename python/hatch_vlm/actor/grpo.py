@@ -2,6 +2,9 @@
 
 `run_grpo` trains on rows from `hatch_vlm.actor.formatting.grpo_row` with
     R = lambda_act * R_act + lambda_ans * R_ans + lambda_fmt * R_fmt        (GRPOConfig.reward_weights)
+R_act's shape is `GRPOOptions.action_reward` ("partial" by default, or "product"; rewards.py, docs/design.md).
+Other reward functions can replace the three (`run_grpo(..., reward_funcs=, reward_weights=)`): the
+known-optimum test trains on a reward of the text alone that way (tests/actor/test_grpo_optimum.py).
 TRL logs each reward as `rewards/<name>/mean` (name = action_reward, answer_reward, format_reward); after
 training the log history is written to `<output_dir>/reward_log.json` and the Figure-3 style plot to
 `<output_dir>/rewards.png`.
@@ -30,7 +33,7 @@ from hatch_vlm.utils.config import check
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 
 from .generation import vision_token_ids
-from .rewards import DEFAULT_SIGMA_ANG, DEFAULT_SIGMA_POS, answer_reward, format_reward, make_action_reward
+from .rewards import ACTION_REWARD_SHAPES, DEFAULT_ACTION_REWARD, answer_reward, format_reward, make_action_reward
 from .sft import RENAMED, TRLStageOptions, make_lora_config
 
 AuxLossFn = Callable[[Any, dict], torch.Tensor]
@@ -69,8 +72,12 @@ class GRPOOptions(TRLStageOptions):
     lambda_act: float = 1.0
     lambda_ans: float = 1.0
     lambda_fmt: float = 1.0
-    sigma_pos: float = DEFAULT_SIGMA_POS   # metres, R_act position scale
-    sigma_ang: float = DEFAULT_SIGMA_ANG   # degrees, R_act heading scale
+    # R_act's shape (rewards.py, docs/design.md): "partial" (mean of per-error credits 1 / (1 + err / scale))
+    # or "product" (exp(-pos_err / sigma_pos) * exp(-ang_err / sigma_ang), the original)
+    action_reward: str = DEFAULT_ACTION_REWARD
+    # R_act's scales, metres and degrees; None: the shape's own (partial: 1.0 m, 60 deg; product: 0.5 m, 30 deg)
+    sigma_pos: float | None = None
+    sigma_ang: float | None = None
     # λ of the PaStA auxiliary term on the prompts' images (0: off); its loss settings (grid, temperatures,
     # tolerances) are the pasta section's
     pasta_weight: float = 0.0
@@ -92,6 +99,12 @@ class GRPOOptions(TRLStageOptions):
         for name in ("lambda_act", "lambda_ans", "lambda_fmt", "pasta_weight"):
             v = getattr(self, name)
             check(math.isfinite(v) and v >= 0, name, f"must be a finite number >= 0, got {v}")
+        check(self.action_reward in ACTION_REWARD_SHAPES, "action_reward",
+              f"must be one of {', '.join(repr(x) for x in ACTION_REWARD_SHAPES)}, got {self.action_reward!r}")
+        for name in ("sigma_pos", "sigma_ang"):
+            v = getattr(self, name)
+            check(v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0), name,
+                  f"must be a finite number > 0 (or unset: the shape's default), got {v!r}")
 
 
 def _trainer_class():
@@ -172,14 +185,17 @@ def prompt_geometry_batch(inputs: dict) -> dict:
 
 
 def reward_functions(options: GRPOOptions) -> list[Callable]:
-    """[action_reward, answer_reward, format_reward], in the order of `reward_weights`."""
-    return [make_action_reward(options.sigma_pos, options.sigma_ang), answer_reward, format_reward]
+    """[action_reward, answer_reward, format_reward], in the order of `reward_weights`; the action reward of
+    `options.action_reward`'s shape and scales."""
+    return [make_action_reward(options.sigma_pos, options.sigma_ang, options.action_reward), answer_reward,
+            format_reward]
 
 
 def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path,
              options: GRPOOptions | None = None, aux_loss_fn: AuxLossFn | None = None,
              resume_from_checkpoint: str | None = None, num_workers: int = 0,
-             aux_columns: Sequence[str] = PASTA_COLUMNS):
+             aux_columns: Sequence[str] = PASTA_COLUMNS, reward_funcs: Sequence[Callable] | None = None,
+             reward_weights: Sequence[float] | None = None):
     """Run ActoR GRPO; returns the trainer after training (its `state.log_history` holds the rewards).
 
     Args:
@@ -193,6 +209,10 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
             the module doc; the pipeline passes the PaStA term when `pasta_weight` > 0).
         aux_columns: the dataset columns `aux_loss_fn` sees in `inputs`.
         num_workers: DataLoader workers making the rows (decoding lazily loaded frames) beside training.
+        reward_funcs: other reward functions (TRL's convention, `rewards.py`) instead of ActoR's three, e.g. a
+            task with a known optimum (tests/actor/test_grpo_optimum.py); the rows then need only a `prompt`
+            (images optional) and whatever columns those functions read.
+        reward_weights: their weights (default 1 each); only with `reward_funcs` (ActoR's are the lambdas).
     """
     from .formatting import lazy_dataset, rows_to_dataset
 
@@ -200,16 +220,25 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     ds = rows if hasattr(rows, "column_names") else (
         rows_to_dataset(rows) if isinstance(rows, (list, tuple)) else lazy_dataset(rows))
     columns = getattr(ds, "column_names_of_rows", None) or ds.column_names
-    missing = {"prompt", "images", "answer", "answer_type", "gold_motions"} - set(columns)
-    if missing:
-        raise ValueError(f"GRPO rows need the gold columns of formatting.grpo_row; missing {sorted(missing)}")
+    if reward_funcs is None:
+        if reward_weights is not None:
+            raise ValueError("reward_weights needs reward_funcs (ActoR's rewards take lambda_act/ans/fmt)")
+        missing = {"prompt", "images", "answer", "answer_type", "gold_motions"} - set(columns)
+        if missing:
+            raise ValueError(f"GRPO rows need the gold columns of formatting.grpo_row; missing {sorted(missing)}")
+        funcs = reward_functions(opt)
+        weights = [opt.lambda_act, opt.lambda_ans, opt.lambda_fmt]
+    else:
+        funcs = list(reward_funcs)
+        weights = [1.0] * len(funcs) if reward_weights is None else [float(w) for w in reward_weights]
+        if not funcs or len(weights) != len(funcs):
+            raise ValueError(f"reward_funcs: need at least one, and one weight each; got {len(funcs)} functions, "
+                             f"{len(weights)} weights")
+        if "prompt" not in columns:
+            raise ValueError("GRPO rows need a prompt column")
     output_dir = Path(output_dir)
-    # The aux loss runs a second forward through the DDP wrapper before the backward. With
-    # find_unused_parameters, DDP marks every parameter the second forward did not use (the LLM) as unused,
-    # and the policy loss's backward then marks them ready a second time (a RuntimeError). Every trainable
-    # parameter gets a gradient from the policy loss, so the search for unused ones is not needed.
     stage: dict[str, Any] = {"output_dir": str(output_dir), "dataloader_num_workers": num_workers,
-                             "reward_weights": [opt.lambda_act, opt.lambda_ans, opt.lambda_fmt]}
+                             "reward_weights": weights}
     # The aux loss runs a second forward through the DDP wrapper before the backward. With
     # find_unused_parameters, DDP marks every parameter the second forward did not use (the LLM) as unused,
     # and the policy loss's backward then marks them ready a second time (a RuntimeError). Every trainable
@@ -224,8 +253,8 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     # (models/compat.py): the filter hides only those.
     with checkpointing_deprecations_ignored():
         trainer = _trainer_class()(
-            model=model, reward_funcs=reward_functions(opt), args=opt.trl_config(**stage), train_dataset=ds,
-            processing_class=processor, peft_config=make_lora_config(opt.lora), aux_loss_fn=aux_loss_fn,
+            model=model, reward_funcs=funcs, args=opt.trl_config(**stage), train_dataset=ds,
+            processing_class=processor, peft_config=make_lora_config(opt.lora, model), aux_loss_fn=aux_loss_fn,
             aux_columns=aux_columns)
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if trainer.accelerator.is_main_process:     # the log is already aggregated over ranks (TRL gathers)

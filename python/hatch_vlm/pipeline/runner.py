@@ -245,7 +245,8 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
 def _held_out_rewards(run: Run, model_dir: Path) -> dict:
     """{"held_out_<reward>": mean} of greedy ActoR completions of the model on the held-out samples (every
-    rank generates its share), with the GRPO section's action reward settings."""
+    rank generates its share). The action reward is always the product shape (rewards.action_reward), so
+    that the numbers compare across runs whatever shape GRPO trains with."""
     from hatch_vlm.actor.held_out import held_out_rewards
     from hatch_vlm.models.loading import load_model_and_processor
 
@@ -265,6 +266,15 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     work = stage_dir / "work"
     ckpt = resume_point(work, "grpo")
     aux = pasta_term(run.cfg) if opts.pasta_weight > 0 else None
+    if aux is not None:
+        from hatch_vlm.models.adapters import adapter_for_model
+
+        adapter = adapter_for_model(model)
+        if adapter.layout_key != "image_grid_thw":
+            # TRL's GRPO batch carries pixel_values and image_grid_thw only: InternVL's tile layout is not in it
+            raise ConfigError(f"grpo.pasta_weight: the PaStA term in GRPO needs the images' layout in TRL's batch "
+                              f"(image_grid_thw, the Qwen families); an {adapter.family} batch has none: set "
+                              "grpo.pasta_weight: 0 (PaStA itself runs in the pasta stage)")
     # the rows carry the views' geometry only for the PaStA term (it is a lot of data per row)
     make_row = grpo_row if aux is None else _grpo_row_with_geometry
     rows = LazyRows(run.train, make_row)
