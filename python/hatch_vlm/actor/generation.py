@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from hatch_vlm.models.adapters import adapter_for_family, adapter_for_processor
 
-from .rewards import action_reward, answer_reward, format_reward
+from .rewards import action_reward, answer_reward, format_reward, partial_action_reward
 
 # Qwen2.5-VL's (the default family's); other families: their adapter's `never_generate_tokens`.
 VISION_TOKENS = adapter_for_family("qwen2.5-vl").never_generate_tokens
@@ -69,12 +69,16 @@ def generate_completions(model, processor, rows: Sequence[dict], max_new_tokens:
 
 
 def evaluate_rewards(completions: Sequence[str], rows: Sequence[dict]) -> dict[str, float]:
-    """Mean format / answer / action rewards of completions against GRPO rows' gold columns."""
+    """Mean format / answer / action rewards (both R_act shapes) of completions against GRPO rows' gold
+    columns, and their number `n`."""
     if len(completions) != len(rows):
         raise ValueError(f"{len(completions)} completions for {len(rows)} rows")
     cols = {k: [r.get(k) for r in rows] for k in ("answer", "answer_type", "num_views", "gold_motions")}
     result = {}
-    for name, fn in (("format", format_reward), ("answer", answer_reward), ("action", action_reward)):
+    # "action": R_act's product shape (comparable with earlier runs); "action_partial": the partial-credit one
+    for name, fn in (("format", format_reward), ("answer", answer_reward), ("action", action_reward),
+                     ("action_partial", partial_action_reward)):
         vals = fn(prompts=[r["prompt"] for r in rows], completions=list(completions), **cols)
         result[name] = float(sum(vals) / max(1, len(vals)))
+    result["n"] = len(rows)
     return result
