@@ -1,7 +1,8 @@
 """The fakes (hatch_ext/_registration.py) describe what the kernels return for NON-contiguous inputs:
 contiguous tensors of the right shape, dtype and device, whatever the strides of emb, depth, overlap or
 the gradients. The old fakes used `empty_like(emb)`, which keeps emb's strides: opcheck's fake-tensor
-test failed and torch.compile planned for the wrong layout of the backward ops' outputs."""
+test failed and torch.compile planned for the wrong layout of the backward ops' outputs. The fake and
+opcheck tests run on every device (CPU, and CUDA where built); torch.compile on the CPU."""
 from __future__ import annotations
 
 import pytest
@@ -34,29 +35,29 @@ def sliced(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _inputs(layout: str, dtype=torch.float64):
-    s = testing.room_scene(1, 3, 13, 17, seed=16, dtype=dtype)
+def _inputs(layout: str, dtype=torch.float64, device="cpu"):
+    s = testing.room_scene(1, 3, 13, 17, seed=16, dtype=dtype).to(device)
     d, K, T = s.depth, s.K, s.cam_to_world
     emb = torch.randn(1, 3, P, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(17))
-    emb = emb.to(dtype)
+    emb = emb.to(dtype).to(device)
     M = OPS.patch_overlap(d, K, T, GH, GW, ABS_TOL, REL_TOL, 1)
     _, lse, nv = OPS.soft_infonce(emb, M, TAU_T, TAU_P, 0.0)
     _, lse_a, nv_a = OPS.patch_align(emb, d, K, T, GH, GW, TAU_T, TAU_P, ABS_TOL, REL_TOL, 1, 0.0)
     grad_sim = torch.randn(1, 3, 3, P, P, dtype=torch.float64,
-                           generator=torch.Generator().manual_seed(18)).to(dtype)
+                           generator=torch.Generator().manual_seed(18)).to(dtype).to(device)
     if layout == "transposed":
         emb, d, M, grad_sim = transposed(emb), transposed(d), transposed(M), transposed(grad_sim)
         lse, lse_a = transposed(lse, 1, 2), transposed(lse_a, 1, 2)
         K, T = transposed(K), transposed(T)
     elif layout == "sliced":
         emb, d, M, grad_sim, lse, lse_a = (sliced(x) for x in (emb, d, M, grad_sim, lse, lse_a))
-    g = torch.ones((), dtype=dtype)
+    g = torch.ones((), dtype=dtype, device=device)
     return dict(emb=emb, d=d, K=K, T=T, M=M, lse=lse, nv=nv, lse_a=lse_a, nv_a=nv_a, g=g,
                 grad_sim=grad_sim)
 
 
-def _cases(layout: str, dtype=torch.float64):
-    x = _inputs(layout, dtype)
+def _cases(layout: str, dtype=torch.float64, device="cpu"):
+    x = _inputs(layout, dtype, device)
     emb, d, K, T, M = x["emb"], x["d"], x["K"], x["T"], x["M"]
     return {
         "patch_overlap": (OPS.patch_overlap.default, (d, K, T, GH, GW, ABS_TOL, REL_TOL, 1)),
@@ -84,10 +85,10 @@ def _outputs(out):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", OP_NAMES)
-def test_fake_matches_kernel_for_non_contiguous_inputs(name, layout):
+def test_fake_matches_kernel_for_non_contiguous_inputs(device, name, layout):
     """Shape, dtype, device and strides of every output of the fake equal the kernel's, and both are
-    contiguous."""
-    op, args = _cases(layout)[name]
+    contiguous (on every device: the `device` fixture, tests/ops/conftest.py)."""
+    op, args = _cases(layout, device=device)[name]
     real = _outputs(op(*args))
     with FakeTensorMode(allow_non_fake_inputs=False) as mode:
         fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
@@ -101,8 +102,8 @@ def test_fake_matches_kernel_for_non_contiguous_inputs(name, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", OP_NAMES)
-def test_opcheck_with_non_contiguous_inputs(name, layout):
-    op, args = _cases(layout)[name]
+def test_opcheck_with_non_contiguous_inputs(device, name, layout):
+    op, args = _cases(layout, device=device)[name]
     if name in ("cell_similarity", "soft_infonce", "patch_align"):
         args = (args[0].detach().requires_grad_(),) + tuple(args[1:])  # the autograd registration too
     torch.library.opcheck(op, args)

@@ -1,4 +1,4 @@
-"""The stated tolerance of the CUDA-vs-CPU overlap tests (tests/ops/test_cuda.py), on CPU results:
+"""The stated tolerance of the CUDA-vs-CPU overlap tests (tests/ops/test_patch_overlap.py), on CPU results:
 hatch_ext.testing.assert_overlap_within_one_pixel accepts a difference of one pixel per (view pair, cell
 row) (one pixel moved to another cell, or gained / lost by the visibility test) and nothing more."""
 from __future__ import annotations
