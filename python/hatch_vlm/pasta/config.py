@@ -6,10 +6,6 @@ from dataclasses import dataclass, field
 from hatch_vlm.utils.config import check
 from hatch_ext.ops import ABS_TOL, GRID, MIN_OVERLAP, REL_TOL, STRIDE, TAU_P, TAU_T
 
-# Linear layers of the vision tower that LoRA adapts (blocks' attention + MLP, and the merger's MLP).
-VISION_LORA_TARGETS = (r".*visual\.(blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate_proj|up_proj|down_proj))"
-                       r"|merger\.mlp\.(0|2))")
-
 
 @dataclass
 class PastaConfig:
@@ -42,7 +38,7 @@ class PastaConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_targets: str = VISION_LORA_TARGETS
+    lora_targets: str | None = None          # peft target_modules (None: the family's, models.adapters)
     # optimisation
     learning_rate: float = 1e-3
     weight_decay: float = 0.0

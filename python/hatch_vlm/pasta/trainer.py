@@ -15,14 +15,14 @@ from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 from hatch_vlm.models.saving import QuietSaveMixin
 from hatch_vlm.utils.distributed import global_mean_loss
 
-from .config import VISION_LORA_TARGETS, PastaConfig
+from .config import PastaConfig
 from .objective import pasta_loss
 
 
 def pasta_lora_targets(model, config: PastaConfig) -> str | list[str]:
     """The LoRA targets of the stage: `config.lora_targets` when the user set them, else the family's
-    vision-tower targets (`PastaConfig`'s default names Qwen2.5-VL's modules; see the adapters)."""
-    if config.lora_targets != VISION_LORA_TARGETS:
+    vision-tower targets (`hatch_vlm.models.adapters`: `vision_lora_targets`)."""
+    if config.lora_targets is not None:
         return config.lora_targets
     return adapter_for_model(model).vision_lora_targets
 
