@@ -81,6 +81,8 @@ def _grpo_section(stages: dict, cold: dict) -> list[str]:
         before = cold.get(f"held_out_{r}")
         better = sum(1 for a in after if isinstance(a, (int, float)) and isinstance(before, (int, float))
                      and a >= before)
+        if not isinstance(before, (int, float)):
+            continue                            # not measured (a run from before this reward was reported)
         lines.append(f"* held-out {r} after GRPO over {len(runs)} seed(s): {_mean_std(after)}; "
                      f">= the cold start ({_fmt(before)}) in {better} of {len(runs)}")
     return lines
