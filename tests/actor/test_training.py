@@ -52,8 +52,10 @@ def test_cold_start_then_grpo_short(tmp_path):
     stages = run_pipeline(cfg, progress=lambda _m: None)["stages"]
     cold = stages["actor_sft"]["metrics"]
     assert cold["last_loss"] < 0.5 * cold["first_loss"], cold        # the cold start learns the target text
-    held_out = {k: v for k, v in cold.items() if k.startswith("held_out_")}
+    held_out = {k: v for k, v in cold.items() if k.startswith("held_out_") and k != "held_out_n"}
+    assert cold["held_out_n"] == 4                                     # the held-out samples, each once
     assert "held_out_format" in held_out and "held_out_format@2views" in held_out
+    assert "held_out_action_partial" in held_out                       # both R_act shapes
     assert all(0.0 <= v <= 1.0 for v in held_out.values())
     g = stages["grpo"]["metrics"]
     assert g["steps"] == 3 and not any(k.startswith("pasta_loss") for k in g)     # pasta_weight 0: no term

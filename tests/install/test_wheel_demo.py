@@ -39,7 +39,7 @@ def test_quick_demo_runs_from_the_installed_wheel(wheel, tmp_path):
     out = tmp_path / "demo"
     run([str(bin_dir / "hatch-vlm"), "demo", "--quick", "--out", str(out)], cwd=elsewhere, env=env, timeout=1800)
     report = json.loads((out / "report" / "report.json").read_text())
-    assert set(report["state"]["stages"]) == {"pasta", "qa_sft", "actor_sft", "grpo", "eval"}
+    assert set(report["state"]["stages"]) == {"pasta", "qa_sft", "actor_sft", "grpo", "eval", "grpo_seed1"}
     assert (out / "report" / "report.md").is_file()
     used = (out / "demo_config.yaml").read_text()          # the packaged settings, shrunk by --quick
     assert "pasta_weight" in used and "per_device_train_batch_size: 4" in used
