@@ -55,12 +55,7 @@ def plot_rewards(log_history: Sequence[dict] | str | Path, out_path: str | Path,
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("ActoR rewards during GRPO")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def moving_average(values: Sequence[float], window: int) -> list[float]:
@@ -97,6 +92,13 @@ def plot_reward_seeds(logs: dict[str, Sequence[dict]], out_path: str | Path,
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean reward (training batch)")
     axes[0][-1].legend(fontsize=7)
+    return _save(fig, out_path)
+
+
+def _save(fig, out_path: str | Path) -> Path:
+    """Lay out, write as PNG (making its folder) and close a figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
