@@ -4,7 +4,7 @@
     hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
     hatch-vlm ablate [--config FILE] [--seeds 0 1 2] [--quick]   the paper's ablation, shared stages once
     hatch-vlm pasta --tiny --output-dir DIR [...]   the PaStA stage alone, metrics printed as JSON
-    hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|synthetic --data PATH
+    hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|spar-si|cv-bench|synthetic --data PATH
     hatch-vlm data synth / hatch-vlm data show
 """
 from __future__ import annotations
@@ -120,6 +120,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions of each benchmark")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--actor", action="store_true", help="prompt for actions then answer (ActoR)")
+    p.add_argument("--baseline", default=None,
+                   help="results.json of another run (e.g. the base model): the single-image table (the paper's "
+                        "Table 4) then shows our change against it")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="image-token budget: resize each image to at most this many pixels (as model.max_pixels "
                         "in a training config; default: the checkpoint's)")
@@ -133,6 +136,8 @@ def _cmd_eval(args) -> int:
     if len(args.benchmark) != len(args.data):
         raise SystemExit("hatch-vlm eval: give one --data per --benchmark "
                          f"(got {len(args.benchmark)} benchmarks and {len(args.data)} data paths)")
+    if args.baseline is not None and not os.path.isfile(args.baseline):      # before any generation
+        raise SystemExit(f"hatch-vlm eval: --baseline {args.baseline} is not a file (a results.json of another run)")
     evaluate_cli(args)
     return 0
 

@@ -153,3 +153,55 @@ def test_killed_eval_resumes_to_the_same_results(tiny_dir, files, tmp_path):
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip().startswith("{\"index")]
     assert sorted(x["index"] for x in lines) == list(range(4))
     assert json.loads((cut / "results.json").read_text()) == results
+
+
+def write_single_image_benchmarks(root):
+    """SPAR-Bench's single_view rows (the published parquet) and CV-Bench's two parquet files."""
+    spar = root / "SPAR-Bench" / "data"
+    spar.mkdir(parents=True)
+    rows = [{"id": k, "img_type": "single_view", "format_type": ft, "task": t, "source": "scannet",
+             "image": [{"bytes": _png(300 + k), "path": f"{k}.png"}], "question": q, "answer": a}
+            for k, (t, ft, q, a) in enumerate([
+                ("depth_prediction_oc", "fill", "How deep is the red point?", "2.0"),
+                ("distance_prediction_oo", "fill", "How far apart are the sofa and the bed?", "1.2"),
+                ("spatial_imagination_oc", "select", "Standing at the door, where is the bed?\nA. left\nB. right", "A"),
+                ("obj_spatial_relation_oo", "select", "Where is the cup?\nA. left\nB. right", "B")])]
+    pq.write_table(pa.Table.from_pylist(rows), spar / "test-00000-of-00001.parquet")
+    cv = root / "CV-Bench"
+    cv.mkdir()
+    for name, kind, sources in (("test_2d.parquet", "2D", ("ADE20K", "COCO", "ADE20K")), ("test_3d.parquet", "3D", ("Omni3D",) * 3)):
+        cv_rows = [{"idx": 10 * len(kind) + k, "type": kind, "task": "Count" if kind == "2D" else "Depth",
+                    "image": {"bytes": _png(400 + k + 10 * len(name)), "path": f"img/{kind}/{k}.png"},
+                    "question": "How many chairs?", "choices": ["1", "2", "3"], "answer": "(B)",
+                    "prompt": "How many chairs? Select from the following choices.\n(A) 1\n(B) 2\n(C) 3",
+                    "filename": f"img/{kind}/{k}.png", "source": src} for k, src in enumerate(sources)]
+        pq.write_table(pa.Table.from_pylist(cv_rows), cv / name)
+    return {"spar-si": root / "SPAR-Bench", "cv-bench": cv}
+
+
+@pytest.mark.slow
+def test_killed_single_image_eval_resumes_to_the_same_results(tiny_dir, tmp_path):
+    files = write_single_image_benchmarks(tmp_path / "bench")
+    whole = tmp_path / "whole"
+    proc = subprocess.run(_eval_cmd(tiny_dir, files, whole), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((whole / "results.json").read_text())
+    assert {"spar-si", "cv-bench"} <= set(results["summary"])
+    assert "Table 4" in (whole / "results.md").read_text()
+
+    cut = tmp_path / "cut"
+    p = subprocess.Popen(_eval_cmd(tiny_dir, files, cut), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = cut / "completions" / "cv-bench.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (cut / "results.json").exists()
+    before = (cut / "completions" / "spar-si.jsonl").read_text()
+    proc = subprocess.run(_eval_cmd(tiny_dir, files, cut), env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (cut / "completions" / "spar-si.jsonl").read_text() == before
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip().startswith("{\"index")]
+    assert sorted(x["index"] for x in lines) == list(range(6))
+    assert json.loads((cut / "results.json").read_text()) == results

@@ -363,3 +363,23 @@ def generate(num: int, views: int = 2, size: int = 224, seed: int = 0,
              config: SceneConfig | None = None) -> list[Sample]:
     """`num` samples with `views` cameras of `size` x `size` px (config's other knobs apply)."""
     return list(iter_samples(num, views, size, seed, config))
+
+
+# The SPAR-Bench-SI task a synthetic family stands in for once cut to its one view (data.spar writes it).
+SINGLE_VIEW_TASK = {"object_depth": "depth_prediction_oc", "object_position": "spatial_imagination_oc"}
+
+
+def single_view(sample: Sample) -> Sample | None:
+    """The single-image question inside a synthetic sample, or None: object_depth and object_position ask about
+    one view (question_meta["view"]), so that view alone with "Image k" read as "the image" is a single-image
+    question with the same gold (the stand-ins of the single-image benchmarks). Task: SINGLE_VIEW_TASK."""
+    view = sample.meta.get("question_meta", {}).get("view")
+    if sample.task not in SINGLE_VIEW_TASK or view is None:
+        return None
+    pick = slice(view, view + 1)
+    return replace(sample, images=[sample.images[view]], question=sample.question.replace(f"Image {view + 1}",
+                   "the image"), task=SINGLE_VIEW_TASK[sample.task], id=f"{sample.id}_v{view}",
+                   depth=None if sample.depth is None else sample.depth[pick],
+                   K=None if sample.K is None else sample.K[pick],
+                   cam_to_world=None if sample.cam_to_world is None else sample.cam_to_world[pick],
+                   meta={**sample.meta, "single_view_of": sample.id})

@@ -5,6 +5,7 @@ files of `hatch-vlm data synth`).
     BENCHMARKS["spar-mv"].read(path, image_root=None, limit=None) -> Sequence[Sample]   (lazily decoded)
     BENCHMARKS["mindcube"].rules                     -> hatch_vlm.scoring.official.mindcube (official rules)
     BENCHMARKS["mmsi"].stand_in                      -> "mmsi/MMSI_bench.parquet" (where a download has it)
+    SINGLE_IMAGE, PAPER_ROWS_SI                      -> the benchmarks of the paper's Table 4 and its rows
     write_stand_ins(samples, bench_dir)              -> [{"name", "path"}] synthetic files in those places
 
 A benchmark with `rules` is scored twice (hatch_vlm.eval.run): the official rule on the raw reply, and the same
@@ -41,6 +42,19 @@ PAPER_ROWS = {
 }
 # The paper's "Overall" is the mean of these three benchmarks' averages.
 OVERALL = ("spar-mv", "mindcube", "mmsi")
+# Table 4 of the paper (accuracy %): single-image ability. SPAR-Bench-SI's Avg is the question-weighted mean
+# (hatch_vlm.scoring.official.spar_bench_si), so it sits in that column; CV-Bench's Avg is the official overall.
+SINGLE_IMAGE = ("spar-si", "cv-bench")
+PAPER_ROWS_SI = {
+    "Qwen2.5-VL-3B (paper)": {
+        "spar-si": {"Low": 16.0, "High": 32.5, "Avg (question-weighted)": 23.9},
+        "cv-bench": {"2D": 69.3, "3D": 72.2, "Avg": 70.7},
+    },
+    "HATCH 3B (paper)": {
+        "spar-si": {"Low": 41.1, "High": 49.7, "Avg (question-weighted)": 45.2},
+        "cv-bench": {"2D": 70.5, "3D": 78.4, "Avg": 74.5},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,48 @@ def _is_multi_view(s: Sample) -> bool:
     if "img_type" in row:
         return spar_bench.is_multi_view(row)            # the published split (SPAR-Bench-MV)
     return s.num_views >= 2
+
+
+def _read_spar_si(path: Path, image_root):
+    from hatch_vlm.data import spar
+
+    samples, _ = spar.read_spar_bench(path, image_root=image_root)
+    return samples.where(_is_single_view)
+
+
+def _is_single_view(s: Sample) -> bool:
+    from hatch_vlm.scoring.official import spar_bench_si
+
+    row = s.meta.get("row") or {}
+    if "img_type" in row:
+        return spar_bench_si.is_single_view(row)        # the published split (SPAR-Bench-SI)
+    return s.num_views == 1
+
+
+def _single_views(samples) -> list[Sample]:
+    from hatch_vlm.data.synthetic import single_view
+
+    return [v for v in (single_view(s) for s in samples) if v is not None]
+
+
+def _spar_si_select(samples):
+    return [s for s in _single_views(samples) if s.answer_type in ("mc", "numeric")]
+
+
+def _read_cv_bench(path: Path, image_root):
+    from hatch_vlm.data import cv_bench
+
+    return cv_bench.read_cv_bench(path, image_root=image_root)[0]
+
+
+def _cv_bench_select(samples):
+    return [s for s in _single_views(samples) if s.answer_type == "mc" and 2 <= len(s.options) <= 6]
+
+
+def _cv_bench_write(samples, path):
+    from hatch_vlm.data import cv_bench
+
+    return cv_bench.write_cv_bench(samples, path)
 
 
 def _read_mindcube(path: Path, image_root):
@@ -152,6 +208,18 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               "its multi_view rows", "images are embedded (or relative to this directory for JSONL)",
               aliases={"Middle": "Mid"}, stand_in="spar_bench/data/test-00000-of-00001.parquet",
               stand_in_select=_spar_select, stand_in_write=_spar_write),
+    Benchmark("spar-si", "SPAR-Bench-SI", ("Low", "High"), "spar_bench_si", _read_spar_si,
+              "SPAR-Bench as published (as for spar-mv); its single_view rows (the paper's Table 4)",
+              "images are embedded (or relative to this directory for JSONL)",
+              # the same file as spar-mv's: write_stand_ins writes both benchmarks' rows into it once
+              stand_in="spar_bench/data/test-00000-of-00001.parquet",
+              stand_in_select=_spar_si_select, stand_in_write=_spar_write),
+    Benchmark("cv-bench", "CV-Bench", ("2D", "3D"), "cv_bench", _read_cv_bench,
+              "the CV-Bench download directory (test_2d.parquet + test_3d.parquet, or test.parquet, or "
+              "test_2d.jsonl + test_3d.jsonl with img/), or one of its files",
+              "parquet: images are embedded; JSONL: `filename` is relative to the JSONL's directory",
+              stand_in="cv_bench/test_2d.parquet", stand_in_select=_cv_bench_select,
+              stand_in_write=_cv_bench_write),
     Benchmark("mindcube", "MindCube-Tiny", ("Around", "Rotation", "Among"), "mindcube", _read_mindcube,
               "MindCube_tinybench.jsonl (data/raw/ of the MindCube download)",
               "default: the JSONL's grandparent (data/), where other_all_image/ is",
@@ -170,15 +238,20 @@ def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path) -> list[di
     """Writes every published benchmark's format from synthetic `samples` (each gets the samples it can
     hold; one that gets none is not written) at its `stand_in` place under `bench_dir`, so the real readers
     and scorers can be run on them. Returns the written files as eval config entries {"name", "path"}."""
-    files = []
+    files, by_place = [], {}
     for b in BENCHMARKS.values():
-        if not b.stand_in:
+        if b.stand_in:
+            by_place.setdefault(b.stand_in, []).append(b)
+    for place, benches in by_place.items():
+        # Benchmarks that are splits of one published file (SPAR-Bench's MV and SI rows) share it: it is written
+        # once with every split's rows, each benchmark's reader then takes its own.
+        chosen = {b.name: b.stand_in_select(samples) for b in benches}
+        rows = [s for b in benches for s in chosen[b.name]]
+        if not rows:
             continue
-        chosen = b.stand_in_select(samples)
-        if chosen:
-            path = Path(bench_dir) / b.stand_in
-            b.stand_in_write(chosen, path)
-            files.append({"name": b.name, "path": str(path)})
+        path = Path(bench_dir) / place
+        benches[0].stand_in_write(rows, path)
+        files += [{"name": b.name, "path": str(path)} for b in benches if chosen[b.name]]
     return files
 
 

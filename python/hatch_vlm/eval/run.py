@@ -31,8 +31,8 @@ from hatch_vlm.data.record import Sample
 from hatch_vlm.scoring.answers import answer_span, score_answer
 from hatch_vlm.utils.io import atomic_write_json, atomic_write_text
 
-from .benchmarks import BENCHMARKS, OVERALL, get
-from .table import markdown_table
+from .benchmarks import BENCHMARKS, OVERALL, SINGLE_IMAGE, get
+from .table import markdown_table, markdown_table_si
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,8 @@ def summarise(records: Sequence[EvalRecord], column: str = "score") -> dict:
             agg = rules.aggregate([(r.row or {}, getattr(r, column)) for r in recs])
             row = {bench.column(k): v for k, v in agg.get("categories", {}).items()}
             row.update({"Avg": agg["Avg"], "per_question": agg.get("per_question"), "n": agg.get("n", len(counted))})
+            if agg.get("also"):         # other named scores (e.g. CV-Bench's flat row accuracy), reported beside
+                row["also"] = dict(agg["also"])
         else:
             cats: dict[str, list[float]] = {}
             for r in counted:
@@ -264,9 +266,10 @@ def summarise(records: Sequence[EvalRecord], column: str = "score") -> dict:
 
 
 def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRecord], actor: bool = False,
-                  settings: dict | None = None) -> dict:
+                  settings: dict | None = None, baseline: str | Path | None = None) -> dict:
     """results.json (both summaries, the decoding settings, every record) and results.md (the paper-style
-    table, then the official rule on the raw replies)."""
+    tables: Table 1 for the multi-image benchmarks, Table 4 for the single-image ones, then the official rule
+    on the raw replies). `baseline`: another run's results.json; Table 4 then shows our change against it."""
     out = Path(out_dir)
     summary = summarise(records, "score")
     official = summarise(records, "official")
@@ -277,16 +280,25 @@ def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRe
         "records": [asdict(r) for r in records]})
     note = ("ActoR prompts: each benchmark's official rule applied to the `<answer>` span of the reply"
             if actor else "each benchmark's official rule on the raw reply")
-    lines = [f"# Evaluation of {model_name}", "", f"Scores: {note}.", "", markdown_table({model_name: summary}), ""]
+    lines = [f"# Evaluation of {model_name}", "", f"Scores: {note}.", ""]
+    multi = any(b not in SINGLE_IMAGE for b in summary)
+    if multi:
+        lines += [markdown_table({model_name: summary}), ""]
+    if any(b in summary for b in SINGLE_IMAGE):
+        lines += table4_section(model_name, summary, baseline)
     if actor:
-        lines += ["The official rules on the raw ActoR replies (the action block included), for comparison:", "",
-                  markdown_table({f"{model_name} (official rule, raw reply)": official}, paper=False), ""]
+        lines += ["The official rules on the raw ActoR replies (the action block included), for comparison:", ""]
+        if multi:
+            lines += [markdown_table({f"{model_name} (official rule, raw reply)": official}, paper=False), ""]
+        if any(b in official for b in SINGLE_IMAGE):
+            lines += [markdown_table_si({f"{model_name} (official rule, raw reply)": official}, paper=False), ""]
     for bench, row in summary.items():
         if bench == "Overall":
             continue
         title = BENCHMARKS[bench].title if bench in BENCHMARKS else bench
         cats = ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k not in ("Avg", "n", "per_question")
                          and isinstance(v, float))
+        cats += "".join(f"; {k} {v:.1f}" for k, v in (row.get("also") or {}).items() if isinstance(v, float))
         pq = row.get("per_question")
         avg = (f"{row['Avg']:.1f}" if isinstance(row.get("Avg"), (int, float))
                else "– (no question the official rules count)")
@@ -297,6 +309,23 @@ def write_results(out_dir: str | Path, model_name: str, records: Sequence[EvalRe
         lines += ["", "Decoding: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return summary
+
+
+def table4_section(model_name: str, summary: dict, baseline: str | Path | None) -> list[str]:
+    """The Table 4 block of results.md; `baseline`: a results.json whose summary gives the delta row."""
+    base = None
+    if baseline is not None:
+        path = Path(baseline)
+        if not path.is_file():
+            raise FileNotFoundError(f"hatch-vlm eval: --baseline {path} does not exist (a results.json of "
+                                    "another `hatch-vlm eval` run)")
+        data = json.loads(path.read_text())
+        if "summary" not in data:
+            raise ValueError(f"hatch-vlm eval: --baseline {path} has no 'summary' (not a results.json)")
+        base = (f"baseline ({data.get('model', path.parent.name)})", data["summary"])
+    return ["Single-image ability, laid out like the paper's Table 4"
+            + (" (with our change against the baseline)" if base else "") + ":", "",
+            markdown_table_si({model_name: summary}, baseline=base), ""]
 
 
 def evaluate_split(model, processor, samples: Sequence[Sample], benchmark: str, out_dir: str | Path,
@@ -329,7 +358,8 @@ def evaluate_cli(args) -> dict:
     settings = decoding_settings(processor, model, args.actor, args.max_new_tokens)
 
     def write() -> dict:
-        summary = write_results(out, Path(args.model).name, records, actor=args.actor, settings=settings)
+        summary = write_results(out, Path(args.model).name, records, actor=args.actor, settings=settings,
+                                baseline=getattr(args, "baseline", None))
         print((out / "results.md").read_text())
         return summary
 
