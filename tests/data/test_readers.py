@@ -179,14 +179,19 @@ def test_synth_and_demo_write_the_published_layouts(tmp_path):
     mmsi.read_mmsi(b / "mmsi" / "MMSI_bench.parquet", strict=True)
 
     files = benchmark_files(tmp_path / "demo", {"data": {"num_eval": 4, "size": 32}})
-    assert [f["name"] for f in files] == ["spar-mv", "mindcube", "mmsi"]
-    assert files[0]["path"].endswith("benchmarks/spar_bench/data/test-00000-of-00001.parquet")
-    assert files[1]["path"].endswith("benchmarks/mindcube/raw/MindCube_tinybench.jsonl")
-    assert files[2]["path"].endswith("benchmarks/mmsi/MMSI_bench.parquet")
-    readers = {"spar-mv": spar.read_spar_bench, "mindcube": mindcube.read_mindcube, "mmsi": mmsi.read_mmsi}
-    for f in files:
-        got, summary = readers[f["name"]](f["path"], strict=True)
+    paths = {f["name"]: f["path"] for f in files}
+    assert list(paths) == ["spar-mv", "spar-si", "cv-bench", "mindcube", "mmsi"]     # the registry's order
+    assert paths["spar-mv"].endswith("benchmarks/spar_bench/data/test-00000-of-00001.parquet") == \
+        (paths["spar-si"] == paths["spar-mv"])
+    assert paths["cv-bench"].endswith("benchmarks/cv_bench/test_2d.parquet")
+    assert paths["mindcube"].endswith("benchmarks/mindcube/raw/MindCube_tinybench.jsonl")
+    assert paths["mmsi"].endswith("benchmarks/mmsi/MMSI_bench.parquet")
+    from hatch_vlm.eval.run import load_benchmark
+
+    for name, path in paths.items():
+        got = load_benchmark(name, path)
         assert len(got) >= 1 and got[0].images[0].shape == (32, 32, 3)
+    assert benchmark_files(tmp_path / "demo", {"data": {"num_eval": 4, "size": 32}}) == files    # kept
 
 
 def test_option_parsing():

@@ -59,6 +59,7 @@ def test_demo_quick_report(tmp_path):
     assert "Overall" in summary                            # all three benchmark formats were scored
     md = (out / "report" / "report.md").read_text()
     assert "HATCH 3B (paper)" in md and "## PaStA" in md and "## GRPO" in md
+    assert "laid out like the paper's Table 4" in md and "SPAR-Bench-SI Avg (question-weighted" in md
     assert "| GRPO seed 1 |" in md and "held-out action after GRPO over 2 seed(s)" in md
     assert (out / "report" / "grpo_rewards.png").stat().st_size > 1000
     assert (out / "report" / "pasta_matches.png").stat().st_size > 1000
@@ -156,7 +157,8 @@ def test_bad_configs_fail_at_start(tmp_path, change, message):
 
 @pytest.mark.parametrize("change, message", [
     ({"grpo": {"per_device_train_batch_size": 3}},
-     r"config.grpo.per_device_train_batch_size: \(3\) must be a multiple of num_generations \(4\)"),
+     r"config.grpo.per_device_train_batch_size: x steps_per_generation \(3 x 1, the completions of one "
+     r"generation round\) must be a multiple of num_generations \(4\)"),
     ({"qa_sft": {"max_stepz": 3}}, r"config.qa_sft.max_stepz: unknown key, neither one of ours \(lora\) nor a "
                                    r"field of trl.SFTConfig; did you mean 'max_steps'"),
     ({"qa_sft": {"learning_rate": "fast"}}, r"config.qa_sft.learning_rate: expected a number, got 'fast'"),

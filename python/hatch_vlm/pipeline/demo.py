@@ -1,6 +1,7 @@
 """`hatch-vlm demo`: the whole HATCH recipe on this machine, from nothing: synthetic data, the tiny
 Qwen2.5-VL built offline, PaStA -> QA fine-tuning -> ActoR cold start -> GRPO -> evaluation (held-out
-synthetic scenes and the three benchmark formats written from synthetic data), then a report.
+synthetic scenes and the five benchmark formats written from synthetic data: the report's Table 1 and
+Table 4), then a report.
 
 The settings live in the package's own demo.yaml (beside this module, shipped as package data so that an
 installed wheel runs the demo too; the same format `hatch-vlm train --config` takes); `--quick` shrinks
@@ -8,6 +9,7 @@ every stage for tests (QUICK).
 """
 from __future__ import annotations
 
+import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -58,36 +60,32 @@ def demo_config(out: str | Path, quick: bool = False, family: str | None = None)
 
 
 def benchmark_files(out: Path, cfg: dict) -> list[dict]:
-    """Writes the three benchmark formats from held-out synthetic samples (seeds disjoint from the
-    training data), laid out as the real downloads are, so the real readers and the paper-style table
-    are exercised end to end:
+    """Writes every published benchmark's format (the registry's stand-ins: hatch_vlm.eval.benchmarks,
+    `write_stand_ins`) from held-out synthetic samples (seeds disjoint from the training data), laid out as the
+    real downloads are, so the real readers, the official scorers and both paper tables are exercised end to end:
 
-        benchmarks/spar_bench/data/test-00000-of-00001.parquet     SPAR-Bench (published columns)
+        benchmarks/spar_bench/data/test-00000-of-00001.parquet     SPAR-Bench: its multi_view rows (spar-mv) and
+                                                                    single_view rows (spar-si, one view cut out)
+        benchmarks/cv_bench/test_2d.parquet                         CV-Bench (single views, sources in turn)
         benchmarks/mindcube/raw/MindCube_tinybench.jsonl            MindCube-Tiny (images under mindcube/)
         benchmarks/mmsi/MMSI_bench.parquet                          MMSI-Bench
     """
-    from hatch_vlm.data import mindcube, mmsi, spar
     from hatch_vlm.data.synthetic import SceneConfig, iter_samples
+    from hatch_vlm.eval.benchmarks import write_stand_ins
 
     d = cfg["data"]
     bench_dir = out / "benchmarks"
     marker = bench_dir / "DONE"
-    spar_path = bench_dir / "spar_bench" / "data" / "test-00000-of-00001.parquet"
-    mindcube_path = bench_dir / "mindcube" / "raw" / "MindCube_tinybench.jsonl"
-    mmsi_path = bench_dir / "mmsi" / "MMSI_bench.parquet"
-    files = [{"name": "spar-mv", "path": str(spar_path)},
-             {"name": "mindcube", "path": str(mindcube_path)},
-             {"name": "mmsi", "path": str(mmsi_path)}]
-    if marker.exists() and all(Path(f["path"]).exists() for f in files):
-        return files
+    listing = bench_dir / "files.json"
+    if marker.exists() and listing.exists():
+        files = json.loads(listing.read_text())
+        if all(Path(f["path"]).exists() for f in files):
+            return files
     n = d.get("num_eval", 16)
     samples = list(iter_samples(3 * n, seed=d.get("seed", 0) + 777, start=0,
                                 config=SceneConfig(views=d.get("views", 2), size=d.get("size", 112))))
-    # SPAR-Bench gets the families it has a task for (each written as that task: spar.bench_task).
-    spar.write_spar_bench([s for s in samples if spar.bench_task(s)] or samples[:1], spar_path)
-    mc = [s for s in samples if s.category in mindcube.COUNTED] or samples[:1]
-    mindcube.write_mindcube(mc, mindcube_path)
-    mmsi.write_mmsi([s for s in samples if s.answer_type == "mc"], mmsi_path)
+    files = write_stand_ins(samples, bench_dir)
+    atomic_write_text(listing, json.dumps(files))
     atomic_write_text(marker, "")
     return files
 
