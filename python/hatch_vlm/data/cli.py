@@ -8,6 +8,10 @@
     hatch-vlm data stats ROOT [--split S] [--check-files] [--json FILE]
         What a SPAR-7M download holds: records per source / task / answer folder, views per record,
         geometry and markers present, skipped records by reason.
+    hatch-vlm data build --from nerfstudio|scannet|arkitscenes SRC --out DIR [--band LO HI] [--views 2 3] ...
+        A posed RGB-D capture -> the SPAR-7M-RGBD layout under DIR (DIR/<source>/...): views chosen by
+        measured cell overlap, label-free questions with SPAR's markers, a summary and a contact sheet
+        (hatch_vlm.data.captures; docs/own_data.md).
     hatch-vlm data show SAMPLE --out PNG [--index I] [--grid G] [--top T]
         SAMPLE: a SPAR-7M-RGBD root (e.g. DIR above; --index picks the record) or "synth[:SEED]"
         (generates sample --index of that seed). Draws views, depth and the PaStA overlap lines.
@@ -85,6 +89,55 @@ def _stats(args) -> int:
     return 0
 
 
+def _build(args) -> int:
+    from .captures.build import BuildConfig, build, format_summary
+    from .captures.select import SelectConfig
+    from .common import DataError
+
+    try:
+        sel = SelectConfig(band=tuple(args.band), sizes=tuple(args.views), max_tuples=args.max_tuples,
+                           window=args.window, frame_step=args.frame_step, grid=args.grid, seed=args.seed).check()
+        cfg = BuildConfig(fmt=args.fmt, src=args.src, out=args.out, source=args.source, scene=args.scene,
+                          split=args.split, tasks=tuple(args.tasks), up=args.up,
+                          ignore_distortion=args.ignore_distortion, overwrite=args.overwrite,
+                          contact_sheet=args.contact_sheet, select=sel)
+        summary = build(cfg, progress=not args.no_progress)
+    except (DataError, ValueError) as e:
+        print(f"hatch-vlm data build: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+def _add_build(sub) -> None:
+    from .captures.questions import TASKS
+    from .captures.select import SelectConfig
+
+    d = SelectConfig()
+    b = sub.add_parser("build", help="a posed RGB-D capture -> SPAR-7M-RGBD training data (docs/own_data.md)")
+    b.add_argument("--from", dest="fmt", required=True, choices=["nerfstudio", "scannet", "arkitscenes"])
+    b.add_argument("src", help="the capture: transforms.json's folder, a SensReader export, an ARKitScenes video")
+    b.add_argument("--out", required=True, help="output directory (the spar/ level: DIR/<source>/...)")
+    b.add_argument("--source", default="captures", help="source folder name under --out")
+    b.add_argument("--scene", default=None, help="scene name (default: the capture folder's name)")
+    b.add_argument("--split", default="train")
+    b.add_argument("--tasks", nargs="+", default=list(TASKS), help="question tasks")
+    b.add_argument("--band", nargs=2, type=float, default=list(d.band), metavar=("LOW", "HIGH"),
+                   help="kept pairs' overlap, fraction of cells matched")
+    b.add_argument("--views", nargs="+", type=int, default=list(d.sizes), help="views per tuple (2-4)")
+    b.add_argument("--max-tuples", type=int, default=d.max_tuples, help="tuples kept per capture")
+    b.add_argument("--window", type=int, default=d.window, help="sampled frames each frame is compared with")
+    b.add_argument("--frame-step", type=int, default=d.frame_step, help="sample every k-th usable frame")
+    b.add_argument("--grid", type=int, default=d.grid, help="cells per side for the overlap")
+    b.add_argument("--seed", type=int, default=d.seed)
+    b.add_argument("--up", default="default", help="world up: default (the format's), auto, +x -x +y -y +z -z")
+    b.add_argument("--ignore-distortion", action="store_true", help="(nerfstudio) use distorted images as pinhole")
+    b.add_argument("--overwrite", action="store_true", help="replace an earlier build of the same scene")
+    b.add_argument("--contact-sheet", type=int, default=6, help="records on the contact sheet PNG (0: none)")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_build)
+
+
 def _positive(x: str) -> int:
     v = int(x)
     if v < 0:
@@ -93,7 +146,7 @@ def _positive(x: str) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add `data synth`, `data show` and `data stats` to a top-level `hatch-vlm` subparsers object."""
+    """Add `data synth`, `data build`, `data show` and `data stats` to a top-level `hatch-vlm` subparsers object."""
     p = subparsers.add_parser("data", help="synthetic data and dataset tools")
     sub = p.add_subparsers(dest="data_command", required=True)
 
@@ -106,6 +159,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--bench-num", type=_positive, default=None,
                    help="extra samples written as benchmark files (default min(num, 100))")
     s.set_defaults(func=lambda a: _synth(_fill_bench(a)))
+
+    _add_build(sub)
 
     w = sub.add_parser("show", help="draw a sample's views, depth and cell overlaps to a PNG")
     w.add_argument("sample", help='a SPAR-7M-RGBD root directory, or "synth[:SEED]"')

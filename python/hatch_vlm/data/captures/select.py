@@ -154,7 +154,7 @@ def select_views(frames: Iterable[CaptureFrame], cfg: SelectConfig, progress=Non
                 scores[(old.name, frame.name)] = float(o)
                 sel.pairs_considered += 1
                 sel.histogram[min(int(o * HIST_BINS), HIST_BINS - 1)] += 1
-                sel.pairs_in_band += lo <= o <= hi
+                sel.pairs_in_band += int(lo <= o <= hi)
             _offer_tuples([w[0] for w in window], frame, scores, cfg, sel, cap)
         window.append((frame, small))
         if len(window) > cfg.window:
