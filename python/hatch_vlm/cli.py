@@ -3,6 +3,7 @@
     hatch-vlm demo [--model FAMILY]     the whole recipe on synthetic data with the tiny model (this machine)
     hatch-vlm train --config FILE       every stage of a config (resumes after an interruption)
     hatch-vlm ablate [--config FILE] [--seeds 0 1 2] [--quick]   the paper's ablation, shared stages once
+    hatch-vlm sweep [--config FILE] --set pasta.grid=1,2,3,4,5,6 [--seeds ...]   one key over values, shared stages once
     hatch-vlm pasta --tiny --output-dir DIR [...]   the PaStA stage alone, metrics printed as JSON
     hatch-vlm eval --model DIR --benchmark spar-mv|mindcube|mmsi|spar-si|cv-bench|synthetic --data PATH
     hatch-vlm data synth / hatch-vlm data show
@@ -49,6 +50,34 @@ def _cmd_ablate(args) -> int:
 
     init_distributed()
     run_ablation(ablation_config(args.out, args.config, args.quick), args.out, args.seeds)
+    shutdown()
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="one config key over a list of values, shared stages once (resumable)",
+                       description="Run a config once per value of one key (e.g. --set pasta.grid=1,2,3,4,5,6, the "
+                                   "paper's Figure 4) and seed; the stages before the first one the key touches run "
+                                   "once and are shared. Writes OUT/sweep.md (+ .png): each benchmark's Avg, mean ± "
+                                   "std over seeds, against the value. Rerun the same command to resume.")
+    p.add_argument("--config", default=None, help="a `hatch-vlm train` config (default: the demo's)")
+    p.add_argument("--set", dest="setting", required=True, metavar="KEY=V1,V2,...",
+                   help="the config key (section.key, e.g. pasta.grid) and its values, comma-separated")
+    p.add_argument("--out", default="runs/sweep", help="sweep directory (one run directory per seed)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    p.add_argument("--quick", action="store_true", help="shorter stages (as `hatch-vlm ablate --quick`)")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from hatch_vlm.pipeline.ablate import ablation_config
+    from hatch_vlm.pipeline.sweep import check_key, parse_set, run_sweep
+    from hatch_vlm.utils.distributed import init_distributed, shutdown
+
+    setting = parse_set(args.setting)
+    check_key(setting.key)          # before the demo config writes its benchmark files
+    init_distributed()
+    run_sweep(ablation_config(args.out, args.config, args.quick), setting, args.out, args.seeds)
     shutdown()
     return 0
 
@@ -172,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_ablate(sub)
+    _add_sweep(sub)
     _add_pasta(sub)
     _add_eval(sub)
     try:
