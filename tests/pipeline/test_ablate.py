@@ -59,6 +59,7 @@ def test_shared_stages_run_once_and_a_rerun_runs_nothing(tmp_path, counted):
     assert "| 53.6 |" in md and "| 51.5 |" in md           # the paper's SPAR-Bench-MV averages beside ours
     assert "pasta+qa_sft" in md                            # named as shared
     assert (out / "ablation.png").stat().st_size > 1000
+    assert (out / "ablation_rewards.png").stat().st_size > 1000      # Figure 3: full against w/o PaStA
 
     counted.clear()
     again = ablate.run_ablation(TINY, out, seeds=[3])

@@ -1,4 +1,5 @@
-"""Reward curves of a GRPO run against the training step (the paper's Figure 3: action and answer reward)."""
+"""Reward curves of GRPO runs against the training step (the paper's Figure 3: action and answer reward; HATCH
+against "w/o PaStA" with `plot_reward_variants`)."""
 from __future__ import annotations
 
 import json
@@ -82,15 +83,56 @@ def plot_reward_seeds(logs: dict[str, Sequence[dict]], out_path: str | Path,
         for run, (steps, vals) in series.items():
             ax.plot(steps, vals, lw=0.8, alpha=0.45, label=run)
         if series:
-            common = sorted(set.intersection(*(set(st) for st, _ in series.values())))
-            means = [sum(dict(zip(st, v))[x] for st, v in series.values()) / len(series) for x in common]
-            ax.plot(common, moving_average(means, smooth), lw=2.2, color="black",
-                    label=f"mean, smoothed ({smooth})")
+            common, means = mean_curve(list(series.values()), smooth)
+            ax.plot(common, means, lw=2.2, color="black", label=f"mean, smoothed ({smooth})")
         ax.set_title(f"{name} reward")
         ax.set_xlabel("GRPO step")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean reward (training batch)")
+    axes[0][-1].legend(fontsize=7)
+    return _save(fig, out_path)
+
+
+def mean_curve(series: Sequence[tuple[list[int], list[float]]], smooth: int) -> tuple[list[int], list[float]]:
+    """The across-run mean at the steps every run logged, then its trailing mean over `smooth` points."""
+    if not series:
+        return [], []
+    common = sorted(set.intersection(*(set(steps) for steps, _ in series)))
+    means = [sum(dict(zip(steps, vals))[x] for steps, vals in series) / len(series) for x in common]
+    return common, moving_average(means, smooth)
+
+
+def plot_reward_variants(variants: dict[str, dict[str, Sequence[dict]]], out_path: str | Path,
+                         curves: Sequence[str] = ("action", "answer"), smooth: int = 10) -> Path:
+    """The paper's Figure 3: GRPO reward curves of several variants (e.g. HATCH against "w/o PaStA") on one
+    figure, one panel per reward; per variant each seed's logged mean reward as a thin line and the across-seed
+    mean smoothed over `smooth` logged points as a thick line of the same colour.
+
+    variants: {variant title: {seed name: log history (or reward_log.json contents)}}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(variants.values()):
+        raise ValueError("no GRPO reward logs to plot")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.4 * len(curves), 3.4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes[0], curves):
+        for k, (variant, logs) in enumerate(variants.items()):
+            colour = colours[k % len(colours)]
+            series = [sv for sv in (reward_series(log, CURVES[name]) for log in logs.values()) if sv[0]]
+            for steps, vals in series:
+                ax.plot(steps, vals, lw=0.7, alpha=0.3, color=colour)
+            steps, means = mean_curve(series, smooth)
+            if steps:
+                ax.plot(steps, means, lw=2.2, color=colour, label=f"{variant} ({len(series)} seed(s))")
+        ax.set_title(f"{name} reward")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"mean reward (smoothed over {smooth})")
     axes[0][-1].legend(fontsize=7)
     return _save(fig, out_path)
 

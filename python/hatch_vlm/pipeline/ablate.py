@@ -236,11 +236,48 @@ def write_ablation(out: Path, chains: dict[str, list[tuple[str, str]]], seeds: S
     picture = _plot(out / "ablation.png", table, benches, heads, titles)
     if picture:
         lines += ["", f"![ablation]({picture.name})"]
+    curves = reward_curves(out, chains, seeds, variants)
+    if curves:
+        lines += ["", "GRPO's action and answer rewards during training, HATCH against w/o PaStA (the paper's "
+                      "Figure 3): each seed thin, the mean over seeds smoothed thick.", "", f"![rewards]({curves.name})"]
     atomic_write_json(out / "ablation_table.json", {"seeds": list(seeds), "variants": table,
                                                      "paper_spar_mv_avg": PAPER_ABLATION,
                                                      "chains": {k: [key for key, _ in c] for k, c in chains.items()}})
     atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
     return table
+
+
+# The paper's Figure 3 compares these variants' GRPO rewards.
+FIGURE3 = ("full", "no_pasta")
+
+
+def reward_logs(out: Path, chains: dict[str, list[tuple[str, str]]], seeds: Sequence[int]) -> dict[str, dict]:
+    """{variant: {"seed <s>": GRPO reward log}} of the FIGURE3 variants, from each seed's state.json (a seed
+    whose GRPO stage has no log yet is left out)."""
+    logs: dict[str, dict] = {}
+    for name in FIGURE3:
+        grpo_key = next((key for key, stage in chains.get(name, []) if stage == "grpo"), None)
+        if grpo_key is None:
+            continue
+        for seed in seeds:
+            state = read_json(out / f"seed{seed}" / "state.json", default={"stages": {}})
+            path = state["stages"].get(grpo_key, {}).get("metrics", {}).get("reward_log")
+            log = read_json(Path(path), default=None) if path else None
+            if log:
+                logs.setdefault(name, {})[f"seed {seed}"] = log
+    return logs
+
+
+def reward_curves(out: Path, chains: dict[str, list[tuple[str, str]]], seeds: Sequence[int],
+                  variants: Sequence[Variant] = VARIANTS) -> Path | None:
+    """ablation_rewards.png (Figure 3) when both FIGURE3 variants have GRPO reward logs, else None."""
+    from hatch_vlm.actor.plot import plot_reward_variants
+
+    logs = reward_logs(out, chains, seeds)
+    if set(logs) != set(FIGURE3):
+        return None
+    titles = {v.name: v.title for v in variants}
+    return plot_reward_variants({titles.get(n, n): logs[n] for n in FIGURE3}, out / "ablation_rewards.png")
 
 
 def _shared_stages(chains: dict[str, list[tuple[str, str]]]) -> list[str]:
