@@ -18,6 +18,7 @@ never a higher one:
     actor     hatch_vlm.actor                  actions, rewards, SFT / GRPO; PaStA's loss comes in as a callable
     eval      hatch_vlm.eval                   generates with ActoR's prompts, scores with scoring, tabulates
     pipeline  hatch_vlm.pipeline               runs the stages above in order, writes the report
+    rehearse  hatch_vlm.rehearse               runs the pipeline's stages at real size, measures, plans GPUs
     cli       hatch_vlm.cli, __main__, */cli   command-line front ends: wire everything, imported by nothing
 
 The package's own `hatch_vlm/__init__.py` (a version string) is layer-free. A new subpackage must be added
@@ -47,6 +48,7 @@ LAYERS = (
     ("actor", ("hatch_vlm.actor",)),
     ("eval", ("hatch_vlm.eval",)),
     ("pipeline", ("hatch_vlm.pipeline",)),
+    ("rehearse", ("hatch_vlm.rehearse",)),
     ("cli", ("hatch_vlm.cli", "hatch_vlm.__main__", "*.cli")),
 )
 LAYER_FREE = ("hatch_vlm",)         # the package __init__: a docstring and __version__

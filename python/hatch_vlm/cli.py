@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_pasta(sub)
     _add_eval(sub)
+    from hatch_vlm.rehearse.cli import register as register_rehearse
+
+    register_rehearse(sub)
     try:
         from hatch_vlm.data.cli import register as register_data
     except ImportError:  # the data commands are optional in a partial checkout

@@ -173,8 +173,14 @@ def test_sft_prints_no_deprecation_warning_of_ours(tiny_dir, tmp_path):
 
 
 def test_bad_options_are_clear_errors():
-    with pytest.raises(ConfigError, match=r"per_device_train_batch_size: \(6\) must be a multiple of num_generations"):
+    with pytest.raises(ConfigError, match=r"per_device_train_batch_size: x steps_per_generation \(6 x 1, the "
+                                          r"completions of one generation round\) must be a multiple of num_generations"):
         GRPOOptions(trl={"per_device_train_batch_size": 6, "num_generations": 4})
+    with pytest.raises(ConfigError, match=r"\(2 x 3, .*\) must be a multiple of num_generations \(4\)"):
+        GRPOOptions(trl={"per_device_train_batch_size": 2, "steps_per_generation": 3, "num_generations": 4})
+    # a micro-batch smaller than a prompt group, whole groups per generation round: TRL's rule, accepted
+    assert GRPOOptions(trl={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4,
+                            "num_generations": 8}).setting("per_device_train_batch_size") == 2
     with pytest.raises(ConfigError, match="num_generations: must be >= 2"):
         GRPOOptions(trl={"num_generations": 1, "per_device_train_batch_size": 2})
     with pytest.raises(ConfigError, match="max_steps: must be >= 1"):

@@ -31,6 +31,7 @@ import torch
 
 from hatch_vlm.utils.config import check
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+from hatch_vlm.models.precision import upcast_trainable
 
 from .generation import vision_token_ids
 from .rewards import ACTION_REWARD_SHAPES, DEFAULT_ACTION_REWARD, answer_reward, format_reward, make_action_reward
@@ -93,7 +94,13 @@ class GRPOOptions(TRLStageOptions):
         super().__post_init__()
         g, b = self.setting("num_generations"), self.setting("per_device_train_batch_size")
         check(g >= 2, "num_generations", f"must be >= 2 (advantages compare completions), got {g}")
-        check(b % g == 0, "per_device_train_batch_size", f"({b}) must be a multiple of num_generations ({g})")
+        # TRL's rule: a generation round (per_device_train_batch_size x steps_per_generation completions per
+        # process; steps_per_generation defaults to gradient_accumulation_steps) holds whole prompt groups.
+        # A micro-batch smaller than a group is how a big model's GRPO fits a small GPU.
+        spg = self.setting("steps_per_generation") or self.setting("gradient_accumulation_steps")
+        check((b * spg) % g == 0, "per_device_train_batch_size",
+              f"x steps_per_generation ({b} x {spg}, the completions of one generation round) must be a multiple "
+              f"of num_generations ({g})")
         m = self.setting("max_completion_length")
         check(m >= 1, "max_completion_length", f"must be >= 1, got {m}")
         for name in ("lambda_act", "lambda_ans", "lambda_fmt", "pasta_weight"):
@@ -110,6 +117,8 @@ class GRPOOptions(TRLStageOptions):
 def _trainer_class():
     from trl import GRPOTrainer
 
+    from hatch_vlm.utils.probes import attach_probes
+
     class HatchGRPOTrainer(GRPOTrainer):
         """GRPOTrainer with an optional auxiliary loss that sees chosen dataset columns."""
 
@@ -118,6 +127,7 @@ def _trainer_class():
             super().__init__(*args, **kwargs)
             self.aux_loss_fn = aux_loss_fn
             self.aux_columns = tuple(aux_columns)
+            attach_probes(self)
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
@@ -251,6 +261,8 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     stage["generation_kwargs"] = gen
     # TRL's generation and peft's LoRA wrap call transformers' deprecated gradient-checkpointing names
     # (models/compat.py): the filter hides only those.
+    if opt.lora is None:
+        upcast_trainable(model)     # full fine-tuning: float32 master weights (models/precision.py)
     with checkpointing_deprecations_ignored():
         trainer = _trainer_class()(
             model=model, reward_funcs=funcs, args=opt.trl_config(**stage), train_dataset=ds,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from hatch_vlm.utils.config import (OLD_CHECKPOINTING_NAMES, CHECKPOINTING_NAMES, check, check_foreign_fields,
                                     effective, trl_kwargs)
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+from hatch_vlm.models.precision import upcast_trainable
 
 # Our defaults for SFTConfig fields (the paper gives no SFT settings); every other field keeps TRL's default.
 # Pinned here even where TRL's default agrees today, so that a TRL release cannot move the demo's numbers.
@@ -123,6 +124,8 @@ def make_lora_config(lora: dict | None, model=None):
 def _token_mean_trainer_class():
     from trl import SFTTrainer
 
+    from hatch_vlm.utils.probes import attach_probes
+
     class TokenMeanSFTTrainer(SFTTrainer):
         """SFTTrainer whose loss is the mean over all completion tokens of the optimizer step, on every rank.
 
@@ -137,6 +140,7 @@ def _token_mean_trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.model_accepts_loss_kwargs = True
+            attach_probes(self)
 
     return TokenMeanSFTTrainer
 
@@ -174,6 +178,8 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
         raise ValueError(f"SFT rows need columns prompt, completion, images; missing {sorted(missing)}")
     config = opt.trl_config(output_dir=str(output_dir), max_length=None, dataloader_num_workers=num_workers,
                             remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"))
+    if opt.lora is None:
+        upcast_trainable(model)     # full fine-tuning: float32 master weights (models/precision.py)
     # peft's LoRA wrap calls transformers' deprecated gradient-checkpointing names (models/compat.py).
     with checkpointing_deprecations_ignored():
         trainer = _token_mean_trainer_class()(model=model, args=config, train_dataset=train_ds,

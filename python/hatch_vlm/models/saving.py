@@ -69,9 +69,16 @@ def write_trained_model(trainer, path, full_state: dict[str, Any] | None):
     """Main process: saves `trainer`'s model to `path` (safetensors), LoRA adapters merged, from
     `full_state` when `gather_full_state` returned one (sharded engines); returns the model object saved
     (under sharding, a shard: load `path` for the whole model)."""
+    from .precision import cast_to_checkpoint_dtype, checkpoint_dtype
+
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    # trained parameters were held in float32 (models/precision.py): the output keeps the checkpoint's dtype
+    cast_to_checkpoint_dtype(model)
+    if full_state is not None:
+        dtype = checkpoint_dtype(model)
+        full_state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in full_state.items()}
     with quiet_progress():
         model.save_pretrained(path, safe_serialization=True,
                               **({"state_dict": full_state} if full_state is not None else {}))

@@ -62,11 +62,13 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    bf16 = use_bf16(config, device)
 
     torch.manual_seed(config.seed)
-    model, processor = load_model_and_processor(config.model_dir, dtype=torch.float32, device=device,
+    # The checkpoint's dtype: the frozen LLM stays there (bf16 for a real checkpoint: half the memory), the
+    # trained vision parameters are held in float32 (freeze_for_pasta, models/precision.py)
+    model, processor = load_model_and_processor(config.model_dir, device=device,
                                                 min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    bf16 = use_bf16(config, device, model)
     if train_samples is None:
         train_samples = make_samples(config, config.num_train, config.train_seed)
     if eval_samples is None:

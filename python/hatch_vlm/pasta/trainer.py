@@ -12,8 +12,10 @@ from transformers import Trainer, TrainerCallback
 
 from hatch_vlm.models.adapters import adapter_for_model
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+from hatch_vlm.models.precision import checkpoint_dtype, cpu_bf16_supported, upcast_trainable
 from hatch_vlm.models.saving import QuietSaveMixin
 from hatch_vlm.utils.distributed import global_mean_loss
+from hatch_vlm.utils.probes import attach_probes
 
 from .config import PastaConfig
 from .objective import pasta_loss
@@ -36,6 +38,7 @@ def freeze_for_pasta(model, config: PastaConfig):
     if config.tune == "full":
         for p in adapter.vision_parameters(model):
             p.requires_grad_(True)
+        upcast_trainable(model)          # float32 master weights (models/precision.py)
         return model
     from peft import LoraConfig, get_peft_model
 
@@ -56,11 +59,16 @@ def llm_state(model) -> dict[str, Tensor]:
     return {n: p.detach().clone() for n, p in base.named_parameters() if id(p) not in visual}
 
 
-def use_bf16(config: PastaConfig, device: torch.device) -> bool:
-    """Whether the stage trains under bf16 autocast: `config.bf16`, where "auto" means a bf16-capable GPU."""
-    if config.bf16 == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return bool(config.bf16)
+def use_bf16(config: PastaConfig, device: torch.device, model=None) -> bool:
+    """Whether the stage trains under bf16 autocast: `config.bf16`, where "auto" means a bf16-capable GPU, or
+    a CPU that computes bf16 natively (AVX512-BF16 / AMX) when the checkpoint is stored in bf16 (a real one;
+    the tiny float32 models stay in float32 there)."""
+    if config.bf16 != "auto":
+        return bool(config.bf16)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return (device.type == "cpu" and model is not None and checkpoint_dtype(model) == torch.bfloat16
+            and cpu_bf16_supported())
 
 
 class PastaTrainer(QuietSaveMixin, Trainer):
@@ -76,6 +84,7 @@ class PastaTrainer(QuietSaveMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.pasta_config = pasta_config
         self._valid_rows: list[float] = []
+        attach_probes(self)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """With a time budget and the cosine schedule, decay over whichever runs out first, steps or

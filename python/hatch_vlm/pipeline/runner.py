@@ -50,6 +50,9 @@ class Run:
         self.out = Path(cfg.output_dir)
         self._train: Sequence[Sample] | None = None
         self._eval: Sequence[Sample] | None = None
+        # `hatch-vlm rehearse`: the stages train as ever, but skip the held-out reward checks after training
+        # (generation over the held-out set: an evaluation, which the eval stage measures on its own)
+        self.measure_only = False
 
     def with_config(self, cfg: HatchConfig) -> Run:
         """This run directory and its data under another config of the same run (an ablation variant: fewer
@@ -239,7 +242,8 @@ def _actor_sft(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
 
     n = max(1, math.ceil(run.cfg.data.actor_fraction * len(run.train)))
     result = _sft(run, model_dir, stage_dir, "actor_sft", LazyRows(run.train[:n], cold_start_row))
-    result.metrics.update(_held_out_rewards(run, result.model_dir))
+    if not run.measure_only:
+        result.metrics.update(_held_out_rewards(run, result.model_dir))
     return result
 
 
@@ -290,7 +294,8 @@ def _grpo(run: Run, model_dir: Path, stage_dir: Path) -> StageResult:
     if pasta:
         metrics["pasta_loss_first"], metrics["pasta_loss_last"] = pasta[0], pasta[-1]
     final = save_trained(trainer, processor, stage_dir / "model")
-    metrics.update(_held_out_rewards(run, final))       # comparable with the cold start's
+    if not run.measure_only:
+        metrics.update(_held_out_rewards(run, final))   # comparable with the cold start's
     return StageResult(final, metrics)
 
 

@@ -1,0 +1,416 @@
+"""`hatch-vlm rehearse --config FILE`: each stage of a config for a few optimizer steps at the real model's
+size, measured; extrapolated where this machine is too small; planned onto GPUs.
+
+Per stage (docs/rehearse.md):
+1. The exact model state of the full-size stage, on a meta-device model prepared by the stage's own code
+   (`stages.stage_state`): no memory spent.
+2. Variants at full width run in their own processes (`worker`), each under a watchdog that ends it before
+   it passes the memory budget: two reduced depths (2 and 4 decoder layers, the vision tower cut in the same
+   proportion) at the config's micro-batch; when that is over the budget, two smaller micro-batches at each
+   depth. Every variant is predicted before it runs (model state exact + the measured rest scaled) and is
+   skipped when the prediction is over the budget.
+3. The full model itself when the fit predicts that it fits: a measured number, and a check of the fit.
+4. Fits (`fit`) give the full depth and the config's micro-batch; each number says measured or extrapolated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hatch_vlm.utils.config import ConfigError
+
+from . import memory
+from .architecture import Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers, read_config, shrink
+from .stages import accumulation, micro_batch, stage_state
+
+GIB = memory.GIB
+SMALL_DEPTHS = (2, 4)          # decoder layers of the two reduced variants
+
+
+@dataclass
+class RehearseOptions:
+    config: str
+    out: str = "runs/rehearse"
+    steps: int = 2                    # measured optimizer steps per variant (after the warm-up)
+    warmup: int = 1                   # steps not timed (first touch of fresh memory is slower)
+    stages: list[str] | None = None   # default: the config's
+    budget_gib: float | None = None   # default: this machine's available memory less 4 GiB
+    full: bool = True                 # also run the full model where it is predicted to fit
+    views: int = 3                    # views per sample of the stand-in data (SPAR-Bench has 1-3)
+    num_samples: int = 24             # stand-in samples
+    name: str | None = None           # report name (default: the model directory's name)
+    gpus: int = 8
+    gpu_mem_gib: float = 80.0
+    engine: str = "ddp"
+    keep_models: bool = True          # keep the materialised random-weight variants for the next rehearsal
+
+    def __post_init__(self):
+        from .accounting import ENGINES
+
+        if self.steps < 1:
+            raise ConfigError(f"--steps: must be >= 1, got {self.steps}")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup: must be >= 0, got {self.warmup}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.gpus < 1 or self.gpu_mem_gib <= 0:
+            raise ConfigError(f"--gpus / --gpu-mem: must be positive, got {self.gpus} / {self.gpu_mem_gib}")
+
+
+@dataclass
+class Variant:
+    depth: Depth
+    micro_batch: int
+    x: float                          # depth fraction (fit.py)
+    result: dict | None = None
+    over_budget: bool = False
+    skipped: str | None = None        # why it was not run
+    state_total: int = 0              # exact model-state bytes of the stage at this depth (stages.stage_state)
+
+    @property
+    def label(self) -> str:
+        return f"{self.depth.text}L/{self.depth.vision}V b{self.micro_batch}"
+
+
+@dataclass
+class StageRehearsal:
+    stage: str
+    variants: list[Variant] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def rehearsal_config(opts: RehearseOptions, out: Path, say) -> tuple[dict, list[str]]:
+    """The user's config as a mapping, with what this machine lacks replaced (each replacement noted):
+    a SPAR download that is not here -> a stand-in tree at real frame sizes; benchmarks not here -> left out."""
+    from hatch_vlm.utils.config import load_mapping
+
+    raw = load_mapping(opts.config)
+    notes: list[str] = []
+    model = raw.get("model", "tiny")
+    path = model if isinstance(model, str) else (model or {}).get("path", "tiny")
+    if path != "tiny" and not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"model.path: {path} has no config.json (rehearse needs a checkpoint or an "
+                          "architecture-only directory, e.g. configs/models/Qwen2.5-VL-3B-Instruct)")
+    data = dict(raw.get("data") or {})
+    if data.get("kind") == "spar" and not Path(str(data.get("path"))).is_dir():
+        from .standin import write_stand_in
+
+        root = out / "data"
+        say(f"data: {data.get('path')} is not here: a stand-in SPAR-7M tree at ScanNet frame sizes "
+            f"({opts.num_samples} samples x {opts.views} views) in {root}")
+        write_stand_in(root, opts.num_samples, opts.views)
+        notes.append(f"data.path {data.get('path')} not on this machine: stand-in tree of {opts.num_samples} "
+                     f"synthetic samples x {opts.views} views at 1296x968 colour / 640x480 depth "
+                     "(hatch_vlm.rehearse.standin)")
+        data.update(path=str(root), index_cache=None)
+    data["num_train"] = min(int(data.get("num_train", 64)), max(opts.num_samples - 2, 2))
+    data["num_eval"] = 2
+    raw["data"] = data
+    ev = dict(raw.get("eval") or {})
+    missing = [b for b in ev.get("benchmarks", []) if not Path(str(b.get("path"))).exists()]
+    if missing:
+        notes.append("eval benchmarks not on this machine, left out (the eval stage is measured on held-out "
+                     f"samples at the same generation settings): {', '.join(b['name'] for b in missing)}")
+        ev["benchmarks"] = [b for b in ev.get("benchmarks", []) if b not in missing]
+    ev["synthetic"] = True
+    raw["eval"] = ev
+    return raw, notes
+
+
+def variant_config(raw: dict, stage: str, model_dir: Path, work: Path, b: int, n_micro: int, steps: int) -> dict:
+    """The config a variant's worker runs: the stage alone, `steps` optimizer steps of `n_micro` micro-batches
+    of `b`, no checkpoints, no plots, no evaluation before training."""
+    cfg = json.loads(json.dumps(raw))
+    model = cfg.get("model", "tiny")
+    cfg["model"] = {**(model if isinstance(model, dict) else {"path": model}), "path": str(model_dir)}
+    cfg["model"].pop("family", None)
+    cfg["output_dir"] = str(work)
+    cfg["stages"] = [stage]
+    if stage == "pasta":
+        p = dict(cfg.get("pasta") or {})
+        p.update(max_steps=steps, per_device_train_batch_size=b, gradient_accumulation_steps=n_micro,
+                 save_steps=0, logging_steps=1, evaluate_before=False, plot=False, check_llm_unchanged=False,
+                 max_seconds=None, warmup_steps=0)
+        cfg["pasta"] = p
+    elif stage in ("qa_sft", "actor_sft", "grpo"):
+        s = dict(cfg.get(stage) or {})
+        s.pop("save_steps", None)
+        s.update(max_steps=steps, per_device_train_batch_size=b, gradient_accumulation_steps=n_micro,
+                 logging_steps=1)
+        if stage == "grpo":
+            s.update(steps_per_generation=n_micro, plot=False)
+        cfg[stage] = s
+    else:
+        cfg["eval"] = {**cfg.get("eval", {}), "limit": b, "batch_size": b}
+    if stage == "actor_sft":
+        # the cold start takes data.actor_fraction of the training rows: enough rows for the steps
+        cfg["data"] = {**cfg["data"], "actor_fraction": 1.0}
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- running
+class Rehearsal:
+    def __init__(self, opts: RehearseOptions, say=print):
+        self.opts, self.say = opts, say
+        self.out = Path(opts.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.raw, self.notes = rehearsal_config(opts, self.out, say)
+        from hatch_vlm.pipeline.config import HatchConfig
+        from hatch_vlm.utils.config import from_dict
+
+        self.cfg = from_dict(HatchConfig, json.loads(json.dumps(self.raw)), where="config")
+        self.source = self._source_model()
+        self.hf = read_config(self.source)
+        self.full = depth_of(self.hf)
+        self.real_weights = has_weights(self.source) and self.cfg.model.path != "tiny"
+        self._states: dict = {}
+        self.budget = int((opts.budget_gib * GIB) if opts.budget_gib else memory.available_bytes() - 4 * GIB)
+        if self.budget < 2 * GIB:
+            raise ConfigError(f"--budget: {self.budget / GIB:.1f} GiB is too little to rehearse anything")
+
+    def _source_model(self) -> Path:
+        if self.cfg.model.path != "tiny":
+            return Path(self.cfg.model.path)
+        from hatch_vlm.models.tiny import build_tiny_model
+
+        path = self.out / "models" / f"tiny-{self.cfg.model.tiny_family}"
+        if not (path / "config.json").is_file():
+            build_tiny_model(path, seed=self.cfg.seed, family=self.cfg.model.tiny_family)
+        return path
+
+    # ------------------------------------------------------------------ models
+    def model_for(self, depth: Depth) -> Path:
+        """A checkpoint directory of the variant: the source itself at full depth when it has weights, else
+        random weights of the architecture (materialised once, kept for later rehearsals)."""
+        if depth == self.full and has_weights(self.source):
+            return self.source
+        name = f"{self.source.name}-{depth.text}L{depth.vision}V"
+        path = self.out / "models" / name
+        t = time.perf_counter()
+        materialise(self.source, path, depth)
+        if time.perf_counter() - t > 1:
+            self.say(f"  built {name} (random weights) in {time.perf_counter() - t:.0f}s")
+        return path
+
+    def depths(self) -> list[Depth]:
+        low = min_text_layers(self.hf)
+        out = []
+        for t in SMALL_DEPTHS:
+            t = max(t, low)
+            if t >= self.full.text:
+                continue
+            v = max(1, min(self.full.vision, round(t / self.full.text * self.full.vision)))
+            d = Depth(t, v)
+            if d not in out:
+                out.append(d)
+        return out
+
+    def state_at(self, stage: str, depth: Depth):
+        key = (stage, depth)
+        if key not in self._states:
+            self._states[key] = stage_state(shrink(self.hf, depth) if depth != self.full else self.hf, self.cfg,
+                                            stage)
+        return self._states[key]
+
+    def fraction(self, depth: Depth) -> float:
+        return 1.0 if depth == self.full else depth_fraction(self.hf, depth)
+
+    # ------------------------------------------------------------------ one variant
+    def run_variant(self, stage: str, v: Variant) -> Variant:
+        steps = self.opts.warmup + self.opts.steps + (1 if stage == "pasta" else 0)
+        n_micro = n_micro_per_step(self.cfg, stage, v.micro_batch)
+        work = self.out / "work" / stage / v.label.replace("/", "-").replace(" ", "-")
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        spec = {"config": variant_config(self.raw, stage, self.model_for(v.depth), work, v.micro_batch, n_micro,
+                                         steps),
+                "stage": stage, "model_dir": str(self.model_for(v.depth)), "device": "cpu",
+                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB}
+        (work / "spec.json").write_text(json.dumps(spec, indent=1))
+        result_path = work / "result.json"
+        log = self.out / "logs" / f"{stage}-{work.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        with open(log, "w") as fh:
+            proc = subprocess.run([sys.executable, "-m", "hatch_vlm.rehearse.worker", str(work / "spec.json"),
+                                   str(result_path)], stdout=fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        seconds = time.perf_counter() - t
+        from .worker import OVER_BUDGET
+
+        if proc.returncode == OVER_BUDGET:
+            v.over_budget = True
+            self.say(f"  [{stage}] {v.label}: over the {self.budget / GIB:.1f} GiB budget, stopped ({seconds:.0f}s)")
+        elif proc.returncode != 0 or not result_path.is_file():
+            tail = log.read_text()[-3000:]
+            raise RuntimeError(f"rehearse: stage {stage} variant {v.label} failed (exit {proc.returncode}); "
+                               f"log {log}:\n{tail}")
+        else:
+            v.result = json.loads(result_path.read_text())
+            v.result["wall_seconds"] = seconds
+            v.result["n_micro"] = n_micro
+            s = summarize_run(v.result, self.opts.warmup)
+            per = (f"{s['step_seconds']:.1f} s/step" if s["steady_steps"]
+                   else f"{v.result['stage_seconds']:.1f} s for {v.micro_batch} questions")
+            self.say(f"  [{stage}] {v.label}: {per}, peak {s['peak'] / GIB:.2f} GiB ({seconds:.0f}s)")
+        # the variant's trained model and checkpoints are not needed: only the measurements
+        for sub in ("stages",):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        return v
+
+    # ------------------------------------------------------------------ one stage
+    def predict_peak(self, stage: str, v: Variant, done: list[Variant]) -> float:
+        """Model state (exact) + the rest, from the measured variants (scaled by depth x micro-batch when
+        there is one point, fitted when there are more); without a measurement, the model state alone."""
+        state = self.state_at(stage, v.depth)
+        v.state_total = state.total
+        pts = rest_points(done, self.opts.warmup)
+        if not pts:
+            return state.total
+        if len(pts) == 1:
+            x0, b0, r0 = pts[0]
+            return state.total + r0 * max(1.0, (v.x / x0) * (v.micro_batch / b0))
+        from .fit import fit_cost
+
+        return state.total + max(fit_cost(pts)(v.x, v.micro_batch), max(p[2] for p in pts))
+
+    def rehearse_stage(self, stage: str) -> StageRehearsal:
+        out = StageRehearsal(stage)
+        b_cfg = micro_batch(self.cfg, stage)
+        done: list[Variant] = []
+
+        def attempt(depth: Depth, b: int) -> Variant:
+            v = Variant(depth, b, self.fraction(depth))
+            pred = self.predict_peak(stage, v, done)
+            if pred > self.budget:
+                v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
+                self.say(f"  [{stage}] {v.label}: skipped, {v.skipped}")
+            else:
+                self.run_variant(stage, v)
+                if v.result is not None:
+                    done.append(v)
+            out.variants.append(v)
+            return v
+
+        batches = [b_cfg]
+        # a model too shallow to cut (the tiny ones) is measured as it is
+        ladder = self.depths() or [self.full]
+        for depth in ladder:
+            b_idx = 0
+            while True:
+                v = attempt(depth, batches[b_idx])
+                if v.result is not None:
+                    break
+                smaller = smaller_batch(stage, self.cfg, batches[b_idx])
+                if smaller is None:
+                    break
+                if smaller not in batches:
+                    batches.append(smaller)
+                b_idx = batches.index(smaller)
+        if len(batches) > 1:
+            # the config's micro-batch did not fit: a second micro-batch at each depth for the batch slope
+            ran = {(v.depth, v.micro_batch) for v in done}
+            b_run = min(v.micro_batch for v in done) if done else None
+            if b_run is not None:
+                second = smaller_batch(stage, self.cfg, b_run)
+                if second is not None:
+                    for depth in ladder:
+                        if (depth, second) not in ran:
+                            attempt(depth, second)
+        if self.opts.full and done and all(v.x < 1.0 for v in done):
+            full_v = Variant(self.full, b_cfg, 1.0)
+            pred = self.predict_peak(stage, full_v, done)
+            full_v.result = None
+            if pred <= self.budget * 0.95:
+                self.say(f"  [{stage}] full model predicted at {pred / GIB:.1f} GiB: measuring it")
+                self.run_variant(stage, full_v)
+            else:
+                full_v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
+            out.variants.append(full_v)
+        out.summary = self.summarize_stage(stage, out.variants)
+        return out
+
+    def summarize_stage(self, stage: str, variants: list[Variant]) -> dict:
+        from .summary import stage_summary
+
+        return stage_summary(stage, self.cfg, self.hf, variants, self.opts.warmup, self.state_at(stage, self.full))
+
+    def run(self) -> dict:
+        from .report import write_report
+
+        stages = self.opts.stages or list(self.cfg.stages)
+        unknown = [s for s in stages if s not in self.cfg.stages]
+        if unknown:
+            raise ConfigError(f"--stages: {unknown} are not stages of {self.opts.config} ({self.cfg.stages})")
+        t0 = time.perf_counter()
+        self.say(f"rehearse: {self.source} ({self.full.text} decoder layers, {self.full.vision} vision blocks; "
+                 f"{'real' if self.real_weights else 'random'} weights), budget {self.budget / GIB:.1f} GiB")
+        results = []
+        for k, stage in enumerate(stages, 1):
+            self.say(f"[{k}/{len(stages)}] {stage}")
+            t = time.perf_counter()
+            r = self.rehearse_stage(stage)
+            r.summary["rehearsal_seconds"] = time.perf_counter() - t
+            results.append(r)
+        report = write_report(self, results, time.perf_counter() - t0)
+        if not self.opts.keep_models:
+            shutil.rmtree(self.out / "models", ignore_errors=True)
+        return report
+
+
+def n_micro_per_step(cfg, stage: str, b: int) -> int:
+    """Micro-batches per optimizer step in the rehearsal: 1, except GRPO, whose optimizer step is one
+    generation round of the config's size (micro-batch x steps_per_generation completions), whatever `b`."""
+    if stage != "grpo":
+        return 1
+    return max(1, generation_batch(cfg) // b)
+
+
+def generation_batch(cfg) -> int:
+    g = cfg.grpo
+    spg = g.setting("steps_per_generation") or g.setting("gradient_accumulation_steps")
+    return int(g.setting("per_device_train_batch_size")) * int(spg)
+
+
+def smaller_batch(stage: str, cfg, b: int) -> int | None:
+    """The next micro-batch down (halved; GRPO: a divisor of the generation round), None below 1."""
+    if b <= 1:
+        return None
+    nxt = b // 2
+    if stage == "grpo":
+        gen = generation_batch(cfg)
+        while nxt > 1 and gen % nxt:
+            nxt -= 1
+    return max(1, nxt)
+
+
+def summarize_run(result: dict, warmup: int) -> dict:
+    """Steady-state numbers of one variant: median over the steps after the warm-up (the profiled step
+    excluded), the peak over every step."""
+    steps = [s for s in result["steps"] if s.get("op_seconds") is None]
+    steady = steps[warmup:] or steps
+    med = lambda key: statistics.median(s[key] for s in steady) if steady else math.nan  # noqa: E731
+    peak = max([s["peak_bytes"] for s in result["steps"]] or [result["after_peak"]])
+    return {"step_seconds": med("seconds"), "optimizer_seconds": med("optimizer_seconds"),
+            "data_seconds": med("data_seconds"), "generate_seconds": med("generate_seconds"),
+            "generated_tokens": med("generated_tokens"), "peak": peak, "steady_steps": len(steady)}
+
+
+def rest_points(done: list[Variant], warmup: int) -> list[tuple[float, float, float]]:
+    """(x, micro-batch, peak - model state) of the measured variants (`Variant.state`: the exact state)."""
+    return [(v.x, v.micro_batch, summarize_run(v.result, warmup)["peak"] - v.state_total) for v in done]
+
+
+def as_dict(v: Variant) -> dict:
+    return {**{k: val for k, val in asdict(v).items() if k != "result"}, "label": v.label,
+            "depth": [v.depth.text, v.depth.vision]}
