@@ -95,8 +95,9 @@ def write_nerfstudio(root: Path, poses, H: int = 48, W: int = 64, color_scale: i
     Kc = intrinsics(Hc, Wc)
     frames = []
     for k, T in enumerate(poses):
-        d, _ = render(K, T, H, W)
-        _, rgb = render(Kc, T, Hc, Wc)
+        d, rgb = render(K, T, H, W)
+        if color_scale != 1:
+            _, rgb = render(Kc, T, Hc, Wc)
         Image.fromarray(rgb).save(root / "images" / f"frame_{k:05d}.jpg", quality=90)
         f = {"file_path": f"images/frame_{k:05d}.jpg", "transform_matrix": (T @ GL_FLIP).tolist()}
         if depth:

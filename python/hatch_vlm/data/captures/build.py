@@ -133,7 +133,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     if unknown:
         raise CaptureError(f"--tasks: unknown {unknown}; expected some of {list(TASKS)}")
     capture = open_capture(cfg)
-    scene = cfg.scene or Path(cfg.src).resolve().name.replace(" ", "_")
+    scene = cfg.scene or Path(cfg.src).absolute().name.replace(" ", "_")   # a symlink keeps its own name
     _prepare_out(cfg, scene)
     with tqdm(total=capture.num_frames, desc="select views", unit="frame", disable=not progress) as bar:
         sel = select_views(capture.frames(), cfg.select, progress=bar)
@@ -147,6 +147,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict:
     files = writer.close()
     summary = _summary(cfg, capture, sel, scene, up, up_how, asked, not_askable, writer, files)
     base = Path(cfg.out) / cfg.source / f"build_{scene}"
+    base.parent.mkdir(parents=True, exist_ok=True)         # also when nothing was kept (the summary says why)
     base.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     if cfg.contact_sheet and files:
         from .report import contact_sheet

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,5 +100,7 @@ def existing_outputs(out, source: str, scene: str) -> list[Path]:
         found.append(root / "images" / scene)
     qa = root / "qa_jsonl"
     if qa.is_dir():
-        found += sorted(p for p in qa.rglob(f"*_{scene}_*.jsonl")) + sorted(qa.rglob(f"*_{scene}.partial"))
+        # <kind>_<scene>_<N>.jsonl exactly: scene "a" must not claim scene "a_b"'s files
+        mine = re.compile(rf"^[a-z]+_{re.escape(scene)}(_\d+\.jsonl|\.partial)$")
+        found += sorted(p for p in qa.rglob("*") if p.is_file() and mine.match(p.name))
     return found
