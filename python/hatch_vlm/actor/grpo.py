@@ -142,7 +142,8 @@ def _trainer_class():
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.aux_loss_fn is None:
                 return loss
-            aux = self.aux_loss_fn(model, inputs)
+            with self.accelerator.autocast():      # the term bypasses model.forward, where accelerate's autocast is
+                aux = self.aux_loss_fn(model, inputs)
             if not isinstance(aux, torch.Tensor) or aux.dim() != 0:
                 raise TypeError(f"aux_loss_fn must return a scalar tensor, got "
                                 f"{type(aux).__name__}{'' if not isinstance(aux, torch.Tensor) else tuple(aux.shape)}")

@@ -98,7 +98,10 @@ class PastaTrainer(QuietSaveMixin, Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True)
+        # accelerate applies bf16 autocast by wrapping model.forward; the PaStA loss reaches the vision tower
+        # without it (cells.py), so the stage enters the same autocast itself (without this, `bf16` was a no-op)
+        with self.accelerator.autocast():
+            loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True)
         loss, num_valid = global_mean_loss(loss, num_valid)
         self._valid_rows.append(float(num_valid))
         return (loss, None) if return_outputs else loss

@@ -66,16 +66,33 @@ def depth_of(config) -> Depth:
                                                                         _vision_key(config.vision_config))))
 
 
+def min_vision_blocks(config) -> int:
+    """Qwen3-VL taps len(deepstack_visual_indexes) distinct vision blocks."""
+    return max(1, len(getattr(config.vision_config, "deepstack_visual_indexes", None) or []))
+
+
 def min_text_layers(config) -> int:
     """Qwen3-VL adds its deepstack features to the first len(deepstack_visual_indexes) decoder layers."""
     return max(1, len(getattr(config.vision_config, "deepstack_visual_indexes", None) or []))
 
 
-def _scaled_indexes(indexes: list[int], old: int, new: int) -> list[int]:
-    """Block indexes of a full model mapped onto `new` blocks in proportion (e.g. Qwen2.5-VL's full-attention
-    blocks 7, 15, 23, 31 of 32 -> 1, 3 of 4), distinct, in range."""
-    out = sorted({min(new - 1, max(0, round((i + 1) * new / old) - 1)) for i in indexes})
-    return out
+def _full_attention_blocks(indexes: list[int], old: int, new: int) -> list[int]:
+    """Qwen2.5-VL's full-attention blocks (7, 15, 23, 31 of 32: one in 8, the rest windowed) on `new` blocks:
+    the same share, at least one, evenly spaced (4 of 32 -> 1 of 4: block 3)."""
+    count = max(1, round(len(indexes) * new / old))
+    return [round((k + 1) * new / count) - 1 for k in range(count)]
+
+
+def _deepstack_blocks(indexes: list[int], old: int, new: int) -> list[int]:
+    """Qwen3-VL's deepstack taps (5, 11, 17 of 24): each has a merger of its own (parameters) feeding one
+    decoder layer, so all of them stay, at the same relative positions, distinct."""
+    if new < len(indexes):
+        raise ValueError(f"this model needs >= {len(indexes)} vision blocks (deepstack taps {indexes}), got {new}")
+    out = [min(new - 1, round((i + 1) * new / old) - 1) for i in indexes]
+    for k in range(1, len(out)):          # keep them distinct and increasing
+        out[k] = max(out[k], out[k - 1] + 1)
+    shift = max(0, out[-1] - (new - 1))
+    return [i - shift for i in out]
 
 
 def shrink(config, depth: Depth):
@@ -95,9 +112,11 @@ def shrink(config, depth: Depth):
         t.max_window_layers = min(t.max_window_layers, depth.text)
     v = c.vision_config
     setattr(v, _vision_key(v), depth.vision)
-    for name in ("fullatt_block_indexes", "deepstack_visual_indexes"):
-        if getattr(v, name, None):
-            setattr(v, name, _scaled_indexes(list(getattr(v, name)), full.vision, depth.vision))
+    if getattr(v, "fullatt_block_indexes", None):
+        v.fullatt_block_indexes = _full_attention_blocks(list(v.fullatt_block_indexes), full.vision, depth.vision)
+    if getattr(v, "deepstack_visual_indexes", None):
+        v.deepstack_visual_indexes = _deepstack_blocks(list(v.deepstack_visual_indexes), full.vision,
+                                                       depth.vision)
     if getattr(c, "deepstack_visual_indexes", None):          # some versions keep it at the top level
         c.deepstack_visual_indexes = list(v.deepstack_visual_indexes)
     return c
@@ -162,6 +181,9 @@ def random_model(config, seed: int = 0):
     pool = (torch.randn(POOL_SIZE, generator=gen) * std).to(dtype)
     with no_init_weights():
         model = cls._from_config(config, dtype=dtype)
+    # no_init_weights also skips the tying of the LM head to the embeddings (tie_word_embeddings): tie now, or
+    # the saved model would carry two different matrices and load untied (a bigger model than the real one)
+    model.tie_weights()
     with torch.no_grad():
         for name, p in model.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
@@ -198,14 +220,17 @@ def materialise(src: str | Path, out: str | Path, depth: Depth | None = None, se
     config = read_config(src)
     full = depth_of(config)
     depth = depth or full
+    cfg = shrink(config, depth) if depth != full else config
+    import hashlib
+
     stamp = {"source": str(src.resolve()), "depth": [depth.text, depth.vision], "seed": seed,
-             "tokenizer": "checkpoint" if has_tokenizer(src) else "stand-in"}
+             "tokenizer": "checkpoint" if has_tokenizer(src) else "stand-in",
+             "config": hashlib.sha256(cfg.to_json_string().encode()).hexdigest()[:16]}
     marker = out / "rehearsal_model.json"
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return out
     if out.exists():
         shutil.rmtree(out)
-    cfg = shrink(config, depth) if depth != full else config
     with atomic_directory(out) as tmp:
         for f in src.iterdir():
             if f.is_file() and f.name != "config.json" and not any(f.match(p) for p in WEIGHT_PATTERNS):

@@ -11,6 +11,9 @@ def register(sub) -> None:
                     "optimizer / rest) and time per stage, extrapolate over depth and micro-batch where this "
                     "machine is too small, and plan the GPUs. Writes OUT/rehearsal_<name>.{md,json,_plan.png}.")
     p.add_argument("--config", required=True, help="a `hatch-vlm train` config (YAML/JSON)")
+    p.add_argument("--model", default=None,
+                   help="model directory instead of the config's model.path: a checkpoint, or an architecture-only "
+                        "directory (config.json + processor files, e.g. configs/models/Qwen2.5-VL-3B-Instruct)")
     p.add_argument("--out", default="runs/rehearse", help="where the report, logs and built variants go")
     p.add_argument("--steps", type=int, default=2, help="measured optimizer steps per variant (default 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed first steps per variant (default 1)")
@@ -36,7 +39,7 @@ def _cmd(args) -> int:
 
     if args.engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {args.engine!r}")
-    opts = RehearseOptions(config=args.config, out=args.out, steps=args.steps, warmup=args.warmup,
+    opts = RehearseOptions(config=args.config, model=args.model, out=args.out, steps=args.steps, warmup=args.warmup,
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
                            name=args.name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem_gib, engine=args.engine)
     Rehearsal(opts).run()

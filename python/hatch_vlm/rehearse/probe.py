@@ -166,6 +166,7 @@ class _Callback(TrainerCallback):
         self._profiler = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        _make_resident(model)
         self.probe.predicted = model_state(model).to_dict()
         self.probe.baseline_rss = memory.rss_bytes()
         self.probe.load_peak = memory.peak_bytes(self.probe.device)
@@ -193,6 +194,22 @@ class _Callback(TrainerCallback):
             self._profiler = torch.profiler.profile(activities=activities)
             self._profiler.__enter__()
         return control
+
+
+def _make_resident(model) -> None:
+    """Every CPU parameter and buffer copied into the process's own memory. `from_pretrained` maps the
+    safetensors file: a weight that is never read (PaStA's frozen LLM) would never be resident and the peak
+    would leave it out, where a GPU holds every weight it was given. The Parameter objects stay the same (the
+    optimizer keeps them), only their storage moves."""
+    from .accounting import unique_parameters
+
+    with torch.no_grad():
+        for p in unique_parameters(model):
+            if p.device.type == "cpu":
+                p.data = p.data.clone()
+        for b in model.buffers():
+            if b.device.type == "cpu":
+                b.data = b.data.clone()
 
 
 def _op_seconds(prof) -> float:

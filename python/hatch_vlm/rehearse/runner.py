@@ -28,7 +28,8 @@ from pathlib import Path
 from hatch_vlm.utils.config import ConfigError
 
 from . import memory
-from .architecture import Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers, read_config, shrink
+from .architecture import (Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers,
+                           min_vision_blocks, read_config, shrink)
 from .stages import accumulation, micro_batch, stage_state
 
 GIB = memory.GIB
@@ -39,6 +40,7 @@ SMALL_DEPTHS = (2, 4)          # decoder layers of the two reduced variants
 class RehearseOptions:
     config: str
     out: str = "runs/rehearse"
+    model: str | None = None          # instead of the config's model.path (e.g. configs/models/<name>)
     steps: int = 2                    # measured optimizer steps per variant (after the warm-up)
     warmup: int = 1                   # steps not timed (first touch of fresh memory is slower)
     stages: list[str] | None = None   # default: the config's
@@ -95,6 +97,10 @@ def rehearsal_config(opts: RehearseOptions, out: Path, say) -> tuple[dict, list[
 
     raw = load_mapping(opts.config)
     notes: list[str] = []
+    if opts.model is not None:
+        section = raw.get("model", "tiny")
+        raw["model"] = {**(section if isinstance(section, dict) else {}), "path": opts.model}
+        raw["model"].pop("family", None)
     model = raw.get("model", "tiny")
     path = model if isinstance(model, str) else (model or {}).get("path", "tiny")
     if path != "tiny" and not (Path(path) / "config.json").is_file():
@@ -174,7 +180,7 @@ class Rehearsal:
         self.real_weights = has_weights(self.source) and self.cfg.model.path != "tiny"
         self._states: dict = {}
         self.budget = int((opts.budget_gib * GIB) if opts.budget_gib else memory.available_bytes() - 4 * GIB)
-        if self.budget < 2 * GIB:
+        if self.budget < GIB // 2:
             raise ConfigError(f"--budget: {self.budget / GIB:.1f} GiB is too little to rehearse anything")
 
     def _source_model(self) -> Path:
@@ -208,7 +214,7 @@ class Rehearsal:
             t = max(t, low)
             if t >= self.full.text:
                 continue
-            v = max(1, min(self.full.vision, round(t / self.full.text * self.full.vision)))
+            v = max(min_vision_blocks(self.hf), min(self.full.vision, round(t / self.full.text * self.full.vision)))
             d = Depth(t, v)
             if d not in out:
                 out.append(d)
@@ -317,6 +323,8 @@ class Rehearsal:
                 if smaller not in batches:
                     batches.append(smaller)
                 b_idx = batches.index(smaller)
+        if not done:
+            raise ConfigError(self._nothing_fits(stage, out.variants))
         if len(batches) > 1:
             # the config's micro-batch did not fit: a second micro-batch at each depth for the batch slope
             ran = {(v.depth, v.micro_batch) for v in done}
@@ -339,6 +347,16 @@ class Rehearsal:
             out.variants.append(full_v)
         out.summary = self.summarize_stage(stage, out.variants)
         return out
+
+    def _nothing_fits(self, stage: str, variants: list[Variant]) -> str:
+        smallest = min(variants, key=lambda v: (v.x, v.micro_batch))
+        state = self.state_at(stage, smallest.depth).total
+        head = (f"{stage}: does not fit this machine even at {smallest.depth.text} decoder layers and micro-batch "
+                f"{smallest.micro_batch}: ")
+        if state > self.budget:
+            return (head + f"model state alone {state / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB "
+                    "(a larger --budget on a larger machine, or LoRA / a smaller model in the config)")
+        return head + f"it ran over the {self.budget / GIB:.1f} GiB budget (logs in {self.out / 'logs'})"
 
     def summarize_stage(self, stage: str, variants: list[Variant]) -> dict:
         from .summary import stage_summary
