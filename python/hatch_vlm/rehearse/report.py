@@ -61,10 +61,13 @@ def lora_state(rehearsal, stage: str):
     """The stage's exact state with LoRA (r 64 on q/k/v/o) instead of full fine-tuning, or None."""
     from .stages import stage_state, uses_lora
 
-    if stage not in ("qa_sft", "actor_sft") or uses_lora(rehearsal.cfg, stage):
+    if stage not in ("pasta", "qa_sft", "actor_sft") or uses_lora(rehearsal.cfg, stage):
         return None
     cfg = dataclasses.replace(rehearsal.cfg)
-    setattr(cfg, stage, dataclasses.replace(getattr(cfg, stage), lora=dict(LORA_ALTERNATIVE)))
+    if stage == "pasta":            # vision-only LoRA (the pasta section's lora_r, the family's tower targets)
+        cfg.pasta = dataclasses.replace(cfg.pasta, tune="lora")
+    else:
+        setattr(cfg, stage, dataclasses.replace(getattr(cfg, stage), lora=dict(LORA_ALTERNATIVE)))
     return stage_state(rehearsal.hf, cfg, stage)
 
 
