@@ -72,3 +72,37 @@ def test_refuses_a_model_that_cannot_fit_even_at_two_layers(tmp_path):
                                           r"micro-batch 1: model state alone .* GiB > budget 3.0 GiB"):
         Rehearsal(opts, say=lambda _m: None).run()
     assert not (tmp_path / "rh" / "work").exists()            # nothing was run
+
+
+def test_replan_a_saved_rehearsal(tmp_path, capsys):
+    """A report planned again for other hardware from its JSON alone: the per-GPU model state follows the
+    engine's arithmetic, the verdict follows the memory, nothing runs."""
+    from hatch_vlm.rehearse.plan import GIB
+
+    t = 1_000_000_000
+    state = {"weights": 4 * t, "grads": 4 * t, "optimizer": 8 * t, "trainable": t, "frozen": 0,
+             "trainable_bytes": 4 * t, "frozen_bytes": 0, "trainable_tensors": 0, "total": 16 * t}
+    stage = {"stage": "qa_sft", "state_full": state, "largest_layer": 0, "micro_batch": 4,
+             "micro_batches_per_step": 1, "process_baseline": GIB, "gpu_rest": 4 * GIB,
+             "rest": {"value": 5 * GIB, "how": "extrapolated"}, "rest_fit_points": [], "lora": False,
+             "peak": {"value": 16 * t + 5 * GIB, "how": "extrapolated"}, "step_seconds": {"value": 1.0,
+             "how": "extrapolated"}, "variants": [], "skipped": [], "mirror_check": []}
+    rep = {"name": "x", "config": "c", "model": "m", "weights": "random", "tokenizer": "stand-in", "depth": [2, 2],
+           "budget_bytes": GIB, "steps": 1, "warmup": 1, "notes": [], "rehearsal_seconds": 1.0, "stages": [stage],
+           "plan": {}, "plan_setting": {"gpus": 8, "gpu_mem_gib": 80, "engine": "ddp", "headroom_gib": 3},
+           "machine": {"cpu": "", "cores": 2, "memory_gib": 24, "gpu": None, "python": "", "torch": "",
+                       "transformers": "", "trl": "", "peft": "", "date": ""},
+           "accelerate_check": {"accelerate_model_bytes": 0, "ours_weight_bytes": 0, "buffer_bytes": 0,
+                                "accelerate_fp32_adam_bytes": 0, "ours_fp32_adam_bytes": 0, "note": ""}}
+    path = tmp_path / "rehearsal_x.json"
+    path.write_text(json.dumps(rep))
+    assert main(["rehearse", "--replan", str(path), "--gpus", "1", "--gpu-mem", "20"]) == 0
+    out = json.loads((tmp_path / "rehearsal_x_1x20gib_ddp.json").read_text())
+    chosen = out["plan"]["qa_sft"]["chosen"]
+    assert chosen["total"] == 16 * t + 4 * GIB + 3 * GIB and not chosen["fits"]      # 21.9 GiB; 1 GPU: no buckets
+    assert main(["rehearse", "--replan", str(path), "--gpus", "8", "--gpu-mem", "24", "--engine", "zero3"]) == 0
+    z3 = json.loads((tmp_path / "rehearsal_x_8x24gib_zero3.json").read_text())["plan"]["qa_sft"]["chosen"]
+    assert z3["weights"] == 2 * t / 8 and z3["optimizer"] == 12 * t / 8 and z3["fits"]
+    assert (tmp_path / "rehearsal_x_8x24gib_zero3.md").read_text().count("FITS") >= 1
+    assert main(["rehearse", "--replan", str(tmp_path / "nope.json")]) == 2
+    assert "--replan: no such report" in capsys.readouterr().err

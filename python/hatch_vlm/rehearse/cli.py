@@ -10,7 +10,9 @@ def register(sub) -> None:
                     "e.g. configs/models/Qwen2.5-VL-3B-Instruct), measure memory (weights / gradients / "
                     "optimizer / rest) and time per stage, extrapolate over depth and micro-batch where this "
                     "machine is too small, and plan the GPUs. Writes OUT/rehearsal_<name>.{md,json,_plan.png}.")
-    p.add_argument("--config", required=True, help="a `hatch-vlm train` config (YAML/JSON)")
+    p.add_argument("--config", help="a `hatch-vlm train` config (YAML/JSON)")
+    p.add_argument("--replan", default=None, metavar="REPORT.json",
+                   help="plan a saved rehearsal for --gpus / --gpu-mem / --engine again, without running anything")
     p.add_argument("--model", default=None,
                    help="model directory instead of the config's model.path: a checkpoint, or an architecture-only "
                         "directory (config.json + processor files, e.g. configs/models/Qwen2.5-VL-3B-Instruct)")
@@ -39,6 +41,13 @@ def _cmd(args) -> int:
 
     if args.engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {args.engine!r}")
+    if args.replan:
+        from .report import replan
+
+        replan(args.replan, args.gpus, args.gpu_mem_gib, args.engine)
+        return 0
+    if not args.config:
+        raise ConfigError("--config: required (or --replan REPORT.json)")
     opts = RehearseOptions(config=args.config, model=args.model, out=args.out, steps=args.steps, warmup=args.warmup,
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
                            name=args.name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem_gib, engine=args.engine)

@@ -71,18 +71,22 @@ def lora_state(rehearsal, stage: str):
     return stage_state(rehearsal.hf, cfg, stage)
 
 
-def build_plan(rehearsal, summaries: list[dict]) -> dict:
-    o = rehearsal.opts
+def build_plan(summaries: list[dict], gpus: int, gpu_mem_gib: float, engine: str) -> dict:
+    """The plan of every stage from the rehearsal's summaries alone (so a saved report can be planned again
+    for other hardware: `hatch-vlm rehearse --replan REPORT.json`)."""
+    from .accounting import ModelState
+
     plans = {}
     for s in summaries:
         if s["rest"].get("value") is None:
             plans[s["stage"]] = {"error": "no measurement"}
             continue
-        lora = lora_state(rehearsal, s["stage"])
+        alt = s.get("lora_alternative")
+        lora = ModelState(**{k: v for k, v in alt.items() if k != "total"}) if alt else None
         plans[s["stage"]] = {
-            "chosen": plan_stage(s, o.engine, o.gpus, o.gpu_mem_gib).to_dict(),
-            "engines": {e: plan_stage(s, e, o.gpus, o.gpu_mem_gib).to_dict() for e in ENGINES},
-            "smallest_change": smallest_change(s, o.engine, o.gpus, o.gpu_mem_gib, lora),
+            "chosen": plan_stage(s, engine, gpus, gpu_mem_gib).to_dict(),
+            "engines": {e: plan_stage(s, e, gpus, gpu_mem_gib).to_dict() for e in ENGINES},
+            "smallest_change": smallest_change(s, engine, gpus, gpu_mem_gib, lora),
             "single_80": smallest_change(s, "ddp", 1, 80.0, lora) or {"change": "fits as configured"},
             "single_24": smallest_change(s, "ddp", 1, 24.0, lora) or {"change": "fits as configured"},
         }
@@ -114,7 +118,10 @@ def write_report(rehearsal, results, seconds: float) -> dict:
     o = rehearsal.opts
     name = o.name or rehearsal.source.name
     summaries = [r.summary for r in results]
-    plans = build_plan(rehearsal, summaries)
+    for s in summaries:
+        alt = lora_state(rehearsal, s["stage"])
+        s["lora_alternative"] = alt.to_dict() if alt is not None else None
+    plans = build_plan(summaries, o.gpus, o.gpu_mem_gib, o.engine)
     report = {"name": name, "config": str(o.config), "model": str(rehearsal.source),
               "weights": "real" if rehearsal.real_weights else "random (architecture-only directory)",
               "tokenizer": "checkpoint" if (rehearsal.source / "tokenizer_config.json").is_file()
@@ -132,6 +139,33 @@ def write_report(rehearsal, results, seconds: float) -> dict:
     (out / f"rehearsal_{name}.md").write_text(render_markdown(report, png.name))
     rehearsal.say(f"rehearse: report {out / f'rehearsal_{name}.md'} ({seconds / 60:.1f} min)")
     return report
+
+
+def replan(report_path: str | Path, gpus: int, gpu_mem_gib: float, engine: str, say=print) -> Path:
+    """The plan of a saved rehearsal for other hardware, without running anything: writes
+    `<report>_<gpus>x<mem>gib_<engine>.md` (+ `.json`, `_plan.png`) beside it; returns the markdown's path."""
+    from hatch_vlm.utils.config import ConfigError
+
+    from .accounting import ENGINES as _ENGINES
+
+    path = Path(report_path)
+    if not path.is_file():
+        raise ConfigError(f"--replan: no such report {path} (a rehearsal_<name>.json)")
+    if engine not in _ENGINES:
+        raise ConfigError(f"--engine: must be one of {', '.join(_ENGINES)}, got {engine!r}")
+    rep = json.loads(path.read_text())
+    if "stages" not in rep or "plan_setting" not in rep:
+        raise ConfigError(f"--replan: {path} is not a rehearsal report (no stages / plan_setting)")
+    rep["plan"] = build_plan(rep["stages"], gpus, gpu_mem_gib, engine)
+    rep["plan_setting"] = {"gpus": gpus, "gpu_mem_gib": gpu_mem_gib, "engine": engine, "headroom_gib": HEADROOM_GIB}
+    stem = f"{path.stem}_{gpus}x{gpu_mem_gib:g}gib_{engine}"
+    (path.parent / f"{stem}.json").write_text(json.dumps(rep, indent=1, default=str))
+    png = path.parent / f"{stem}_plan.png"
+    plot_plan(rep, png)
+    md = path.parent / f"{stem}.md"
+    md.write_text(render_markdown(rep, png.name))
+    say(f"rehearse: plan for {gpus} x {gpu_mem_gib:g} GiB, {engine}: {md}")
+    return md
 
 
 def render_markdown(rep: dict, png: str) -> str:
@@ -174,7 +208,7 @@ def render_markdown(rep: dict, png: str) -> str:
     any_check = False
     for s in rep["stages"]:
         for key, scale, unit in (("peak", GIB, "GiB"), ("micro_seconds", 1, "s")):
-            d = s[key]
+            d = s.get(key) or {}
             if d.get("fit_error_pct") is not None:
                 any_check = True
                 lines.append(f"| {s['stage']} | {key} | {d['extrapolated'] / scale:.2f} {unit} | "
