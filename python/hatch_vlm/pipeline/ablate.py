@@ -239,7 +239,8 @@ def write_ablation(out: Path, chains: dict[str, list[tuple[str, str]]], seeds: S
     curves = reward_curves(out, chains, seeds, variants)
     if curves:
         lines += ["", "GRPO's action and answer rewards during training, HATCH against w/o PaStA (the paper's "
-                      "Figure 3): each seed thin, the mean over seeds smoothed thick.", "", f"![rewards]({curves.name})"]
+                      "Figure 3): each seed thin, the mean over seeds smoothed thick.", "",
+                  f"![rewards]({curves.name})"]
     atomic_write_json(out / "ablation_table.json", {"seeds": list(seeds), "variants": table,
                                                      "paper_spar_mv_avg": PAPER_ABLATION,
                                                      "chains": {k: [key for key, _ in c] for k, c in chains.items()}})

@@ -41,7 +41,7 @@ from hatch_vlm.utils.config import ConfigError, from_dict
 from hatch_vlm.utils.io import atomic_write_json, atomic_write_text, read_json
 
 from .ablate import _cell, collect, seeded
-from .config import STAGES, HatchConfig
+from .config import HatchConfig
 from .runner import Run, run_chain, start_run
 
 # The paper's statement for a key, printed beside the sweep's table.

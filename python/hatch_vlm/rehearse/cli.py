@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="GiB a variant may use here (default: available memory less 4 GiB)")
     p.add_argument("--no-full", action="store_false", dest="full",
                    help="never run the full-size model, even where it is predicted to fit")
+    p.add_argument("--max-variant-minutes", type=float, default=15.0,
+                   help="skip a full-size variant predicted to take longer (its numbers are then extrapolated)")
     p.add_argument("--views", type=int, default=3, help="views per sample of the stand-in data (default 3)")
     p.add_argument("--name", default=None, help="report name (default: the model directory's name)")
     p.add_argument("--gpus", type=int, default=8, help="GPUs to plan for (default 8)")
@@ -50,6 +52,7 @@ def _cmd(args) -> int:
         raise ConfigError("--config: required (or --replan REPORT.json)")
     opts = RehearseOptions(config=args.config, model=args.model, out=args.out, steps=args.steps, warmup=args.warmup,
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
-                           name=args.name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem_gib, engine=args.engine)
+                           name=args.name, max_variant_minutes=args.max_variant_minutes, gpus=args.gpus,
+                           gpu_mem_gib=args.gpu_mem_gib, engine=args.engine)
     Rehearsal(opts).run()
     return 0

@@ -301,7 +301,7 @@ def plot_plan(rep: dict, path: Path) -> None:
         for j, e in enumerate(ENGINES):
             p = rep["plan"][stage]["engines"][e]
             bottom = 0.0
-            for k, (key, color) in enumerate(parts):
+            for key, color in parts:
                 h = p[key] / GIB
                 ax.bar(i + (j - 1.5) * width, h, width * 0.9, bottom=bottom, color=color,
                        label=key if (i == 0 and j == 0) else None)

@@ -30,7 +30,7 @@ from hatch_vlm.utils.config import ConfigError
 from . import memory
 from .architecture import (Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers,
                            min_vision_blocks, read_config, shrink)
-from .stages import accumulation, micro_batch, stage_state
+from .stages import micro_batch, stage_state
 
 GIB = memory.GIB
 SMALL_DEPTHS = (2, 4)          # decoder layers of the two reduced variants
@@ -53,6 +53,7 @@ class RehearseOptions:
     gpu_mem_gib: float = 80.0
     engine: str = "ddp"
     keep_models: bool = True          # keep the materialised random-weight variants for the next rehearsal
+    max_variant_minutes: float = 15.0  # a full-size variant predicted to take longer is not run (extrapolated)
 
     def __post_init__(self):
         from .accounting import ENGINES
@@ -208,10 +209,11 @@ class Rehearsal:
         return path
 
     def depths(self) -> list[Depth]:
-        low = min_text_layers(self.hf)
+        """Two reduced depths, the second twice the first (2 and 4 decoder layers; 3 and 6 for a model that
+        needs 3, Qwen3-VL's deepstack), the vision tower cut in proportion."""
+        low = max(SMALL_DEPTHS[0], min_text_layers(self.hf))
         out = []
-        for t in SMALL_DEPTHS:
-            t = max(t, low)
+        for t in (low, low * SMALL_DEPTHS[1] // SMALL_DEPTHS[0]):
             if t >= self.full.text:
                 continue
             v = max(min_vision_blocks(self.hf), min(self.full.vision, round(t / self.full.text * self.full.vision)))
@@ -235,15 +237,21 @@ class Rehearsal:
         steps = self.opts.warmup + self.opts.steps + (1 if stage == "pasta" else 0)
         n_micro = n_micro_per_step(self.cfg, stage, v.micro_batch)
         work = self.out / "work" / stage / v.label.replace("/", "-").replace(" ", "-")
+        model_dir = self.model_for(v.depth)
+        spec = {"config": variant_config(self.raw, stage, model_dir, work, v.micro_batch, n_micro, steps),
+                "stage": stage, "model_dir": str(model_dir), "device": "cpu",
+                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB}
+        result_path = work / "result.json"
+        if _same_spec(work / "spec.json", spec) and result_path.is_file():
+            # the same variant measured by an earlier rehearsal: cheap to rerun (delete OUT/work to measure again)
+            v.result = json.loads(result_path.read_text())
+            v.result["n_micro"] = n_micro
+            self.say(f"  [{stage}] {v.label}: measured in an earlier run ({work}), reused")
+            return v
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        spec = {"config": variant_config(self.raw, stage, self.model_for(v.depth), work, v.micro_batch, n_micro,
-                                         steps),
-                "stage": stage, "model_dir": str(self.model_for(v.depth)), "device": "cpu",
-                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB}
         (work / "spec.json").write_text(json.dumps(spec, indent=1))
-        result_path = work / "result.json"
         log = self.out / "logs" / f"{stage}-{work.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
@@ -265,6 +273,7 @@ class Rehearsal:
             v.result = json.loads(result_path.read_text())
             v.result["wall_seconds"] = seconds
             v.result["n_micro"] = n_micro
+            result_path.write_text(json.dumps(v.result, indent=1, default=str))
             s = summarize_run(v.result, self.opts.warmup)
             per = (f"{s['step_seconds']:.1f} s/step" if s["steady_steps"]
                    else f"{v.result['stage_seconds']:.1f} s for {v.micro_batch} questions")
@@ -289,6 +298,22 @@ class Rehearsal:
         from .fit import fit_cost
 
         return state.total + max(fit_cost(pts)(v.x, v.micro_batch), max(p[2] for p in pts))
+
+    def predict_minutes(self, stage: str, done: list[Variant]) -> float:
+        """Wall minutes the full model's variant would take: its steps at the fitted seconds per step, plus
+        the slowest variant's time outside its steps (loading, data, saving), scaled by depth."""
+        from .fit import fit_cost
+
+        pts, rest = [], []
+        for v in done:
+            s = summarize_run(v.result, self.opts.warmup)
+            step = s["step_seconds"] if s["steady_steps"] else v.result["stage_seconds"]
+            pts.append((v.x, v.micro_batch, step))
+            rest.append(max(0.0, (v.result.get("wall_seconds") or 0.0) - sum(x["seconds"] for x in v.result["steps"])))
+        step = max(fit_cost(pts)(1.0, micro_batch(self.cfg, stage)), max(p[2] for p in pts))
+        steps = self.opts.warmup + self.opts.steps + (1 if stage == "pasta" else 0) if stage != "eval" else 1
+        scale = 1.0 / max(min(p[0] for p in pts), 1e-3)
+        return (steps * step + max(rest) * min(scale, 4.0)) / 60
 
     def rehearse_stage(self, stage: str) -> StageRehearsal:
         out = StageRehearsal(stage)
@@ -339,7 +364,12 @@ class Rehearsal:
             full_v = Variant(self.full, b_cfg, 1.0)
             pred = self.predict_peak(stage, full_v, done)
             full_v.result = None
-            if pred <= self.budget * 0.95:
+            minutes = self.predict_minutes(stage, done)
+            if pred <= self.budget * 0.95 and minutes > self.opts.max_variant_minutes:
+                full_v.skipped = (f"predicted {minutes:.0f} min > --max-variant-minutes "
+                                  f"{self.opts.max_variant_minutes:g} (fits: {pred / GIB:.1f} GiB)")
+                self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
+            elif pred <= self.budget * 0.95:
                 self.say(f"  [{stage}] full model predicted at {pred / GIB:.1f} GiB: measuring it")
                 self.run_variant(stage, full_v)
             else:
@@ -384,6 +414,13 @@ class Rehearsal:
         if not self.opts.keep_models:
             shutil.rmtree(self.out / "models", ignore_errors=True)
         return report
+
+
+def _same_spec(path: Path, spec: dict) -> bool:
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(spec))
+    except (OSError, ValueError):
+        return False
 
 
 def n_micro_per_step(cfg, stage: str, b: int) -> int:

@@ -13,7 +13,7 @@ from hatch_vlm.data.captures.frames import CaptureError
 from hatch_vlm.data.captures.nerfstudio import NerfstudioCapture
 from hatch_vlm.data.captures.scannet import ScanNetCapture
 
-from ._scene import GL_FLIP, intrinsics, look_at, render, write_arkitscenes, write_nerfstudio, write_scannet
+from ._scene import intrinsics, look_at, render, write_arkitscenes, write_nerfstudio, write_scannet
 
 H, W = 96, 128
 # two views of the room ~25 degrees apart, both looking across it

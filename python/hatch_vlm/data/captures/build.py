@@ -197,7 +197,8 @@ def format_summary(s: dict) -> str:
              f"  pairs: {se['pairs_considered']} considered, {se['pairs_in_band']} in the band "
              f"{s['select_config']['band']}; tuples in band {se['tuples_in_band']}, kept {se['tuples_kept']} "
              f"(cap {s['select_config']['max_tuples']})",
-             "  overlap histogram (fraction of cells matched, 10 % bins): " + " ".join(map(str, se["overlap_histogram"])),
+             "  overlap histogram (fraction of cells matched, 10 % bins): "
+             + " ".join(map(str, se["overlap_histogram"])),
              f"  world up: {s['world_up']['vector']} ({s['world_up']['how']})",
              f"  questions: {s['questions_total']} -- " + ", ".join(f"{k}: {v}" for k, v in s["questions"].items()),
              "  not askable on a tuple: " + (", ".join(f"{k}: {v}" for k, v in s["not_askable"].items()) or "none"),

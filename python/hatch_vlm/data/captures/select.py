@@ -160,7 +160,7 @@ def select_views(frames: Iterable[CaptureFrame], cfg: SelectConfig, progress=Non
         if len(window) > cfg.window:
             gone = window.pop(0)[0].name
             scores = {k: v for k, v in scores.items() if gone not in k}
-    for neg_key, names, tup, ovs in cap.sorted():
+    for _neg_key, names, tup, ovs in cap.sorted():
         sel.tuples.append(tup)
         sel.overlaps[names] = ovs
     return sel
