@@ -110,6 +110,9 @@ def smallest_change(summary: dict, engine: str, gpus: int, gpu_mem_gib: float, l
     if lora_state is not None:
         for e in (engine, *later):
             tries.append((f"LoRA instead of full fine-tuning (a different method) under {e}", e, b, lora_state))
+            for b2 in _halvings(b):
+                tries.append((f"LoRA instead of full fine-tuning (a different method) under {e} + "
+                              f"per_device_train_batch_size {b2} (x{b // b2} accumulation)", e, b2, lora_state))
     for text, e, b2, st in tries:
         p = plan_stage(summary, e, gpus, gpu_mem_gib, b2, st)
         if p.fits:

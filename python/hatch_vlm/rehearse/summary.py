@@ -69,6 +69,11 @@ def _value(rows, full_rows, key: str, b: int, default_x: float = 1.0) -> dict:
         try:
             value, fit = extrapolate(pts, default_x, b)
             out.update(extrapolated=value, fit=fit.to_dict())
+            # a deeper model does not use less memory or time than a shallower one at the same micro-batch: a
+            # slope made negative by measurement noise is not extrapolated below what was measured
+            floor = max((p[2] for p in pts if p[1] == b), default=None)
+            if floor is not None and value < floor:
+                out.update(extrapolated=floor, floored=f"fit gave {value:.4g}, below the measured {floor:.4g}")
         except ValueError as e:
             out["fit_error"] = str(e)
     measured = [r[key] for r in full_rows if r["micro_batch"] == b and r.get(key) is not None]
