@@ -46,6 +46,15 @@ def test_shrink_keeps_layer_lists_consistent():
         shrink(cfg, Depth(40, 4))
 
 
+@pytest.mark.parametrize("name, total", [("Qwen3-VL-4B-Instruct", 4_437_815_808), ("InternVL3-8B-hf", 7_944_373_760)])
+def test_layer_parameters_add_up(name, total):
+    """Per-layer counts from meta builds (Qwen3-VL needs 3 layers and 3 vision blocks at least: deepstack)."""
+    cfg = read_config(MODELS / name)
+    base, per_text, per_vision = layer_parameters(cfg)
+    full = depth_of(cfg)
+    assert base + full.text * per_text + full.vision * per_vision == total
+
+
 def test_depth_fraction_is_the_share_of_layer_parameters():
     cfg = read_config(MODELS / "Qwen2.5-VL-3B-Instruct")
     base, per_text, per_vision = layer_parameters(cfg)

@@ -126,8 +126,8 @@ def layer_parameters(config) -> tuple[int, int, int]:
     """(parameters outside the repeated layers, per decoder layer, per vision block), exact: counted on two
     meta-device builds of the model at two depths."""
     full = depth_of(config)
-    lo = Depth(max(min_text_layers(config), 1), 1)
-    hi = Depth(lo.text + 1, 2)
+    lo = Depth(min_text_layers(config), min_vision_blocks(config))
+    hi = Depth(lo.text + 1, lo.vision + 1)
     n_lo, n_t, n_v = (_count(shrink(config, d)) for d in (lo, Depth(hi.text, lo.vision), Depth(lo.text, hi.vision)))
     per_text, per_vision = n_t - n_lo, n_v - n_lo
     base = n_lo - lo.text * per_text - lo.vision * per_vision
