@@ -265,6 +265,12 @@ class Rehearsal:
         if proc.returncode == OVER_BUDGET:
             v.over_budget = True
             self.say(f"  [{stage}] {v.label}: over the {self.budget / GIB:.1f} GiB budget, stopped ({seconds:.0f}s)")
+        elif proc.returncode == -9:
+            # SIGKILL from outside: the kernel's OOM killer when other processes took the memory meanwhile
+            v.over_budget = True
+            v.skipped = (f"killed by the system after {seconds:.0f}s (SIGKILL: the kernel's out-of-memory killer "
+                         "when other processes took memory meanwhile)")
+            self.say(f"  [{stage}] {v.label}: {v.skipped}; log {log}")
         elif proc.returncode != 0 or not result_path.is_file():
             tail = log.read_text()[-3000:]
             raise RuntimeError(f"rehearse: stage {stage} variant {v.label} failed (exit {proc.returncode}); "
@@ -299,6 +305,11 @@ class Rehearsal:
 
         return state.total + max(fit_cost(pts)(v.x, v.micro_batch), max(p[2] for p in pts))
 
+    def free_now(self) -> int:
+        """Memory a variant may take right now: what the machine has available less 1 GiB for everything else
+        (the budget is an upper bound; other processes may have taken part of it since the start)."""
+        return memory.available_bytes() - GIB
+
     def predict_minutes(self, stage: str, done: list[Variant]) -> float:
         """Wall minutes the full model's variant would take: its steps at the fitted seconds per step, plus
         the slowest variant's time outside its steps (loading, data, saving), scaled by depth."""
@@ -325,6 +336,10 @@ class Rehearsal:
             pred = self.predict_peak(stage, v, done)
             if pred > self.budget:
                 v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
+                self.say(f"  [{stage}] {v.label}: skipped, {v.skipped}")
+            elif pred > self.free_now():
+                v.skipped = (f"predicted peak {pred / GIB:.1f} GiB > the {self.free_now() / GIB:.1f} GiB this "
+                             "machine has free now (other processes)")
                 self.say(f"  [{stage}] {v.label}: skipped, {v.skipped}")
             else:
                 self.run_variant(stage, v)
@@ -368,6 +383,10 @@ class Rehearsal:
             if pred <= self.budget * 0.95 and minutes > self.opts.max_variant_minutes:
                 full_v.skipped = (f"predicted {minutes:.0f} min > --max-variant-minutes "
                                   f"{self.opts.max_variant_minutes:g} (fits: {pred / GIB:.1f} GiB)")
+                self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
+            elif pred > self.free_now():
+                full_v.skipped = (f"predicted peak {pred / GIB:.1f} GiB > the {self.free_now() / GIB:.1f} GiB this "
+                                  "machine has free now (other processes)")
                 self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
             elif pred <= self.budget * 0.95:
                 self.say(f"  [{stage}] full model predicted at {pred / GIB:.1f} GiB: measuring it")
