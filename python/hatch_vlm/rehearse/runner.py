@@ -380,19 +380,19 @@ class Rehearsal:
             pred = self.predict_peak(stage, full_v, done)
             full_v.result = None
             minutes = self.predict_minutes(stage, done)
-            if pred <= self.budget * 0.95 and minutes > self.opts.max_variant_minutes:
-                full_v.skipped = (f"predicted {minutes:.0f} min > --max-variant-minutes "
-                                  f"{self.opts.max_variant_minutes:g} (fits: {pred / GIB:.1f} GiB)")
-                self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
+            if pred > self.budget * 0.95:
+                full_v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
             elif pred > self.free_now():
                 full_v.skipped = (f"predicted peak {pred / GIB:.1f} GiB > the {self.free_now() / GIB:.1f} GiB this "
                                   "machine has free now (other processes)")
-                self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
-            elif pred <= self.budget * 0.95:
+            elif minutes > self.opts.max_variant_minutes:
+                full_v.skipped = (f"predicted {minutes:.0f} min > --max-variant-minutes "
+                                  f"{self.opts.max_variant_minutes:g} (fits: {pred / GIB:.1f} GiB)")
+            else:
                 self.say(f"  [{stage}] full model predicted at {pred / GIB:.1f} GiB: measuring it")
                 self.run_variant(stage, full_v)
-            else:
-                full_v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
+            if full_v.skipped and not full_v.over_budget:
+                self.say(f"  [{stage}] full model: skipped, {full_v.skipped}")
             out.variants.append(full_v)
         out.summary = self.summarize_stage(stage, out.variants)
         return out
