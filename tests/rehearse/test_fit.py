@@ -52,8 +52,10 @@ print(memory.peak_bytes() - before)
 
 
 def _peak(layers: int) -> int:
+    # a fixed mmap threshold: glibc's adaptive one lets freed activations stay in the heap by chance, so the
+    # resident set's peak would depend on the allocation history rather than on what is live
     out = subprocess.run([sys.executable, "-c", _SWEEP, str(layers)], capture_output=True, text=True, check=True,
-                         env={"OMP_NUM_THREADS": "1", "PATH": ""})
+                         env={"OMP_NUM_THREADS": "1", "PATH": "", "MALLOC_MMAP_THRESHOLD_": "131072"})
     return int(out.stdout.strip().splitlines()[-1])
 
 
