@@ -125,34 +125,41 @@ def _eval_cmd(tiny_dir, files, out):
     return cmd
 
 
-@pytest.mark.slow
-def test_killed_eval_resumes_to_the_same_results(tiny_dir, files, tmp_path):
-    whole = tmp_path / "whole"
-    proc = subprocess.run(_eval_cmd(tiny_dir, files, whole), env=ENV, capture_output=True, text=True, timeout=600)
+def _run_whole(tiny_dir, files, out) -> dict:
+    proc = subprocess.run(_eval_cmd(tiny_dir, files, out), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((whole / "results.json").read_text())
-    assert results["table_uses"] == "answer_span" and results["decoding"]["repetition_penalty"] == 1.0
-    assert {"spar-mv", "mindcube", "mmsi", "Overall"} <= set(results["summary"])
-    md = (whole / "results.md").read_text()
-    assert "HATCH 3B (paper)" in md and "official rule, raw reply" in md
+    return json.loads((out / "results.json").read_text())
 
-    cut = tmp_path / "cut"
+
+def _kill_and_resume(tiny_dir, files, cut, killed_in: str, finished: str, questions: int) -> dict:
+    """Kill an eval (SIGKILL) once `killed_in`'s completion log has 3 lines, run the same command again: nothing
+    is generated twice (`finished`'s log untouched, each of `killed_in`'s questions once); the resumed results."""
     p = subprocess.Popen(_eval_cmd(tiny_dir, files, cut), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = cut / "completions" / "mindcube.jsonl"
+    log = cut / "completions" / f"{killed_in}.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert not (cut / "results.json").exists()
-    before = (cut / "completions" / "spar-mv.jsonl").read_text()
-    proc = subprocess.run(_eval_cmd(tiny_dir, files, cut), env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # nothing was generated twice: the finished benchmark's log is untouched, each question appears once
-    assert (cut / "completions" / "spar-mv.jsonl").read_text() == before
+    before = (cut / "completions" / f"{finished}.jsonl").read_text()
+    resumed = _run_whole(tiny_dir, files, cut)
+    assert (cut / "completions" / f"{finished}.jsonl").read_text() == before
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip().startswith("{\"index")]
-    assert sorted(x["index"] for x in lines) == list(range(4))
-    assert json.loads((cut / "results.json").read_text()) == results
+    assert sorted(x["index"] for x in lines) == list(range(questions))
+    return resumed
+
+
+@pytest.mark.slow
+def test_killed_eval_resumes_to_the_same_results(tiny_dir, files, tmp_path):
+    whole = tmp_path / "whole"
+    results = _run_whole(tiny_dir, files, whole)
+    assert results["table_uses"] == "answer_span" and results["decoding"]["repetition_penalty"] == 1.0
+    assert {"spar-mv", "mindcube", "mmsi", "Overall"} <= set(results["summary"])
+    md = (whole / "results.md").read_text()
+    assert "HATCH 3B (paper)" in md and "official rule, raw reply" in md
+    resumed = _kill_and_resume(tiny_dir, files, tmp_path / "cut", "mindcube", "spar-mv", 4)
+    assert resumed == results
 
 
 def write_single_image_benchmarks(root):
@@ -183,25 +190,8 @@ def write_single_image_benchmarks(root):
 def test_killed_single_image_eval_resumes_to_the_same_results(tiny_dir, tmp_path):
     files = write_single_image_benchmarks(tmp_path / "bench")
     whole = tmp_path / "whole"
-    proc = subprocess.run(_eval_cmd(tiny_dir, files, whole), env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((whole / "results.json").read_text())
+    results = _run_whole(tiny_dir, files, whole)
     assert {"spar-si", "cv-bench"} <= set(results["summary"])
     assert "Table 4" in (whole / "results.md").read_text()
-
-    cut = tmp_path / "cut"
-    p = subprocess.Popen(_eval_cmd(tiny_dir, files, cut), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    log = cut / "completions" / "cv-bench.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    assert not (cut / "results.json").exists()
-    before = (cut / "completions" / "spar-si.jsonl").read_text()
-    proc = subprocess.run(_eval_cmd(tiny_dir, files, cut), env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (cut / "completions" / "spar-si.jsonl").read_text() == before
-    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip().startswith("{\"index")]
-    assert sorted(x["index"] for x in lines) == list(range(6))
-    assert json.loads((cut / "results.json").read_text()) == results
+    resumed = _kill_and_resume(tiny_dir, files, tmp_path / "cut", "cv-bench", "spar-si", 6)
+    assert resumed == results

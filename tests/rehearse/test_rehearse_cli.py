@@ -48,7 +48,13 @@ def test_rehearse_tiny_end_to_end(tmp_path, capsys):
     md = (out / "rehearsal_tiny.md").read_text()
     assert "## GPU plan: 8 × 80 GiB, ddp" in md and (out / "rehearsal_tiny_plan.png").stat().st_size > 1000
     assert set(rep["plan"]) == {"pasta", "qa_sft", "grpo", "eval"}
-
+    # the same rehearsal again into the same OUT reuses the measured variant, and the report says so (its
+    # whole time is then not what measuring took)
+    assert main(["rehearse", "--config", str(_config(tmp_path)), "--out", str(out), "--steps", "1",
+                 "--warmup", "1", "--name", "again", "--budget", "6", "--stages", "eval"]) == 0
+    again = json.loads((out / "rehearsal_again.json").read_text())
+    assert [r["reused"] for r in again["stages"][0]["variants"]] == [True]
+    assert "1 of 1 variants measured by an earlier run" in (out / "rehearsal_again.md").read_text()
 
 
 def test_refusals_name_the_setting(tmp_path, capsys):

@@ -168,6 +168,19 @@ def replan(report_path: str | Path, gpus: int, gpu_mem_gib: float, engine: str, 
     return md
 
 
+def _reuse_note(rep: dict) -> str:
+    """Variants measured by an earlier rehearsal into the same OUT were reused (runner.run_variant): the
+    whole time above is then not what measuring took, so say what it did."""
+    rows = [r for s in rep["stages"] for r in s["variants"]]
+    reused = [r for r in rows if r.get("reused")]
+    if not reused:
+        return ""
+    took = sum(r["wall_seconds"] for r in rows if r.get("wall_seconds"))
+    unknown = sum(1 for r in rows if not r.get("wall_seconds"))
+    return (f" ({len(reused)} of {len(rows)} variants measured by an earlier run into the same directory and reused;"
+            f" measuring all of them took {took / 60:.1f} min" + (f", {unknown} not timed" if unknown else "") + ")")
+
+
 def render_markdown(rep: dict, png: str) -> str:
     m = rep["machine"]
     ps = rep["plan_setting"]
@@ -179,7 +192,7 @@ def render_markdown(rep: dict, png: str) -> str:
              f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, trl {m['trl']}, "
              f"peft {m['peft']}; {m['date']}. Memory budget {rep['budget_bytes'] / GIB:.1f} GiB; "
              f"{rep['warmup']} warm-up + {rep['steps']} measured optimizer steps per variant; whole rehearsal "
-             f"{rep['rehearsal_seconds'] / 60:.1f} min.", "",
+             f"{rep['rehearsal_seconds'] / 60:.1f} min{_reuse_note(rep)}.", "",
              "Marks: (m) measured here at the config's size, (e) extrapolated from reduced-depth / smaller "
              "micro-batch variants, (x) exact accounting. Peaks are this process's (CPU: resident set, "
              "libraries included).", ""]

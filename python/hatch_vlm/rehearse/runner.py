@@ -15,10 +15,8 @@ Per stage (docs/rehearse.md):
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +28,8 @@ from hatch_vlm.utils.config import ConfigError
 from . import memory
 from .architecture import (Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers,
                            min_vision_blocks, read_config, shrink)
-from .stages import micro_batch, stage_state
+from .stages import generation_batch, micro_batch, stage_state
+from .summary import steady_state
 
 GIB = memory.GIB
 SMALL_DEPTHS = (2, 4)          # decoder layers of the two reduced variants
@@ -246,6 +245,7 @@ class Rehearsal:
             # the same variant measured by an earlier rehearsal: cheap to rerun (delete OUT/work to measure again)
             v.result = json.loads(result_path.read_text())
             v.result["n_micro"] = n_micro
+            v.result["reused"] = True
             self.say(f"  [{stage}] {v.label}: measured in an earlier run ({work}), reused")
             return v
         if work.exists():
@@ -280,7 +280,7 @@ class Rehearsal:
             v.result["wall_seconds"] = seconds
             v.result["n_micro"] = n_micro
             result_path.write_text(json.dumps(v.result, indent=1, default=str))
-            s = summarize_run(v.result, self.opts.warmup)
+            s = steady_state(v.result, self.opts.warmup)
             per = (f"{s['step_seconds']:.1f} s/step" if s["steady_steps"]
                    else f"{v.result['stage_seconds']:.1f} s for {v.micro_batch} questions")
             self.say(f"  [{stage}] {v.label}: {per}, peak {s['peak'] / GIB:.2f} GiB ({seconds:.0f}s)")
@@ -317,7 +317,7 @@ class Rehearsal:
 
         pts, rest = [], []
         for v in done:
-            s = summarize_run(v.result, self.opts.warmup)
+            s = steady_state(v.result, self.opts.warmup)
             step = s["step_seconds"] if s["steady_steps"] else v.result["stage_seconds"]
             pts.append((v.x, v.micro_batch, step))
             rest.append(max(0.0, (v.result.get("wall_seconds") or 0.0) - sum(x["seconds"] for x in v.result["steps"])))
@@ -450,12 +450,6 @@ def n_micro_per_step(cfg, stage: str, b: int) -> int:
     return max(1, generation_batch(cfg) // b)
 
 
-def generation_batch(cfg) -> int:
-    g = cfg.grpo
-    spg = g.setting("steps_per_generation") or g.setting("gradient_accumulation_steps")
-    return int(g.setting("per_device_train_batch_size")) * int(spg)
-
-
 def smaller_batch(stage: str, cfg, b: int) -> int | None:
     """The next micro-batch down (halved; GRPO: a divisor of the generation round), None below 1."""
     if b <= 1:
@@ -468,21 +462,9 @@ def smaller_batch(stage: str, cfg, b: int) -> int | None:
     return max(1, nxt)
 
 
-def summarize_run(result: dict, warmup: int) -> dict:
-    """Steady-state numbers of one variant: median over the steps after the warm-up (the profiled step
-    excluded), the peak over every step."""
-    steps = [s for s in result["steps"] if s.get("op_seconds") is None]
-    steady = steps[warmup:] or steps
-    med = lambda key: statistics.median(s[key] for s in steady) if steady else math.nan  # noqa: E731
-    peak = max([s["peak_bytes"] for s in result["steps"]] or [result["after_peak"]])
-    return {"step_seconds": med("seconds"), "optimizer_seconds": med("optimizer_seconds"),
-            "data_seconds": med("data_seconds"), "generate_seconds": med("generate_seconds"),
-            "generated_tokens": med("generated_tokens"), "peak": peak, "steady_steps": len(steady)}
-
-
 def rest_points(done: list[Variant], warmup: int) -> list[tuple[float, float, float]]:
     """(x, micro-batch, peak - model state) of the measured variants (`Variant.state`: the exact state)."""
-    return [(v.x, v.micro_batch, summarize_run(v.result, warmup)["peak"] - v.state_total) for v in done]
+    return [(v.x, v.micro_batch, steady_state(v.result, warmup)["peak"] - v.state_total) for v in done]
 
 
 def as_dict(v: Variant) -> dict:

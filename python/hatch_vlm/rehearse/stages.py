@@ -36,6 +36,14 @@ def accumulation(cfg, stage: str) -> int:
     return int(section.setting("gradient_accumulation_steps"))
 
 
+def generation_batch(cfg) -> int:
+    """Completions in one GRPO generation round: micro-batch x TRL's steps_per_generation (defaulting to
+    gradient_accumulation_steps)."""
+    g = cfg.grpo
+    spg = g.setting("steps_per_generation") or g.setting("gradient_accumulation_steps")
+    return int(g.setting("per_device_train_batch_size")) * int(spg)
+
+
 def uses_lora(cfg, stage: str) -> bool:
     if stage == "pasta":
         return cfg.pasta.tune == "lora"

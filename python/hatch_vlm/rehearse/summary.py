@@ -13,12 +13,24 @@ from __future__ import annotations
 import math
 
 from .fit import extrapolate, fit_cost
-from .stages import accumulation, micro_batch, uses_lora
+from .stages import accumulation, generation_batch, micro_batch, uses_lora
 
 
 def _steps(result: dict, warmup: int) -> list[dict]:
     steps = [s for s in result["steps"] if s.get("op_seconds") is None]
     return steps[warmup:] or steps
+
+
+def steady_state(result: dict, warmup: int) -> dict:
+    """One variant's steady-state numbers: the median over the steps after the warm-up (the profiled step
+    excluded), the peak over every step (the warm-up's included: memory is not a steady-state quantity)."""
+    steady = _steps(result, warmup)
+    med = {key: _median([s[key] for s in steady]) for key in
+           ("seconds", "generate_seconds", "optimizer_seconds", "data_seconds", "generated_tokens")}
+    peak = max([s["peak_bytes"] for s in result["steps"]] or [result["after_peak"]])
+    return {"step_seconds": med["seconds"], "generate_seconds": med["generate_seconds"],
+            "optimizer_seconds": med["optimizer_seconds"], "data_seconds": med["data_seconds"],
+            "generated_tokens": med["generated_tokens"], "peak": peak, "steady_steps": len(steady)}
 
 
 def _median(xs: list[float]) -> float:
@@ -32,14 +44,11 @@ def _median(xs: list[float]) -> float:
 def variant_row(v, warmup: int) -> dict:
     """One measured variant's steady-state numbers."""
     r = v.result
-    steady = _steps(r, warmup)
+    st = steady_state(r, warmup)
+    steady = st["steady_steps"]
     n_micro = r.get("n_micro", 1)
-    peak = max([s["peak_bytes"] for s in r["steps"]] or [r["after_peak"]])
-    step = _median([s["seconds"] for s in steady])
-    gen = _median([s["generate_seconds"] for s in steady])
-    opt = _median([s["optimizer_seconds"] for s in steady])
-    data = _median([s["data_seconds"] for s in steady])
-    tokens = _median([s["generated_tokens"] for s in steady])
+    peak, step, gen = st["peak"], st["step_seconds"], st["generate_seconds"]
+    opt, data, tokens = st["optimizer_seconds"], st["data_seconds"], st["generated_tokens"]
     if not steady:                     # eval: one batch of generation, no trainer
         step = r["stage_seconds"]
         gen, opt, data, tokens = r["stage_seconds"], 0.0, 0.0, math.nan
@@ -55,7 +64,7 @@ def variant_row(v, warmup: int) -> dict:
             "op_share": op_share, "data_share": data / step if step else None,
             "visual_tokens": r.get("visual_tokens"), "text_tokens": r.get("text_tokens"),
             "loader_samples_per_s": r.get("loader_samples_per_s"), "baseline": r.get("start_rss"),
-            "steady_steps": len(steady), "wall_seconds": r.get("wall_seconds"),
+            "steady_steps": steady, "wall_seconds": r.get("wall_seconds"), "reused": bool(r.get("reused")),
             "probe_state": r.get("predicted"), "live_state": r.get("measured"), "bf16": r.get("bf16"),
             "threads": r.get("threads")}
 
@@ -112,7 +121,7 @@ def stage_summary(stage: str, cfg, hf_config, variants, warmup: int, state_full)
             peak.update(value=measured[0], how="measured")
             if "extrapolated" in peak:
                 peak["fit_error_pct"] = 100 * (peak["extrapolated"] - measured[0]) / measured[0]
-    n_micro_cfg = a_cfg if stage != "grpo" else max(1, _generation_batch(cfg) // b_cfg)
+    n_micro_cfg = a_cfg if stage != "grpo" else max(1, generation_batch(cfg) // b_cfg)
     step = None
     if micro.get("value") is not None:
         step = (n_micro_cfg * micro["value"] + (opt.get("value") or 0.0) + (gen.get("value") or 0.0))
@@ -149,12 +158,6 @@ def stage_summary(stage: str, cfg, hf_config, variants, warmup: int, state_full)
     }
 
 
-def _generation_batch(cfg) -> int:
-    g = cfg.grpo
-    spg = g.setting("steps_per_generation") or g.setting("gradient_accumulation_steps")
-    return int(g.setting("per_device_train_batch_size")) * int(spg)
-
-
 def _mirror(row: dict) -> dict:
     """The stage's model state as the trainer held it (the probe, live tensors) against the meta-device
     prediction: equal to the byte when the prediction follows the code."""
@@ -168,4 +171,4 @@ def _mirror(row: dict) -> dict:
     return out
 
 
-__all__ = ["stage_summary", "variant_row", "fit_cost"]
+__all__ = ["stage_summary", "steady_state", "variant_row", "fit_cost"]
