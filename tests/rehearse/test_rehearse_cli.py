@@ -112,3 +112,28 @@ def test_replan_a_saved_rehearsal(tmp_path, capsys):
     assert (tmp_path / "rehearsal_x_8x24gib_zero3.md").read_text().count("FITS") >= 1
     assert main(["rehearse", "--replan", str(tmp_path / "nope.json")]) == 2
     assert "--replan: no such report" in capsys.readouterr().err
+
+
+def test_full_fine_tuning_over_the_budget_is_measured_with_frozen_embeddings(tmp_path):
+    """The 3B's full fine-tuning holds 8.1 GiB of model state at 2 layers: under a 7 GiB budget its variants run
+    with the embeddings frozen (a proxy with the same activations), and exactly the embedding's training state
+    (float32 master copy less the bf16 weight, gradient, two AdamW moments: 14 B per parameter, and AdamW's 4 B
+    step scalar of the one tensor, tied to the head) is left out of
+    the variants' state; LoRA stages and stages that fit are run as configured."""
+    from hatch_vlm.models.freezing import parameters_of
+    from hatch_vlm.rehearse.architecture import meta_model
+    from hatch_vlm.rehearse.runner import Rehearsal, RehearseOptions, variant_config
+
+    cfg = _config(tmp_path, stages="[qa_sft, grpo]", extra="grpo: {lora: {r: 8}, per_device_train_batch_size: 4, "
+                                                            "num_generations: 2, max_completion_length: 8}")
+    opts = RehearseOptions(config=str(cfg), model=str(MODELS / "Qwen2.5-VL-3B-Instruct"), out=str(tmp_path / "rh"),
+                           budget_gib=7.0)
+    r = Rehearsal(opts, say=lambda _m: None)
+    assert r.proxy_freeze("qa_sft") == ["embeddings"] and r.proxy_freeze("grpo") is None
+    low = r.depths()[0]
+    emb = sum(p.numel() for p in parameters_of(meta_model(r.hf), "embeddings"))
+    assert r.state_at("qa_sft", low).total - r.state_at("qa_sft", low, ["embeddings"]).total == 14 * emb + 4
+    assert variant_config(r.raw, "qa_sft", tmp_path, tmp_path, 1, 1, 2, ["embeddings"])["qa_sft"]["freeze"] == [
+        "embeddings"]
+    assert Rehearsal(RehearseOptions(config=str(cfg), model=opts.model, out=opts.out, budget_gib=19.0),
+                     say=lambda _m: None).proxy_freeze("qa_sft") is None

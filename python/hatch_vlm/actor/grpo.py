@@ -31,6 +31,7 @@ import torch
 
 from hatch_vlm.utils.config import check
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+from hatch_vlm.models.freezing import freeze_parts
 from hatch_vlm.models.precision import upcast_trainable
 
 from .generation import vision_token_ids
@@ -92,6 +93,9 @@ class GRPOOptions(TRLStageOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        check(not (self.pasta_weight and "vision" in self.freeze), "freeze",
+              f"[vision] with pasta_weight {self.pasta_weight}: the PaStA term trains only the vision tower, "
+              "which would then be frozen (set pasta_weight: 0 or drop vision)")
         g, b = self.setting("num_generations"), self.setting("per_device_train_batch_size")
         check(g >= 2, "num_generations", f"must be >= 2 (advantages compare completions), got {g}")
         # TRL's rule: a generation round (per_device_train_batch_size x steps_per_generation completions per
@@ -263,6 +267,7 @@ def run_grpo(model, processor, rows: Sequence[dict] | Any, output_dir: str | Pat
     # TRL's generation and peft's LoRA wrap call transformers' deprecated gradient-checkpointing names
     # (models/compat.py): the filter hides only those.
     if opt.lora is None:
+        freeze_parts(model, opt.freeze)     # parts held fixed (models/freezing.py)
         upcast_trainable(model)     # full fine-tuning: float32 master weights (models/precision.py)
     with checkpointing_deprecations_ignored():
         trainer = _trainer_class()(

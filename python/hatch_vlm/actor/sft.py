@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from collections.abc import Sequence
 
-from hatch_vlm.utils.config import (OLD_CHECKPOINTING_NAMES, CHECKPOINTING_NAMES, check, check_foreign_fields,
-                                    effective, trl_kwargs)
+from hatch_vlm.utils.config import (OLD_CHECKPOINTING_NAMES, CHECKPOINTING_NAMES, ConfigError, check,
+                                    check_foreign_fields, effective, trl_kwargs)
 from hatch_vlm.models.compat import checkpointing_deprecations_ignored
+from hatch_vlm.models.freezing import check_freeze, freeze_parts
 from hatch_vlm.models.precision import upcast_trainable
 
 # Our defaults for SFTConfig fields (the paper gives no SFT settings); every other field keeps TRL's default.
@@ -63,6 +64,8 @@ class TRLStageOptions:
     RENAMED: ClassVar[dict[str, str]] = RENAMED
 
     lora: dict | None = None               # peft LoraConfig kwargs, e.g. {"r": 16, "target_modules": [...]}
+    # full fine-tuning: parts held fixed, e.g. [embeddings] or [vision, embeddings] (models/freezing.py)
+    freeze: list[str] = field(default_factory=list)
     trl: dict[str, Any] = field(default_factory=dict)   # fields of the TRL config
 
     @classmethod
@@ -78,6 +81,10 @@ class TRLStageOptions:
             check(v >= 1, name, f"must be >= 1, got {v}")
         lr = self.setting("learning_rate")
         check(lr > 0, "learning_rate", f"must be > 0, got {lr}")
+        try:
+            self.freeze = check_freeze(self.freeze, self.lora)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def setting(self, name: str) -> Any:
         """The value TRL config field `name` gets (before what the stage sets itself)."""
@@ -179,6 +186,7 @@ def run_sft(model, processor, rows: Sequence[dict] | Any, output_dir: str | Path
     config = opt.trl_config(output_dir=str(output_dir), max_length=None, dataloader_num_workers=num_workers,
                             remove_unused_columns=not hasattr(train_ds, "column_names_of_rows"))
     if opt.lora is None:
+        freeze_parts(model, opt.freeze)     # parts held fixed (models/freezing.py)
         upcast_trainable(model)     # full fine-tuning: float32 master weights (models/precision.py)
     # peft's LoRA wrap calls transformers' deprecated gradient-checkpointing names (models/compat.py).
     with checkpointing_deprecations_ignored():

@@ -28,7 +28,7 @@ from hatch_vlm.utils.config import ConfigError
 from . import memory
 from .architecture import (Depth, depth_fraction, depth_of, has_weights, materialise, min_text_layers,
                            min_vision_blocks, read_config, shrink)
-from .stages import generation_batch, micro_batch, stage_state
+from .stages import generation_batch, micro_batch, stage_section, stage_state, uses_lora
 from .summary import steady_state
 
 GIB = memory.GIB
@@ -132,9 +132,11 @@ def rehearsal_config(opts: RehearseOptions, out: Path, say) -> tuple[dict, list[
     return raw, notes
 
 
-def variant_config(raw: dict, stage: str, model_dir: Path, work: Path, b: int, n_micro: int, steps: int) -> dict:
+def variant_config(raw: dict, stage: str, model_dir: Path, work: Path, b: int, n_micro: int, steps: int,
+                   freeze: list[str] | None = None) -> dict:
     """The config a variant's worker runs: the stage alone, `steps` optimizer steps of `n_micro` micro-batches
-    of `b`, no checkpoints, no plots, no evaluation before training."""
+    of `b`, no checkpoints, no plots, no evaluation before training; `freeze`: the stage's parts held fixed
+    instead of the config's (the proxy of `Rehearsal.proxy_freeze`)."""
     cfg = json.loads(json.dumps(raw))
     model = cfg.get("model", "tiny")
     cfg["model"] = {**(model if isinstance(model, dict) else {"path": model}), "path": str(model_dir)}
@@ -152,6 +154,8 @@ def variant_config(raw: dict, stage: str, model_dir: Path, work: Path, b: int, n
         s.pop("save_steps", None)
         s.update(max_steps=steps, per_device_train_batch_size=b, gradient_accumulation_steps=n_micro,
                  logging_steps=1)
+        if freeze is not None:
+            s["freeze"] = list(freeze)
         if stage == "grpo":
             s.update(steps_per_generation=n_micro, plot=False)
         cfg[stage] = s
@@ -179,6 +183,7 @@ class Rehearsal:
         self.full = depth_of(self.hf)
         self.real_weights = has_weights(self.source) and self.cfg.model.path != "tiny"
         self._states: dict = {}
+        self.proxies: dict[str, list[str]] = {}     # stage -> parts frozen in its variants (proxy_freeze)
         self.budget = int((opts.budget_gib * GIB) if opts.budget_gib else memory.available_bytes() - 4 * GIB)
         if self.budget < GIB // 2:
             raise ConfigError(f"--budget: {self.budget / GIB:.1f} GiB is too little to rehearse anything")
@@ -221,12 +226,32 @@ class Rehearsal:
                 out.append(d)
         return out
 
-    def state_at(self, stage: str, depth: Depth):
-        key = (stage, depth)
+    def state_at(self, stage: str, depth: Depth, freeze: list[str] | None = None):
+        """The stage's exact model state at `depth` (`freeze`: with those parts held fixed instead of the
+        config's)."""
+        key = (stage, depth, tuple(freeze) if freeze is not None else None)
         if key not in self._states:
-            self._states[key] = stage_state(shrink(self.hf, depth) if depth != self.full else self.hf, self.cfg,
-                                            stage)
+            cfg = self.cfg
+            if freeze is not None:
+                from dataclasses import replace
+
+                cfg = replace(cfg, **{stage: replace(stage_section(cfg, stage), freeze=list(freeze))})
+            self._states[key] = stage_state(shrink(self.hf, depth) if depth != self.full else self.hf, cfg, stage)
         return self._states[key]
+
+    def proxy_freeze(self, stage: str) -> list[str] | None:
+        """Full fine-tuning whose model state alone exceeds the budget even at the smallest depth (the
+        vocabulary-sized embedding and head of an 8B model carry ~19 GiB of training state at any depth): its
+        variants run with the embeddings frozen, a proxy that keeps every activation (the logits and their
+        gradient are still computed) and drops only those two matrices' gradients and optimizer state, which
+        the model state (exact, for the config) adds back. None when the stage fits as configured."""
+        if stage not in ("qa_sft", "actor_sft", "grpo") or uses_lora(self.cfg, stage):
+            return None
+        parts = list(stage_section(self.cfg, stage).freeze)
+        low = (self.depths() or [self.full])[0]
+        if "embeddings" in parts or self.state_at(stage, low).total <= self.budget:
+            return None
+        return [*parts, "embeddings"]
 
     def fraction(self, depth: Depth) -> float:
         return 1.0 if depth == self.full else depth_fraction(self.hf, depth)
@@ -237,7 +262,8 @@ class Rehearsal:
         n_micro = n_micro_per_step(self.cfg, stage, v.micro_batch)
         work = self.out / "work" / stage / v.label.replace("/", "-").replace(" ", "-")
         model_dir = self.model_for(v.depth)
-        spec = {"config": variant_config(self.raw, stage, model_dir, work, v.micro_batch, n_micro, steps),
+        spec = {"config": variant_config(self.raw, stage, model_dir, work, v.micro_batch, n_micro, steps,
+                                         self.proxies.get(stage)),
                 "stage": stage, "model_dir": str(model_dir), "device": "cpu",
                 "profile": stage == "pasta", "max_rss_gib": self.budget / GIB}
         result_path = work / "result.json"
@@ -293,7 +319,7 @@ class Rehearsal:
     def predict_peak(self, stage: str, v: Variant, done: list[Variant]) -> float:
         """Model state (exact) + the rest, from the measured variants (scaled by depth x micro-batch when
         there is one point, fitted when there are more); without a measurement, the model state alone."""
-        state = self.state_at(stage, v.depth)
+        state = self.state_at(stage, v.depth, self.proxies.get(stage))
         v.state_total = state.total
         pts = rest_points(done, self.opts.warmup)
         if not pts:
@@ -330,6 +356,17 @@ class Rehearsal:
         out = StageRehearsal(stage)
         b_cfg = micro_batch(self.cfg, stage)
         done: list[Variant] = []
+        proxy = self.proxy_freeze(stage)
+        if proxy is not None:
+            self.proxies[stage] = proxy
+            low = (self.depths() or [self.full])[0]
+            alone = self.state_at(stage, low).total / GIB
+            note = (f"{stage}: full fine-tuning's model state alone is {alone:.1f} GiB at {low.text} layers, over "
+                    f"the {self.budget / GIB:.1f} GiB budget: its variants ran with freeze "
+                    f"{proxy} (a proxy: the same activations, the logits' gradient included); the model state "
+                    "above is the config's, exact")
+            self.notes.append(note)
+            self.say(f"  [{stage}] {note}")
 
         def attempt(depth: Depth, b: int) -> Variant:
             v = Variant(depth, b, self.fraction(depth))
@@ -375,7 +412,10 @@ class Rehearsal:
                     for depth in ladder:
                         if (depth, second) not in ran:
                             attempt(depth, second)
-        if self.opts.full and done and all(v.x < 1.0 for v in done):
+        if self.opts.full and done and all(v.x < 1.0 for v in done) and proxy is not None:
+            out.variants.append(Variant(self.full, b_cfg, 1.0, skipped=f"the config's model state does not fit: "
+                                        f"variants are the freeze {proxy} proxy"))
+        elif self.opts.full and done and all(v.x < 1.0 for v in done):
             full_v = Variant(self.full, b_cfg, 1.0)
             pred = self.predict_peak(stage, full_v, done)
             full_v.result = None
@@ -399,7 +439,7 @@ class Rehearsal:
 
     def _nothing_fits(self, stage: str, variants: list[Variant]) -> str:
         smallest = min(variants, key=lambda v: (v.x, v.micro_batch))
-        state = self.state_at(stage, smallest.depth).total
+        state = self.state_at(stage, smallest.depth, self.proxies.get(stage)).total
         head = (f"{stage}: does not fit this machine even at {smallest.depth.text} decoder layers and micro-batch "
                 f"{smallest.micro_batch}: ")
         if state > self.budget:
@@ -410,7 +450,9 @@ class Rehearsal:
     def summarize_stage(self, stage: str, variants: list[Variant]) -> dict:
         from .summary import stage_summary
 
-        return stage_summary(stage, self.cfg, self.hf, variants, self.opts.warmup, self.state_at(stage, self.full))
+        summary = stage_summary(stage, self.cfg, self.hf, variants, self.opts.warmup, self.state_at(stage, self.full))
+        summary["proxy_freeze"] = self.proxies.get(stage)
+        return summary
 
     def run(self) -> dict:
         from .report import write_report

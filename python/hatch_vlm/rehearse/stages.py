@@ -4,6 +4,7 @@ float32 master weights), so the numbers follow the code that trains.
 """
 from __future__ import annotations
 
+from hatch_vlm.models.freezing import freeze_parts
 from hatch_vlm.models.precision import upcast_trainable
 
 from .accounting import ModelState, model_state
@@ -64,6 +65,7 @@ def prepare_for_stage(model, cfg, stage: str):
         return model
     opts = stage_section(cfg, stage)
     if opts.lora is None:
+        freeze_parts(model, opts.freeze)
         upcast_trainable(model)
         return model
     from peft import get_peft_model
