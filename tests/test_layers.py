@@ -19,7 +19,8 @@ never a higher one:
     eval      hatch_vlm.eval                   generates with ActoR's prompts, scores with scoring, tabulates
     pipeline  hatch_vlm.pipeline               runs the stages above in order, writes the report
     rehearse  hatch_vlm.rehearse               runs the pipeline's stages at real size, measures, plans GPUs
-    cli       hatch_vlm.cli, __main__, */cli   command-line front ends: wire everything, imported by nothing
+    cli       hatch_vlm.cli, __main__,         command-line front ends: wire everything, imported by nothing
+              hatch_vlm.commands
 
 The package's own `hatch_vlm/__init__.py` (a version string) is layer-free. A new subpackage must be added
 to the table (the test says so) rather than fall through unchecked.
@@ -36,8 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 PY_ROOT = REPO / "python"
 EXT_ROOT = REPO
 
-# (layer, module-name patterns). A pattern is a dotted module prefix; "*.cli" matches a module named `cli`
-# in any subpackage (a front end of that subpackage's commands).
+# (layer, module-name patterns). A pattern is a dotted module prefix. A module named `cli` inside a subpackage
+# belongs to that subpackage's layer like any other (no exception: the front ends live in hatch_vlm.commands).
 LAYERS = (
     ("utils", ("hatch_vlm.utils",)),
     ("geometry", ("hatch_vlm.geometry",)),
@@ -49,7 +50,7 @@ LAYERS = (
     ("eval", ("hatch_vlm.eval",)),
     ("pipeline", ("hatch_vlm.pipeline",)),
     ("rehearse", ("hatch_vlm.rehearse",)),
-    ("cli", ("hatch_vlm.cli", "hatch_vlm.__main__", "*.cli")),
+    ("cli", ("hatch_vlm.cli", "hatch_vlm.__main__", "hatch_vlm.commands")),
 )
 LAYER_FREE = ("hatch_vlm",)         # the package __init__: a docstring and __version__
 # Test helpers and the naive reference of the ops: production code (hatch_vlm, and hatch_ext's own modules
@@ -130,12 +131,8 @@ def layer_of(module: str, layers=LAYERS) -> str | None:
     best, best_len = None, -1
     for layer, patterns in layers:
         for p in patterns:
-            if p.startswith("*."):
-                hit = module.rsplit(".", 1)[-1] == p[2:]
-                n = 10 ** 6 if hit else -1                          # a front end wins over its package
-            else:
-                hit = module == p or module.startswith(p + ".")
-                n = len(p)
+            hit = module == p or module.startswith(p + ".")
+            n = len(p)
             if hit and n > best_len:
                 best, best_len = layer, n
     return best
@@ -257,13 +254,14 @@ def _tree(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-MINI_LAYERS = (("low", ("pkg.low",)), ("high", ("pkg.high",)), ("cli", ("pkg.cli", "*.cli")))
+MINI_LAYERS = (("low", ("pkg.low",)), ("high", ("pkg.high",)), ("cli", ("pkg.cli", "pkg.commands")))
 CLEAN = {
     "py/pkg/__init__.py": "",
     "py/pkg/low/__init__.py": "",
     "py/pkg/low/a.py": "import os\nfrom . import b\n",
     "py/pkg/low/b.py": "X = 1\n",
-    "py/pkg/low/cli.py": "def main():\n    from pkg.high import c\n",     # a front end may reach up
+    "py/pkg/commands/__init__.py": "",
+    "py/pkg/commands/low.py": "def main():\n    from pkg.high import c\n",     # a front end may reach up
     "py/pkg/high/__init__.py": "from ..low import a\n",
     "py/pkg/high/c.py": "from pkg.low.b import X\nimport importlib\n",
     "py/pkg/cli.py": "from pkg.high import c\n",
@@ -295,6 +293,8 @@ def test_checker_passes_a_clean_tree(tmp_path):
     # a production module using the test helpers, and the helper package depending on the framework
     ({"py/pkg/high/d.py": "from ext.testing import thing\n"}, "test_only", "pkg.high.d imports ext.testing"),
     ({"ext/ext/ops.py": "import pkg.low.a\n"}, "reverse", "ext.ops imports pkg.low.a"),
+    # a front end kept inside a lower subpackage is that subpackage's module: the data -> eval tie of data/cli.py
+    ({"py/pkg/low/cli.py": "def main():\n    from pkg.high import c\n"}, "upward", "pkg.low.cli (low) imports pkg.high.c"),
     # a subpackage nobody placed in a layer
     ({"py/pkg/new/__init__.py": "", "py/pkg/new/x.py": ""}, "unassigned", "pkg.new.x"),
 ])

@@ -204,11 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_pasta(sub)
     _add_eval(sub)
-    from hatch_vlm.rehearse.cli import register as register_rehearse
+    from hatch_vlm.commands.rehearse import register as register_rehearse
 
     register_rehearse(sub)
     try:
-        from hatch_vlm.data.cli import register as register_data
+        from hatch_vlm.commands.data import register as register_data
     except ImportError:  # the data commands are optional in a partial checkout
         register_data = None
     if register_data is not None:

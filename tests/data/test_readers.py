@@ -164,7 +164,7 @@ def test_spar_bench_json_layout_and_skips(tmp_path):
 
 
 def test_synth_and_demo_write_the_published_layouts(tmp_path):
-    from hatch_vlm.data.cli import main
+    from hatch_vlm.commands.data import main
     from hatch_vlm.pipeline.demo import benchmark_files
 
     out = tmp_path / "syn"

@@ -4,7 +4,7 @@ import pytest
 
 import hatch_ext
 import hatch_ext.reference as ref
-from hatch_vlm.data.cli import main
+from hatch_vlm.commands.data import main
 from hatch_vlm.data.show import cell_overlap, draw_sample, top_pairs
 from hatch_vlm.data.spar import read_spar_bench
 from hatch_vlm.data.spar7m import read_spar_rgbd

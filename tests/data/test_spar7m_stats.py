@@ -3,7 +3,7 @@ each record is): counts from the text alone, skips by reason, and the --check-fi
 import json
 from pathlib import Path
 
-from hatch_vlm.data.cli import main
+from hatch_vlm.commands.data import main
 from hatch_vlm.data.spar7m.stats import dataset_stats
 
 ROOT = Path(__file__).parent / "fixtures" / "spar7m" / "spar"

@@ -51,7 +51,7 @@ def test_synthetic_tree_reads_back(samples, tmp_path):
 
 
 def test_cli_synth_refuses_to_mix_into_an_existing_tree(tmp_path, capsys):
-    from hatch_vlm.data.cli import main
+    from hatch_vlm.commands.data import main
 
     out = tmp_path / "syn"
     assert main(["data", "synth", "--out", str(out), "--num", "2", "--size", "32", "--bench-num", "0"]) == 0

@@ -10,6 +10,7 @@
     pasta: {max_steps: 60, learning_rate: 1.0e-3, per_device_train_batch_size: 8}    # PastaSection
     qa_sft: {max_steps: 40, gradient_accumulation_steps: 2}    # SFTOptions: `lora` + any trl.SFTConfig field
     actor_sft: {max_steps: 80}                                 # SFTOptions
+    # actor_sft: {freeze: [embeddings]}      # full fine-tuning leaving parts fixed: vision, embeddings
     grpo: {max_steps: 30, num_generations: 4, pasta_weight: 0.1}   # GRPOOptions: ours + any trl.GRPOConfig field
     eval: {synthetic: true, benchmarks: [{name: spar-mv, path: /data/spar_bench}]}
 

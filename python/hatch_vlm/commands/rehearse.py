@@ -37,14 +37,14 @@ def register(sub) -> None:
 def _cmd(args) -> int:
     from hatch_vlm.utils.config import ConfigError
 
-    from .runner import Rehearsal, RehearseOptions
+    from hatch_vlm.rehearse.runner import Rehearsal, RehearseOptions
 
-    from .accounting import ENGINES
+    from hatch_vlm.rehearse.accounting import ENGINES
 
     if args.engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {args.engine!r}")
     if args.replan:
-        from .report import replan
+        from hatch_vlm.rehearse.report import replan
 
         replan(args.replan, args.gpus, args.gpu_mem_gib, args.engine)
         return 0

@@ -31,8 +31,8 @@ def _synth(args) -> int:
 
     from hatch_vlm.eval.benchmarks import write_stand_ins
 
-    from .spar7m.writer import SparWriter
-    from .synthetic import SceneConfig, iter_samples
+    from hatch_vlm.data.spar7m.writer import SparWriter
+    from hatch_vlm.data.synthetic import SceneConfig, iter_samples
 
     cfg = SceneConfig(views=args.views, size=args.size).validate()
     out = Path(args.out)
@@ -53,16 +53,16 @@ def _synth(args) -> int:
 
 
 def _show(args) -> int:
-    from .show import draw_sample
+    from hatch_vlm.data.show import draw_sample
 
     src = str(args.sample)
     if src.startswith("synth"):
-        from .synthetic import SceneConfig, generate_sample
+        from hatch_vlm.data.synthetic import SceneConfig, generate_sample
 
         seed = int(src.split(":", 1)[1]) if ":" in src else 0
         sample = generate_sample(args.index, seed, SceneConfig(views=args.views, size=args.size))
     else:
-        from .spar7m import iter_spar_rgbd
+        from hatch_vlm.data.spar7m import iter_spar_rgbd
 
         sample = next((s for k, s in enumerate(iter_spar_rgbd(src, strict=True)) if k == args.index), None)
         if sample is None:
@@ -74,8 +74,8 @@ def _show(args) -> int:
 
 
 def _stats(args) -> int:
-    from .common import DataError
-    from .spar7m.stats import dataset_stats, format_stats, write_stats
+    from hatch_vlm.data.common import DataError
+    from hatch_vlm.data.spar7m.stats import dataset_stats, format_stats, write_stats
 
     try:
         st = dataset_stats(args.root, split=args.split, tasks=args.tasks, check_files=args.check_files,
@@ -90,9 +90,9 @@ def _stats(args) -> int:
 
 
 def _build(args) -> int:
-    from .captures.build import BuildConfig, build, format_summary
-    from .captures.select import SelectConfig
-    from .common import DataError
+    from hatch_vlm.data.captures.build import BuildConfig, build, format_summary
+    from hatch_vlm.data.captures.select import SelectConfig
+    from hatch_vlm.data.common import DataError
 
     try:
         sel = SelectConfig(band=tuple(args.band), sizes=tuple(args.views), max_tuples=args.max_tuples,
@@ -110,8 +110,8 @@ def _build(args) -> int:
 
 
 def _add_build(sub) -> None:
-    from .captures.questions import TASKS
-    from .captures.select import SelectConfig
+    from hatch_vlm.data.captures.questions import TASKS
+    from hatch_vlm.data.captures.select import SelectConfig
 
     d = SelectConfig()
     b = sub.add_parser("build", help="a posed RGB-D capture -> SPAR-7M-RGBD training data (docs/own_data.md)")
@@ -191,7 +191,7 @@ def _fill_bench(args):
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (`python -m hatch_vlm.data.cli data synth ...`) for trying the commands."""
+    """Stand-alone entry (`python -m hatch_vlm.commands.data data synth ...`) for trying the commands."""
     parser = argparse.ArgumentParser(prog="hatch-vlm")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
