@@ -365,3 +365,31 @@ def test_scene_rigs_have_one_home():
 
     for name in ("Scene", "intrinsics", "look_pose", "render_depth", "room_scene", "plane_pair"):
         assert getattr(testing, name) is getattr(scenes, name)
+
+
+# ---------------------------------------------------------------------------------------- module circles
+def module_cycles(py_root: Path, package: str = "hatch_vlm") -> list[list[str]]:
+    """Import cycles between modules (files) of `package`, function-local imports included. A package's
+    __init__ importing its own submodules, and a submodule importing its package, are the package's own
+    structure and not counted; any other circle is (e.g. models.adapters -> models.processor -> back)."""
+    mods = modules_under(py_root, package)
+    known = set(mods)
+    graph = {}
+    for m, path in mods.items():
+        graph[m] = {o for t in imports_of(m, path, known) if (o := _owner(t, known)) and o != m
+                    and not o.startswith(m + ".") and not m.startswith(o + ".")}
+    return _cycles(graph)
+
+
+def test_module_cycle_checker_finds_a_planted_circle(tmp_path):
+    # the shape of the old one: a package (adapters) reaching a sibling module (processor) that imports it back
+    files = {"py/pkg/__init__.py": "", "py/pkg/m/__init__.py": "from .a import f\ndef h():\n    from ..p import g\n",
+             "py/pkg/m/a.py": "def f():\n    pass\n", "py/pkg/p.py": "def g():\n    from pkg.m import f\n"}
+    assert module_cycles(_tree(tmp_path / "circle", files) / "py", "pkg"), "the planted circle was not found"
+    # a package importing its own submodules (and they it) is its structure, not a circle
+    own = {**files, "py/pkg/p.py": "", "py/pkg/m/b.py": "from pkg.m import f\n"}
+    assert module_cycles(_tree(tmp_path / "own", own) / "py", "pkg") == []
+
+
+def test_no_import_circle_between_modules():
+    assert module_cycles(PY_ROOT) == []

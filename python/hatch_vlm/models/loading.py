@@ -97,3 +97,17 @@ def restore_weights(model, checkpoint: str | Path | None):
         saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
     target.load_state_dict(saved.state_dict(), strict=True)
     return model
+
+
+def load_processor(model_dir: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The processor of a saved model directory (tokenizer files + image-processor config), of the family
+    its config.json names (`hatch_vlm.models.adapters.adapter_for_dir`; a directory with processor files
+    but no config.json is read as Qwen2.5-VL's, as before there were adapters).
+
+    min_pixels / max_pixels override the saved image-size bounds (e.g. to feed a 3B model small images).
+    """
+    from .adapters import adapter_for_dir, adapter_for_family
+
+    adapter = (adapter_for_dir(model_dir) if (Path(model_dir) / "config.json").is_file()
+               else adapter_for_family("qwen2.5-vl"))
+    return adapter.load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)

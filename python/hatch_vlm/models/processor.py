@@ -1,12 +1,13 @@
 """Processors that need neither the hub nor torchvision: Qwen2.5-VL (`HatchQwenProcessor`), Qwen3-VL
-(`HatchQwen3VLProcessor`) and InternVL (`HatchInternVLProcessor`); `load_processor` picks the family from
-the directory's config.json (`hatch_vlm.models.adapters`).
+(`HatchQwen3VLProcessor`) and InternVL (`HatchInternVLProcessor`), with their per-family loaders. This module
+knows no family dispatch (the adapters, one level up, call it): `hatch_vlm.models.loading.load_processor`
+picks the family from the directory's config.json (`hatch_vlm.models.adapters`).
 
 transformers >= 5.10's `Qwen2VLImageProcessor` and the Qwen video processor need torchvision, which has no
 CPU build here; the PIL image processor (`Qwen2VLImageProcessorPil`) does the same resizing
 (`smart_resize` to multiples of 28 px) and normalisation. `HatchQwenProcessor` is `Qwen2_5_VLProcessor`
 without the video processor (hatch only feeds still images). `AutoProcessor.from_pretrained` on a
-directory saved with it returns only the tokenizer, so `load_processor` rebuilds it explicitly from the
+directory saved with it returns only the tokenizer, so `load_qwen_processor` rebuilds it explicitly from the
 directory's tokenizer and image-processor config -- the same code path for the tiny model and for a
 real Qwen2.5-VL-3B checkpoint. Qwen3-VL uses the same PIL image processor with 16-px patches (32-px merged
 tokens); InternVL the PIL GOT-OCR2 image processor (448-px tiles, dynamic tiling + thumbnail).
@@ -114,20 +115,6 @@ def _image_processor_config(model_dir: Path) -> dict:
         return json.loads(pre.read_text())
     raise FileNotFoundError(f"{model_dir} holds neither processor_config.json with an 'image_processor' "
                             "entry nor preprocessor_config.json: not a saved Qwen2.5-VL processor directory")
-
-
-def load_processor(model_dir: str | Path, min_pixels: int | None = None, max_pixels: int | None = None):
-    """The processor of a saved model directory (tokenizer files + image-processor config), of the family
-    its config.json names (`hatch_vlm.models.adapters.adapter_for_dir`; a directory with processor files
-    but no config.json is read as Qwen2.5-VL's, as before there were adapters).
-
-    min_pixels / max_pixels override the saved image-size bounds (e.g. to feed a 3B model small images).
-    """
-    from .adapters import adapter_for_dir, adapter_for_family
-
-    adapter = (adapter_for_dir(model_dir) if (Path(model_dir) / "config.json").is_file()
-               else adapter_for_family("qwen2.5-vl"))
-    return adapter.load_processor(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def _tokenizer_and_template(model_dir: Path):
