@@ -109,3 +109,26 @@ def test_pasta_command(tiny_dir, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["pasta", "--output-dir", str(tmp_path)])
     assert exit_.value.code == 2 and "--model-dir or --tiny" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tune", ["full", "lora"])
+def test_the_stage_resolves_the_family_adapter_once(tiny_dir, tmp_path, monkeypatch, tune):
+    """One lookup per stage, handed down to freezing, the LLM check, the trainer's loss and the metrics
+    (before: six call sites each looked it up again, per step and per batch)."""
+    import hatch_vlm.pasta.cells as cells
+    import hatch_vlm.pasta.stage as stage
+    import hatch_vlm.pasta.trainer as trainer
+    from hatch_vlm.models import adapters
+
+    calls = []
+    for mod in (cells, stage, trainer):
+        monkeypatch.setattr(mod, "adapter_for_model",
+                            lambda m, _f=adapters.adapter_for_model: calls.append("model") or _f(m))
+    monkeypatch.setattr(cells, "adapter_for_processor",
+                        lambda p, _f=adapters.adapter_for_processor: calls.append("processor") or _f(p))
+    config = PastaConfig(model_dir=str(tiny_dir), output_dir=str(tmp_path), tune=tune, num_train=4, num_eval=2,
+                         max_steps=2, per_device_train_batch_size=2, plot=False, lora_r=4,
+                         check_llm_unchanged=True)
+    res = run_pasta_stage(config)
+    assert res["steps"] == 2 and "before_top1" in res and res["llm_unchanged"] is True
+    assert calls == ["model"]

@@ -137,3 +137,12 @@ def test_full_fine_tuning_over_the_budget_is_measured_with_frozen_embeddings(tmp
         "embeddings"]
     assert Rehearsal(RehearseOptions(config=str(cfg), model=opts.model, out=opts.out, budget_gib=19.0),
                      say=lambda _m: None).proxy_freeze("qa_sft") is None
+    # a config that freezes parts itself: the report's LoRA alternative drops the freeze (LoRA freezes all)
+    from hatch_vlm.rehearse.report import lora_state
+
+    frozen_cfg = tmp_path / "frozen.yaml"
+    frozen_cfg.write_text(cfg.read_text().replace("qa_sft: {max_steps: 100,", "qa_sft: {freeze: [embeddings], max_steps: 100,"))
+    r2 = Rehearsal(RehearseOptions(config=str(frozen_cfg), model=opts.model, out=opts.out, budget_gib=19.0),
+                   say=lambda _m: None)
+    assert r2.cfg.qa_sft.freeze == ["embeddings"] and r2.proxy_freeze("qa_sft") is None
+    assert 0 < lora_state(r2, "qa_sft").total < r2.state_at("qa_sft", r2.full).total

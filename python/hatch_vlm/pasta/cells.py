@@ -51,28 +51,34 @@ def pool_tokens(tokens: Tensor, h: int, w: int, grid_h: int, grid_w: int | None 
     return A @ tokens
 
 
-def core_model(model):
+# Every function taking a model also takes its `adapter` (hatch_vlm.models.adapters): a stage resolves it once
+# and hands it down; left out, it is looked up from the model.
+def _adapter(model, adapter):
+    return adapter if adapter is not None else adapter_for_model(model)
+
+
+def core_model(model, adapter=None):
     """The inner `*Model` (vision tower + LLM) inside a ForConditionalGeneration, possibly wrapped by peft."""
-    return adapter_for_model(model).core(model)
+    return _adapter(model, adapter).core(model)
 
 
-def vision_parameters(model) -> list[torch.nn.Parameter]:
+def vision_parameters(model, adapter=None) -> list[torch.nn.Parameter]:
     """The parameters that make the cell embeddings (what PaStA trains; see the family's adapter)."""
-    return adapter_for_model(model).vision_parameters(model)
+    return _adapter(model, adapter).vision_parameters(model)
 
 
-def merged_tokens(model, pixel_values: Tensor, image_grid_thw: Tensor) -> list[Tensor]:
+def merged_tokens(model, pixel_values: Tensor, image_grid_thw: Tensor, adapter=None) -> list[Tensor]:
     """Per image, its merged tokens `[h*w, D_out]` in raster order (D_out = LLM hidden size)."""
-    return [g.tokens for g in adapter_for_model(model).token_grids(model, pixel_values, image_grid_thw)]
+    return [g.tokens for g in _adapter(model, adapter).token_grids(model, pixel_values, image_grid_thw)]
 
 
-def processor_inputs(processor, samples: Sequence[Sample]) -> dict[str, Tensor]:
+def processor_inputs(processor, samples: Sequence[Sample], adapter=None) -> dict[str, Tensor]:
     """pixel_values and the per-image layout (Qwen: `image_grid_thw`, InternVL: `image_tiles`) for every view
     of every sample (sample-major, view order)."""
     images = [Image.fromarray(np.asarray(img, dtype=np.uint8)) for s in samples for img in s.images]
     if not images:
         raise ValueError("no images: samples is empty or has no views")
-    return adapter_for_processor(processor).image_inputs(processor, images)
+    return (adapter if adapter is not None else adapter_for_processor(processor)).image_inputs(processor, images)
 
 
 def layout_of(batch: dict) -> Tensor:
@@ -85,7 +91,7 @@ def layout_of(batch: dict) -> Tensor:
 
 
 def cell_embeddings_from_pixels(model, pixel_values: Tensor, image_grid_thw: Tensor, num_views: int,
-                                grid_h: int, grid_w: int | None = None) -> Tensor:
+                                grid_h: int, grid_w: int | None = None, adapter=None) -> Tensor:
     """Cell embeddings `[B, V, P, D_out]` from processor outputs of B*V images (sample-major);
     `image_grid_thw` is the adapter's per-image layout (`image_tiles` for InternVL).
 
@@ -95,20 +101,20 @@ def cell_embeddings_from_pixels(model, pixel_values: Tensor, image_grid_thw: Ten
     n_img = image_grid_thw.shape[0]
     if num_views < 1 or n_img % num_views:
         raise ValueError(f"{n_img} images cannot be split into samples of num_views={num_views} views")
-    grids = adapter_for_model(model).token_grids(model, pixel_values, image_grid_thw)
+    grids = _adapter(model, adapter).token_grids(model, pixel_values, image_grid_thw)
     emb = torch.stack([pool_tokens(g.tokens, g.h, g.w, grid_h, grid_w) for g in grids])
     return emb.reshape(n_img // num_views, num_views, grid_h * grid_w, emb.shape[-1])
 
 
 def cell_embeddings(model, processor, samples: Sequence[Sample], grid_h: int,
-                    grid_w: int | None = None) -> Tensor:
+                    grid_w: int | None = None, adapter=None) -> Tensor:
     """Cell embeddings `[B, V, P, D_out]` of B samples with V views each, any image size."""
     views = {s.num_views for s in samples}
     if len(views) != 1:
         raise ValueError(f"all samples of a batch must have the same number of views, got {sorted(views)}")
-    inputs = processor_inputs(processor, samples)
+    inputs = processor_inputs(processor, samples, adapter)
     return cell_embeddings_from_pixels(model, inputs["pixel_values"], layout_of(inputs), views.pop(), grid_h,
-                                       grid_w)
+                                       grid_w, adapter)
 
 
 def _unwrap(model):
@@ -120,7 +126,7 @@ def _unwrap(model):
 
 
 def cell_embeddings_for_training(model, pixel_values: Tensor, image_grid_thw: Tensor, num_views: int,
-                                 grid_h: int, grid_w: int | None = None) -> Tensor:
+                                 grid_h: int, grid_w: int | None = None, adapter=None) -> Tensor:
     """Cell embeddings `[B, V, P, D_out]` (see `cell_embeddings_from_pixels`) of a possibly wrapped model,
     through the model's own call when training is distributed.
 
@@ -134,10 +140,10 @@ def cell_embeddings_for_training(model, pixel_values: Tensor, image_grid_thw: Te
     grid_w = grid_h if grid_w is None else grid_w
     inner = _unwrap(model)
     if inner is model and not (dist.is_available() and dist.is_initialized()):
-        return cell_embeddings_from_pixels(model, pixel_values, image_grid_thw, num_views, grid_h, grid_w)
+        return cell_embeddings_from_pixels(model, pixel_values, image_grid_thw, num_views, grid_h, grid_w, adapter)
 
     def embed(pixel_values, image_grid_thw):
-        return cell_embeddings_from_pixels(inner, pixel_values, image_grid_thw, num_views, grid_h, grid_w)
+        return cell_embeddings_from_pixels(inner, pixel_values, image_grid_thw, num_views, grid_h, grid_w, adapter)
 
     # Someone may have installed an instance `forward` already (TRL's GRPOTrainer does, for its fused LM
     # head): put it back afterwards rather than deleting ours.

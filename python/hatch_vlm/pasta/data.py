@@ -60,12 +60,13 @@ class PastaCollator:
     `geometry_groups`: one {"samples", "depth", "K", "cam_to_world"} per group (see `geometry_groups`) and
     `num_views` [B]; the loss is then the mean over the valid rows of all groups."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, adapter=None):
         self.processor = processor
+        self.adapter = adapter          # the model's family adapter, when the stage resolved it
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, Tensor]:
         samples = list(samples)
-        batch = processor_inputs(self.processor, samples)
+        batch = processor_inputs(self.processor, samples, self.adapter)
         groups = geometry_groups(samples)
         if len(groups) == 1:
             batch["depth"], batch["K"], batch["cam_to_world"] = geometry_tensors(samples)

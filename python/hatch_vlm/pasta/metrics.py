@@ -78,7 +78,7 @@ def match_statistics(emb: Tensor, overlap: Tensor, min_overlap: float = MIN_OVER
 
 def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: int = GRID,
                            batch_size: int = 8, abs_tol: float = ABS_TOL, rel_tol: float = REL_TOL,
-                           stride: int = STRIDE, min_overlap: float = MIN_OVERLAP) -> dict[str, float]:
+                           stride: int = STRIDE, min_overlap: float = MIN_OVERLAP, adapter=None) -> dict[str, float]:
     """Top-1 accuracy, mean rank and their chance levels of the model's cell matches on `samples`.
 
     Args:
@@ -87,6 +87,7 @@ def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: in
         samples: samples with geometry (a list or a lazily decoding sequence), `batch_size` at a time;
             samples of different view counts or depth sizes are measured in separate groups.
         grid: n (n x n cells per image).
+        adapter: the model's family adapter, when the caller has resolved it.
 
     Returns:
         {"top1", "mean_rank", "chance_top1", "chance_rank", "num_rows"} (floats; top1 in [0, 1]).
@@ -102,7 +103,7 @@ def correspondence_metrics(model, processor, samples: Sequence[Sample], grid: in
                 # decoded once here (samples may decode lazily); mixed view counts / depth sizes in groups
                 loaded = list(samples[start:start + batch_size])
                 for batch in ([loaded[k] for k in g] for g in geometry_groups(loaded)):
-                    emb = cell_embeddings(model, processor, batch, grid)
+                    emb = cell_embeddings(model, processor, batch, grid, adapter=adapter)
                     depth, K, T = geometry_tensors(batch)
                     M = patch_overlap(depth, K, T, grid, grid, abs_tol, rel_tol, stride)
                     for k, v in match_statistics(emb.cpu(), M.cpu(), min_overlap).items():

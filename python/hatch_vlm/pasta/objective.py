@@ -19,19 +19,20 @@ from .loss import patch_align
 
 
 def pasta_loss(model, batch: dict[str, Tensor], config: PastaConfig | None = None,
-               return_num_valid: bool = False):
+               return_num_valid: bool = False, adapter=None):
     """The PaStA loss of a collated batch (see `PastaCollator`), differentiable in the vision tower.
 
     The cell embeddings are cast to float32 for the loss (tiny [B, V, P, D]; keeps bf16 runs exact).
     Mixed batches (`geometry_groups`, see `PastaCollator`) give the mean over the valid rows of all groups.
     With `return_num_valid`: (loss, number of valid rows). This process's rows only: see `global_mean_loss`.
+    `adapter`: the model's family adapter, when the caller has resolved it (else looked up per call).
     """
     c = config or PastaConfig(model_dir="", output_dir="")
     if "geometry_groups" in batch:
-        return _grouped_pasta_loss(model, batch, c, return_num_valid)
+        return _grouped_pasta_loss(model, batch, c, return_num_valid, adapter)
     depth = batch["depth"]
     emb = cell_embeddings_for_training(model, batch["pixel_values"], layout_of(batch), depth.shape[1],
-                                       c.grid)
+                                       c.grid, adapter=adapter)
     return _align(emb, depth, batch["K"], batch["cam_to_world"], c, return_num_valid)
 
 
@@ -43,10 +44,11 @@ def _align(emb: Tensor, depth: Tensor, K: Tensor, T: Tensor, c: PastaConfig, ret
                            c.abs_tol, c.rel_tol, c.stride, c.min_overlap, return_num_valid=return_num_valid)
 
 
-def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bool):
+def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bool, adapter=None):
     """The mean over the valid rows of every (view count, depth size) group of a mixed batch: one vision
     forward for all images, one `patch_align` per group, sums and counts combined."""
-    cells = cell_embeddings_for_training(model, batch["pixel_values"], layout_of(batch), 1, c.grid)[:, 0]
+    cells = cell_embeddings_for_training(model, batch["pixel_values"], layout_of(batch), 1, c.grid,
+                                         adapter=adapter)[:, 0]
     starts = torch.cumsum(batch["num_views"].cpu(), 0) - batch["num_views"].cpu()     # first image per sample
     total, count = None, 0
     for g in batch["geometry_groups"]:
@@ -61,7 +63,8 @@ def _grouped_pasta_loss(model, batch: dict, c: PastaConfig, return_num_valid: bo
     return (loss, count) if return_num_valid else loss
 
 
-def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None) -> Tensor:
+def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: PastaConfig | None = None,
+                   adapter=None) -> Tensor:
     """λ_pasta · PaStA loss, the auxiliary term for the SFT / GRPO stages (paper default λ = 0).
 
     `batch` holds `pixel_values` and the layout (`image_grid_thw`; InternVL: `image_tiles`) of all the
@@ -82,7 +85,7 @@ def pasta_aux_loss(model, batch: dict[str, Tensor], weight: float, config: Pasta
     if missing:
         raise KeyError(f"pasta_aux_loss: batch lacks {missing} (needs the images' processor outputs and "
                        "the samples' depth, K, cam_to_world)")
-    loss, num_valid = pasta_loss(model, batch, config, return_num_valid=True)
+    loss, num_valid = pasta_loss(model, batch, config, return_num_valid=True, adapter=adapter)
     # Under several processes: the mean over the valid rows of the global batch (every rank calls this in
     # the same micro-step, as the SFT / GRPO trainers' compute_loss does).
     loss, _ = global_mean_loss(loss, num_valid)

@@ -38,6 +38,7 @@ import torch
 from transformers import TrainingArguments
 
 from hatch_vlm.data.record import Sample
+from hatch_vlm.models.adapters import adapter_for_model
 from hatch_vlm.models.loading import load_model_and_processor, restore_weights
 from hatch_vlm.models.saving import gather_full_state, write_trained_model
 from hatch_vlm.utils.distributed import is_main
@@ -69,6 +70,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     model, processor = load_model_and_processor(config.model_dir, device=device,
                                                 min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     bf16 = use_bf16(config, device, model)
+    adapter = adapter_for_model(model)        # the family's, once: handed to everything below
     if train_samples is None:
         train_samples = make_samples(config, config.num_train, config.train_seed)
     if eval_samples is None:
@@ -79,7 +81,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
 
     def evaluate(m) -> dict:
         return correspondence_metrics(m, processor, eval_samples, config.grid, config.eval_batch_size,
-                                      config.abs_tol, config.rel_tol, config.stride, config.min_overlap)
+                                      config.abs_tol, config.rel_tol, config.stride, config.min_overlap, adapter)
 
     results: dict = {}
     # Under a multi-process launch only rank 0 evaluates.
@@ -92,10 +94,10 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     restore_weights(model, config.resume_from_checkpoint)
     check_llm = config.check_llm_unchanged
     if check_llm is None:
-        visual = sum(p.numel() for p in vision_parameters(model))
+        visual = sum(p.numel() for p in vision_parameters(model, adapter))
         check_llm = sum(p.numel() for p in model.parameters()) - visual < 50_000_000
-    frozen = llm_state(model) if check_llm else None
-    model = freeze_for_pasta(model, config)
+    frozen = llm_state(model, adapter) if check_llm else None
+    model = freeze_for_pasta(model, config, adapter)
     args = TrainingArguments(
         output_dir=str(out), max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
@@ -109,8 +111,9 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     # A list, or a lazily decoding dataset (hatch_vlm.data.spar7m.SparSamples): each rank's sampler picks its
     # indices and only those records are read.
     trainer = PastaTrainer(model=model, args=args, train_dataset=train_samples,
-                           data_collator=PastaCollator(processor), processing_class=processor,
-                           callbacks=[TimeBudget(config.max_seconds), clock], pasta_config=config)
+                           data_collator=PastaCollator(processor, adapter), processing_class=processor,
+                           callbacks=[TimeBudget(config.max_seconds), clock], pasta_config=config,
+                           adapter=adapter)
     start = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
@@ -134,7 +137,7 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
     model.eval()
     llm_unchanged = None
     if frozen is not None:
-        after_state = llm_state(model)
+        after_state = llm_state(model, adapter)
         llm_unchanged = after_state.keys() == frozen.keys() and all(
             torch.equal(after_state[k], frozen[k].to(after_state[k].device)) for k in frozen)
         del frozen, after_state

@@ -21,18 +21,18 @@ from .config import PastaConfig
 from .objective import pasta_loss
 
 
-def pasta_lora_targets(model, config: PastaConfig) -> str | list[str]:
+def pasta_lora_targets(model, config: PastaConfig, adapter=None) -> str | list[str]:
     """The LoRA targets of the stage: `config.lora_targets` when the user set them, else the family's
     vision-tower targets (`hatch_vlm.models.adapters`: `vision_lora_targets`)."""
     if config.lora_targets is not None:
         return config.lora_targets
-    return adapter_for_model(model).vision_lora_targets
+    return (adapter or adapter_for_model(model)).vision_lora_targets
 
 
-def freeze_for_pasta(model, config: PastaConfig):
+def freeze_for_pasta(model, config: PastaConfig, adapter=None):
     """Freeze everything but the vision tower (full: the family's `vision_parameters`) or wrap it with
-    vision-only LoRA; returns the model to train."""
-    adapter = adapter_for_model(model)
+    vision-only LoRA; returns the model to train. `adapter`: the model's, when the caller resolved it."""
+    adapter = adapter or adapter_for_model(model)
     for p in model.parameters():
         p.requires_grad_(False)
     if config.tune == "full":
@@ -43,7 +43,7 @@ def freeze_for_pasta(model, config: PastaConfig):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=pasta_lora_targets(model, config), bias="none")
+                      target_modules=pasta_lora_targets(model, config, adapter), bias="none")
     with checkpointing_deprecations_ignored():      # peft reads transformers' deprecated checkpointing names
         model = get_peft_model(model, lora)
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not adapter.is_vision_parameter_name(n)]
@@ -52,9 +52,9 @@ def freeze_for_pasta(model, config: PastaConfig):
     return model
 
 
-def llm_state(model) -> dict[str, Tensor]:
+def llm_state(model, adapter=None) -> dict[str, Tensor]:
     """Copies of every parameter outside the vision tower (the frozen part), for bit-identity checks."""
-    visual = {id(p) for p in adapter_for_model(model).vision_parameters(model)}
+    visual = {id(p) for p in (adapter or adapter_for_model(model)).vision_parameters(model)}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {n: p.detach().clone() for n, p in base.named_parameters() if id(p) not in visual}
 
@@ -75,8 +75,10 @@ class PastaTrainer(QuietSaveMixin, Trainer):
     """`Trainer` whose loss is the PaStA loss of the batch's cell embeddings (checkpoints saved without
     their own progress bar, see `QuietSaveMixin`)."""
 
-    def __init__(self, *args, pasta_config: PastaConfig, **kwargs):
+    def __init__(self, *args, pasta_config: PastaConfig, adapter=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # the model's family adapter, resolved once by the stage (None: looked up per step)
+        self.adapter = adapter
         # The loss is a mean over one micro-batch's valid rows, taken over all processes (see
         # `global_mean_loss`): let Trainer divide it by the accumulation steps, as it does for models without
         # loss kwargs. So with gradient accumulation, each micro-step's global mean counts equally (the same
@@ -101,7 +103,8 @@ class PastaTrainer(QuietSaveMixin, Trainer):
         # accelerate applies bf16 autocast by wrapping model.forward; the PaStA loss reaches the vision tower
         # without it (cells.py), so the stage enters the same autocast itself (without this, `bf16` was a no-op)
         with self.accelerator.autocast():
-            loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True)
+            loss, num_valid = pasta_loss(model, inputs, self.pasta_config, return_num_valid=True,
+                                         adapter=self.adapter)
         loss, num_valid = global_mean_loss(loss, num_valid)
         self._valid_rows.append(float(num_valid))
         return (loss, None) if return_outputs else loss

@@ -67,7 +67,8 @@ def lora_state(rehearsal, stage: str):
     if stage == "pasta":            # vision-only LoRA (the pasta section's lora_r, the family's tower targets)
         cfg.pasta = dataclasses.replace(cfg.pasta, tune="lora")
     else:
-        setattr(cfg, stage, dataclasses.replace(getattr(cfg, stage), lora=dict(LORA_ALTERNATIVE)))
+        # LoRA instead of full fine-tuning: parts the config freezes are frozen by LoRA anyway
+        setattr(cfg, stage, dataclasses.replace(getattr(cfg, stage), lora=dict(LORA_ALTERNATIVE), freeze=[]))
     return stage_state(rehearsal.hf, cfg, stage)
 
 
