@@ -146,3 +146,20 @@ def test_full_fine_tuning_over_the_budget_is_measured_with_frozen_embeddings(tmp
                    say=lambda _m: None)
     assert r2.cfg.qa_sft.freeze == ["embeddings"] and r2.proxy_freeze("qa_sft") is None
     assert 0 < lora_state(r2, "qa_sft").total < r2.state_at("qa_sft", r2.full).total
+
+
+def test_the_proxy_adds_back_a_tied_embeddings_second_gradient():
+    """The 3B ties its embedding to the LM head: full fine-tuning's backward ends by summing a second float32
+    gradient of it (4 B x 311,164,928), which a frozen-embedding proxy never holds; InternVL3-8B's are two
+    matrices (nothing to add). The summary's rest, peak and GPU rest all carry it, measured or extrapolated."""
+    from hatch_vlm.rehearse.architecture import read_config
+    from hatch_vlm.rehearse.runner import add_proxy_transient
+    from hatch_vlm.rehearse.stages import tied_gradient_transient
+
+    assert tied_gradient_transient(read_config(MODELS / "Qwen2.5-VL-3B-Instruct")) == 4 * 311_164_928
+    assert tied_gradient_transient(read_config(MODELS / "InternVL3-8B-hf")) == 0
+    s = {"rest": {"value": 10, "extrapolated": 9, "how": "extrapolated"}, "peak": {"value": 100, "how": "x"},
+         "gpu_rest": 7}
+    add_proxy_transient(s, 5)
+    assert s == {"rest": {"value": 15, "extrapolated": 14, "how": "extrapolated"}, "peak": {"value": 105, "how": "x"},
+                 "gpu_rest": 12, "proxy_transient": 5}

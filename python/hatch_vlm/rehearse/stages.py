@@ -86,6 +86,20 @@ def stage_state(hf_config, cfg, stage: str) -> ModelState:
     return state
 
 
+def tied_gradient_transient(hf_config) -> int:
+    """Bytes of the float32 gradient the backward of a *tied* embedding / LM head allocates once more at its
+    end (the embedding's gradient, summed into the head's) -- in full fine-tuning with the embeddings
+    trained; 0 when the two are separate matrices. What a frozen-embedding proxy run does not hold
+    (`runner.Rehearsal.proxy_freeze`), added back to its rest."""
+    from .architecture import meta_model
+
+    model = meta_model(hf_config)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or emb.weight is not head.weight:
+        return 0
+    return 4 * emb.weight.numel()
+
+
 def largest_layer_bytes(hf_config) -> int:
     """Bytes of the biggest repeated block (a decoder layer or a vision block) in the compute dtype: what
     ZeRO-3 / FSDP gather whole for one layer's computation."""
