@@ -18,7 +18,14 @@ import sys
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="run the stages of a HATCH config (resumable)")
     p.add_argument("--config", required=True, help="YAML or JSON config (see configs/)")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_verbose(p) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="print the trainers' log dicts and progress bars too (they always go to each stage's "
+                        "log.jsonl)")
 
 
 def _cmd_train(args) -> int:
@@ -41,6 +48,7 @@ def _add_ablate(sub) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     p.add_argument("--quick", action="store_true",
                    help="shorter stages (hatch_vlm.pipeline.ablate.QUICK): the demo config in <= 15 min here")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_ablate)
 
 
@@ -66,6 +74,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--out", default="runs/sweep", help="sweep directory (one run directory per seed)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     p.add_argument("--quick", action="store_true", help="shorter stages (as `hatch-vlm ablate --quick`)")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_sweep)
 
 
@@ -177,6 +186,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a much shorter run (for tests)")
     p.add_argument("--model", default=None, choices=_families(),
                    help="the tiny model's family (default qwen2.5-vl, the paper's base)")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -222,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     from hatch_vlm.utils.config import ConfigError
     from hatch_vlm.utils.distributed import MainProcessError
 
+    if getattr(args, "verbose", False):
+        from hatch_vlm.pipeline.console import set_verbose
+
+        set_verbose(True)
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:  # one clear line, no traceback

@@ -42,6 +42,15 @@ def test_demo_quick_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "demo", "--quick", "--out", str(out)],
                           env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the console (not a terminal here): the runner's lines only, no Trainer dict, no progress bar
+    # (pipeline/console.py); the full demo prints the same lines, ~60 at most
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) <= 60, "\n".join(lines)
+    stray = [x for x in lines if not x.startswith(("[", "GRPO seed", "hatch-vlm demo: "))]
+    assert not stray, "\n".join(stray)
+    for stage in ("pasta", "qa_sft", "actor_sft", "grpo", "grpo_seed1"):
+        logged = [json.loads(x) for x in (out / "stages" / stage / "log.jsonl").read_text().splitlines()]
+        assert logged and all("step" in e for e in logged), stage
     report = json.loads((out / "report" / "report.json").read_text())
     stages = report["state"]["stages"]
     # GRPO is repeated from the same cold start with a second seed; both measure held-out rewards
@@ -159,7 +168,7 @@ def test_bad_configs_fail_at_start(tmp_path, change, message):
     ({"grpo": {"per_device_train_batch_size": 3}},
      r"config.grpo.per_device_train_batch_size: x steps_per_generation \(3 x 1, the completions of one "
      r"generation round\) must be a multiple of num_generations \(4\)"),
-    ({"qa_sft": {"max_stepz": 3}}, r"config.qa_sft.max_stepz: unknown key, neither one of ours \(lora\) nor a "
+    ({"qa_sft": {"max_stepz": 3}}, r"config.qa_sft.max_stepz: unknown key, neither one of ours \(freeze, lora\) nor a "
                                    r"field of trl.SFTConfig; did you mean 'max_steps'"),
     ({"qa_sft": {"learning_rate": "fast"}}, r"config.qa_sft.learning_rate: expected a number, got 'fast'"),
     ({"qa_sft": {"output_dir": "/tmp/x"}}, r"config.qa_sft.output_dir: set by the stage itself"),

@@ -192,7 +192,9 @@ def generate_missing(model, processor, samples: Sequence[Sample], benchmark: str
     mine = missing[dist.rank()::dist.world_size()]
     if not mine:
         return
-    bar = tqdm(total=len(mine), desc=f"eval {benchmark}", unit="q", disable=not dist.is_main())
+    # a live bar on a terminal (rank 0), nothing on a pipe or a file (disable=None: tqdm's "not a TTY")
+    bar = tqdm(total=len(mine), desc=f"eval {benchmark}", unit="q", disable=None if dist.is_main() else True,
+               leave=False)
     with log_.writer(dist.rank(), dist.world_size()) as fh:
         for start in range(0, len(mine), batch_size):
             idx = mine[start:start + batch_size]

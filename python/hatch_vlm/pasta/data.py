@@ -50,7 +50,7 @@ def _synthetic_samples(config: PastaConfig, num: int, seed: int) -> list[Sample]
     tasks = tuple(config.synthetic_tasks) if config.synthetic_tasks else near_tasks()
     scene_cfg = SceneConfig(views=config.views, size=config.image_size, tasks=tasks)
     return list(tqdm(iter_samples(num, seed=seed, config=scene_cfg), total=num,
-                     desc=f"synthetic scenes (seed {seed})", leave=False))
+                     desc=f"synthetic scenes (seed {seed})", leave=False, disable=None))
 
 
 class PastaCollator:

@@ -408,6 +408,8 @@ def run_chain(run: Run, chain: Sequence[tuple[str, str]], model_dir: Path, say: 
     `chain`: (key, stage) pairs. `key` names the stage's entry in state.json and its directory under
     `<output_dir>/stages/` (`hatch-vlm train`: the stage's name; `hatch-vlm ablate`: the stages leading to it,
     so that variants sharing a prefix share its results). A key already done is skipped."""
+    from .console import stage_console
+
     done = dist.on_main(lambda: run.state()["stages"])
     for k, (key, stage) in enumerate(chain, 1):
         head = f"{title}[{k}/{len(chain)}] {stage}"
@@ -418,7 +420,9 @@ def run_chain(run: Run, chain: Sequence[tuple[str, str]], model_dir: Path, say: 
             continue
         say(f"{head}: running (from {model_dir})")
         start = time.time()
-        result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / key)
+        # the stage's live line on a terminal; the trainer's log dicts to its log.jsonl (pipeline/console.py)
+        with stage_console(head, run.out / "stages" / key / "log.jsonl"):
+            result = STAGE_FUNCS[stage](run, model_dir, run.out / "stages" / key)
         seconds = time.time() - start
         # on_main runs the function now (bound to this iteration's values)
         dist.on_main(lambda key=key, result=result, seconds=seconds: run.mark_done(key, result, seconds))
