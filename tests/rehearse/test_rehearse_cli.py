@@ -163,3 +163,35 @@ def test_the_proxy_adds_back_a_tied_embeddings_second_gradient():
     add_proxy_transient(s, 5)
     assert s == {"rest": {"value": 15, "extrapolated": 14, "how": "extrapolated"}, "peak": {"value": 105, "how": "x"},
                  "gpu_rest": 12, "proxy_transient": 5}
+
+
+def test_a_deeper_variant_that_never_fits_gets_a_depth_between(tmp_path, monkeypatch):
+    """When the second depth (4 layers) is over the budget at every micro-batch, a depth between (3 layers) is
+    measured instead, so the stage still has a slope over depth; a smaller micro-batch is predicted from the
+    points no larger than it (not floored at the config's micro-batch's measurement)."""
+    from hatch_vlm.rehearse.runner import GIB, Rehearsal, RehearseOptions, monotone_floor
+
+    assert monotone_floor([(0.1, 4, 5.0), (0.1, 2, 3.0), (0.2, 2, 4.0)], 0.2, 1) == 0.0
+    assert monotone_floor([(0.1, 4, 5.0), (0.1, 2, 3.0), (0.2, 2, 4.0)], 0.2, 2) == 4.0
+    assert monotone_floor([(0.1, 4, 5.0), (0.1, 2, 3.0)], 0.15, 4) == 5.0
+
+    opts = RehearseOptions(config=str(_config(tmp_path, stages="[qa_sft]")),
+                           model=str(MODELS / "Qwen2.5-VL-3B-Instruct"), out=str(tmp_path / "rh"), budget_gib=10.5,
+                           full=False)
+    r = Rehearsal(opts, say=lambda _m: None)
+    ran = []
+
+    def fake_run(stage, v):          # peak = exact state + a rest of 0.1 GiB per sample
+        ran.append((v.depth.text, v.micro_batch))
+        peak = r.state_at(stage, v.depth).total + int(0.1 * GIB * v.micro_batch)
+        step = {"seconds": 1.0, "generate_seconds": 0.0, "optimizer_seconds": 0.1, "data_seconds": 0.0,
+                "generated_tokens": 0.0, "op_seconds": None, "peak_bytes": peak}
+        v.result = {"steps": [step] * 3, "after_peak": peak, "stage_seconds": 3.0, "wall_seconds": 4.0}
+        return v
+
+    monkeypatch.setattr(r, "run_variant", fake_run)
+    monkeypatch.setattr(r, "free_now", lambda: 64 * GIB)
+    out = r.rehearse_stage("qa_sft")
+    assert (2, 4) in ran and not [d for d, _ in ran if d == 4]      # 4 layers: 10.97 GiB of state alone
+    assert 3 in {d for d, _ in ran}                                # the depth between, measured
+    assert out.summary["rest"]["how"] == "extrapolated"

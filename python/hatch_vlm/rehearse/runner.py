@@ -219,13 +219,16 @@ class Rehearsal:
         low = max(SMALL_DEPTHS[0], min_text_layers(self.hf))
         out = []
         for t in (low, low * SMALL_DEPTHS[1] // SMALL_DEPTHS[0]):
-            if t >= self.full.text:
-                continue
-            v = max(min_vision_blocks(self.hf), min(self.full.vision, round(t / self.full.text * self.full.vision)))
-            d = Depth(t, v)
-            if d not in out:
+            d = self.depth_between(t)
+            if t < self.full.text and d not in out:
                 out.append(d)
         return out
+
+    def depth_between(self, text_layers: int) -> Depth:
+        """A reduced depth of `text_layers` decoder layers, the vision tower cut in proportion (as `depths`)."""
+        v = max(min_vision_blocks(self.hf),
+                min(self.full.vision, round(text_layers / self.full.text * self.full.vision)))
+        return Depth(text_layers, v)
 
     def state_at(self, stage: str, depth: Depth, freeze: list[str] | None = None):
         """The stage's exact model state at `depth` (`freeze`: with those parts held fixed instead of the
@@ -330,7 +333,7 @@ class Rehearsal:
             return state.total + r0 * max(1.0, (v.x / x0) * (v.micro_batch / b0))
         from .fit import fit_cost
 
-        return state.total + max(fit_cost(pts)(v.x, v.micro_batch), max(p[2] for p in pts))
+        return state.total + max(fit_cost(pts)(v.x, v.micro_batch), monotone_floor(pts, v.x, v.micro_batch))
 
     def free_now(self) -> int:
         """Memory a variant may take right now: what the machine has available less 1 GiB for everything else
@@ -405,6 +408,18 @@ class Rehearsal:
                 b_idx = batches.index(smaller)
         if not done:
             raise ConfigError(self._nothing_fits(stage, out.variants))
+        if len({v.depth for v in done}) == 1 and len(ladder) > 1:
+            # the deeper variant did not fit even at the smallest micro-batch: a depth between the two for the
+            # slope over depth (without one, nothing extrapolates to the full model)
+            low, high = ladder[0], ladder[1]
+            b_small = min(v.micro_batch for v in done)
+            for t in range(high.text - 1, low.text, -1):
+                mid = self.depth_between(t)
+                if mid not in (low, high):
+                    v = attempt(mid, b_small)
+                    if v.result is not None:
+                        ladder = [low, mid]
+                        break
         if len(batches) > 1:
             # the config's micro-batch did not fit: a second micro-batch at each depth for the batch slope
             ran = {(v.depth, v.micro_batch) for v in done}
@@ -525,6 +540,15 @@ def smaller_batch(stage: str, cfg, b: int) -> int | None:
         while nxt > 1 and gen % nxt:
             nxt -= 1
     return max(1, nxt)
+
+
+def monotone_floor(points: list[tuple[float, float, float]], x: float, b: float) -> float:
+    """The least a variant at (x, b) can need: the most any measured variant needed that is no deeper and no
+    larger a micro-batch (a fit made to slope down by noise is not believed below that). Points that are
+    deeper or larger say nothing about a smaller variant (a smaller micro-batch is what is tried when the
+    config's does not fit)."""
+    below = [y for px, pb, y in points if px <= x + 1e-9 and pb <= b]
+    return max(below, default=0.0)
 
 
 def rest_points(done: list[Variant], warmup: int) -> list[tuple[float, float, float]]:
