@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hatch_vlm.rehearse.architecture import (Depth, depth_fraction, depth_of, has_weights, layer_parameters,
+from hatch_vlm.rehearse.architecture import (Depth, depth_fraction, depth_of, has_weights, layer_parameters, meta_model,
                                              random_model, read_config, shrink, stand_in_tokenizer)
 
 MODELS = Path(__file__).resolve().parents[2] / "configs" / "models"
@@ -80,3 +80,18 @@ def test_random_model_matches_the_meta_model():
 def test_missing_config_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         read_config(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["Qwen3-VL-2B-Instruct", "Qwen3-VL-4B-Instruct", "Qwen2.5-VL-3B-Instruct",
+                                  "InternVL3-8B-hf"])
+def test_the_checkpoint_dtype_is_read_where_each_config_declares_it(name):
+    """Qwen3-VL's official config.json declares bfloat16 in text_config only: read from the top level alone it
+    was missing, and the rehearsal built and counted Qwen3-VL in float32 (twice the weights' bytes, ~5x
+    slower matmuls here). Every shipped architecture is bf16, and its meta model is built so."""
+    import torch
+
+    from hatch_vlm.models.precision import declared_dtype
+
+    cfg = read_config(MODELS / name)
+    assert declared_dtype(cfg) == torch.bfloat16
+    assert {p.dtype for p in meta_model(cfg).parameters()} == {torch.bfloat16}

@@ -14,17 +14,27 @@ import torch
 HALF = (torch.bfloat16, torch.float16)
 
 
+def declared_dtype(config) -> torch.dtype | None:
+    """The dtype a checkpoint's config declares: its own `dtype` (`torch_dtype` in older files), else its
+    language model's (`text_config`): Qwen3-VL's official config.json names it there only, and read from the
+    top level alone it would be missing (a bf16 checkpoint then handled as float32: twice the memory, and no
+    bf16 autocast on a CPU). None when nothing is declared."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        if cfg is None:
+            continue
+        name = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
+        if isinstance(name, torch.dtype):
+            return name
+        if isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+    return None
+
+
 def checkpoint_dtype(model) -> torch.dtype:
-    """The dtype the model's checkpoint declares (config `dtype`), else that of its first parameter."""
+    """The dtype the model's checkpoint declares (`declared_dtype`), else that of its first parameter."""
     from .adapters.base import unwrap_model
 
-    cfg = unwrap_model(model).config
-    name = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
-    if isinstance(name, torch.dtype):
-        return name
-    if isinstance(name, str) and hasattr(torch, name):
-        return getattr(torch, name)
-    return next(model.parameters()).dtype
+    return declared_dtype(unwrap_model(model).config) or next(model.parameters()).dtype
 
 
 def upcast_trainable(model) -> int:

@@ -163,10 +163,9 @@ def _count(config) -> int:
 
 
 def _dtype(config) -> torch.dtype:
-    name = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-    if isinstance(name, torch.dtype):
-        return name
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[str(name)]
+    from hatch_vlm.models.precision import declared_dtype
+
+    return declared_dtype(config) or torch.float32
 
 
 # ------------------------------------------------------------------------------------------------ weights
