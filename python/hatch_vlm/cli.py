@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from hatch_vlm.utils.config import ConfigError
-    from hatch_vlm.utils.distributed import MainProcessError
+    from hatch_vlm.utils.errors import MainProcessError
 
     if getattr(args, "verbose", False):
         from hatch_vlm.pipeline.console import set_verbose

@@ -69,3 +69,27 @@ def test_bad_pose_is_named(samples, tmp_path):
     p.write_text("1 0 0 0\n0 1 0 0\n0 0 -1 0\n0 0 0 1\n")          # a reflection
     with pytest.raises(DataError, match=r"pose of view 0.*reflection"):
         read_spar_rgbd(tmp_path, strict=True)
+
+
+def test_synth_in_several_processes_writes_the_same_tree(tmp_path):
+    """`--workers 2` renders in forked processes (a fresh command has not imported torch): every file is the
+    same as one process writes; a process that has imported torch refuses to fork, naming the setting."""
+    import subprocess
+    import sys
+
+    from hatch_vlm.data.synthetic import iter_samples
+
+    trees = []
+    for w in (1, 2):
+        out = tmp_path / f"w{w}"
+        proc = subprocess.run([sys.executable, "-m", "hatch_vlm", "data", "synth", "--out", str(out), "--num", "5",
+                               "--size", "48", "--bench-num", "3", "--workers", str(w)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        trees.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert trees[0].keys() == trees[1].keys() and len(trees[0]) > 10
+    assert trees[0] == trees[1]
+    import torch  # noqa: F401  (this test process has it: forking is refused)
+
+    with pytest.raises(ValueError, match="workers > 1: this process has imported torch"):
+        list(iter_samples(3, size=32, workers=2))

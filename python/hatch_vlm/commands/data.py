@@ -26,6 +26,16 @@ from pathlib import Path
 # evaluation, whose benchmark registry says where each benchmark file goes.
 
 
+def _workers(args) -> int:
+    """--workers, else this machine's cores (at most 8); 1 where torch is loaded already (a process that
+    imported it is not forked: hatch_vlm.data.synthetic.iter_samples)."""
+    import os
+
+    if args.workers is not None:
+        return args.workers
+    return 1 if "torch" in sys.modules else max(1, min(8, os.cpu_count() or 1))
+
+
 def _synth(args) -> int:
     from tqdm import tqdm
 
@@ -41,12 +51,14 @@ def _synth(args) -> int:
               file=sys.stderr)
         return 2
     with SparWriter(out, source="synthetic", split="train") as writer:
-        for s in tqdm(iter_samples(args.num, seed=args.seed, config=cfg), total=args.num, desc="synth",
-                      unit="sample"):
+        # rendered in `--workers` processes, written here in order (the same files whatever the count)
+        for s in tqdm(iter_samples(args.num, seed=args.seed, config=cfg, workers=_workers(args)), total=args.num,
+                      desc="synth", unit="sample", disable=None):
             writer.add(s)
     if args.bench_num > 0:
-        bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num),
-                          total=args.bench_num, desc="benchmarks", unit="sample"))
+        bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num,
+                                       workers=_workers(args)),
+                          total=args.bench_num, desc="benchmarks", unit="sample", disable=None))
         write_stand_ins(bench, out / "benchmarks")     # laid out as the downloads are
     print(f"hatch-vlm data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
     return 0
@@ -158,6 +170,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bench-num", type=_positive, default=None,
                    help="extra samples written as benchmark files (default min(num, 100))")
+    s.add_argument("--workers", type=_positive, default=None,
+                   help="processes rendering scenes (default: the machine's cores, at most 8); the output is the "
+                        "same for any count")
     s.set_defaults(func=lambda a: _synth(_fill_bench(a)))
 
     _add_build(sub)

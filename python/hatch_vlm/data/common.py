@@ -136,7 +136,8 @@ def encode_png(img: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(buf, format="PNG")
+    # zlib level 1: ~4x faster to write than PIL's default 6, lossless, a little larger
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

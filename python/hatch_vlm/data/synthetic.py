@@ -345,18 +345,38 @@ def generate_sample(index: int, seed: int = 0, config: SceneConfig | None = None
 
 
 def iter_samples(num: int, views: int | None = None, size: int | None = None, seed: int = 0,
-                 config: SceneConfig | None = None, start: int = 0) -> Iterator[Sample]:
-    """Yield samples start .. start+num-1 of the stream for `seed`. `views` / `size` override config."""
+                 config: SceneConfig | None = None, start: int = 0, workers: int = 1) -> Iterator[Sample]:
+    """Yield samples start .. start+num-1 of the stream for `seed`. `views` / `size` override config.
+
+    `workers` > 1 renders in that many forked processes, in order: the same samples (each depends only on its
+    index and the seed). A process that has imported torch already is never forked (OpenMP's threads do not
+    survive a fork): `workers` must then be 1, else a ValueError says so."""
     if num < 0:
         raise ValueError(f"num: expected >= 0 samples, got {num}")
+    if workers < 1:
+        raise ValueError(f"workers: expected >= 1, got {workers}")
     cfg = config or SceneConfig()
     if views is not None:
         cfg = replace(cfg, views=views)
     if size is not None:
         cfg = replace(cfg, size=size)
     cfg.validate()
-    for i in range(start, start + num):
-        yield generate_sample(i, seed, cfg)
+    if workers == 1 or num < 2:
+        for i in range(start, start + num):
+            yield generate_sample(i, seed, cfg)
+        return
+    import multiprocessing as mp
+    import sys
+
+    if "torch" in sys.modules:
+        raise ValueError("workers > 1: this process has imported torch, and forking it would hang OpenMP; "
+                         "render with workers=1 here, or from a process that has not imported torch")
+    with mp.get_context("fork").Pool(min(workers, num)) as pool:
+        yield from pool.imap(_generate_one, [(i, seed, cfg) for i in range(start, start + num)], chunksize=2)
+
+
+def _generate_one(args) -> Sample:
+    return generate_sample(*args)
 
 
 def generate(num: int, views: int = 2, size: int = 224, seed: int = 0,

@@ -27,6 +27,8 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from .errors import MainProcessError  # noqa: F401  (raised here; importable without torch from .errors)
+
 T = TypeVar("T")
 
 # The same default as transformers' `TrainingArguments.ddp_timeout`: rank 0 may work alone (saving a
@@ -107,10 +109,6 @@ def shutdown() -> None:
     if d:
         d.barrier()
         d.destroy_process_group()
-
-
-class MainProcessError(RuntimeError):
-    """Raised on the other ranks when the main process failed inside `on_main`."""
 
 
 def broadcast(obj: T) -> T:
