@@ -6,6 +6,27 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist (`pytest -n auto`, what CI runs) the cores are shared out between the workers: each gets
+# its share of threads, and so do the processes its tests start (OMP_NUM_THREADS), instead of every worker
+# running a core's worth of threads on every core.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+    torch.set_num_threads(_THREADS)
+
+# Tests sharing an expensive session fixture run in one xdist worker (`--dist loadgroup`), so it is built
+# once: the emulated-CUDA harness and its sanitizer builds, and the wheel the install tests install.
+XDIST_GROUPS = {"tests/emulation/": "emulation", "tests/install/": "install"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.replace("\\", "/")
+        for prefix, group in XDIST_GROUPS.items():
+            if path.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 def cuda_ready() -> bool:
     import hatch_ext
