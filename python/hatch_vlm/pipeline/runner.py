@@ -391,6 +391,11 @@ def start_run(cfg: HatchConfig, progress: Callable[[str], None] = print) -> tupl
     _check_engine(cfg)
     dist.init_distributed()
     say = progress if dist.is_main() else (lambda _msg: None)
+    if dist.is_main():
+        # one writer per run directory, whatever the launcher (utils/run_lock.py)
+        from hatch_vlm.utils.run_lock import acquire
+
+        acquire(run.out, say)
     if cfg.threads:
         import torch
 

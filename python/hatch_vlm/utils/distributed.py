@@ -53,13 +53,36 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
     Goes through accelerate's `PartialState`, as transformers' Trainer does (gloo on CPU, NCCL on GPUs,
     each rank on its local GPU); the Trainer created later reuses the initialized process group.
     """
+    check_launch()
     if launched_world_size() <= 1:
         return False
     if _dist() is None:
         from accelerate import PartialState
 
-        PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
+        if state.num_processes != launched_world_size():
+            from .config import ConfigError
+
+            raise ConfigError(
+                f"launch: WORLD_SIZE={launched_world_size()} but accelerate joined {state.num_processes} "
+                "process(es): every rank would train alone and believe it writes the run directory")
     return True
+
+
+def check_launch(env=None) -> None:
+    """Refuses a launch that asked for several processes or machines but left this process alone.
+
+    accelerate's plain launcher (`accelerate launch --num_machines 2 ...` without --multi_gpu, or a config
+    whose distributed_type is NO) sets MASTER_ADDR / MASTER_PORT for a multi-process launch but no RANK /
+    WORLD_SIZE: each process then trains alone as its own main, all into the same output directory."""
+    env = os.environ if env is None else env
+    if "ACCELERATE_USE_CPU" in env and ("MASTER_ADDR" in env or "MASTER_PORT" in env) and "WORLD_SIZE" not in env:
+        from .config import ConfigError
+
+        raise ConfigError(
+            "launch: accelerate was asked for several processes or machines (MASTER_ADDR / MASTER_PORT are set) "
+            "but started this one alone (no RANK / WORLD_SIZE): add --multi_gpu to `accelerate launch` (also on "
+            "CPUs), or use a config with distributed_type MULTI_GPU / MULTI_CPU (configs/accelerate/)")
 
 
 # rank() / world_size() read torch.distributed, not accelerate's PartialState: constructing that state
