@@ -102,3 +102,32 @@ def test_train_refuses_a_run_directory_another_job_writes(tmp_path, capsys):
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_worker_whose_launcher_is_killed_stops():
+    """`kill -9` of a launcher: its worker (here started by a stand-in launcher) notices within the watch
+    interval and exits, instead of training on as an orphan."""
+    import time
+    from pathlib import Path
+
+    worker = ("import time; from hatch_vlm.utils.distributed import watch_parent; watch_parent(0.2); "
+              "print('watching', flush=True); time.sleep(120)")
+    launcher = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]]); "
+                "print(p.pid, flush=True); p.wait()")
+    def running(pid):            # a process that exited but is not reaped yet (a zombie) is not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    la = subprocess.Popen([sys.executable, "-c", launcher, worker], stdout=subprocess.PIPE, text=True)
+    pid = int(la.stdout.readline())
+    assert la.stdout.readline().strip() == "watching"   # the worker's line (it shares the launcher's stdout)
+    assert running(pid)
+    la.kill()
+    la.wait()
+    t = time.time()
+    while running(pid) and time.time() - t < 20:
+        time.sleep(0.1)
+    assert not running(pid), "the orphaned worker is still running"
+    assert time.time() - t < 5

@@ -56,6 +56,7 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
     check_launch()
     if launched_world_size() <= 1:
         return False
+    watch_parent()
     if _dist() is None:
         from accelerate import PartialState
 
@@ -67,6 +68,35 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
                 f"launch: WORLD_SIZE={launched_world_size()} but accelerate joined {state.num_processes} "
                 "process(es): every rank would train alone and believe it writes the run directory")
     return True
+
+
+_WATCHING = False
+
+
+def watch_parent(interval_s: float = 2.0) -> None:
+    """Ends this process when the process that launched it is gone (a launcher killed with `kill -9` leaves
+    its workers training as orphans otherwise, holding the GPUs and writing the run directory). A daemon
+    thread compares the parent pid with the one at start; on a change it says so and exits (status 143, as
+    SIGTERM). Once per process."""
+    global _WATCHING
+    if _WATCHING:
+        return
+    _WATCHING = True
+    import sys
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                print(f"hatch: rank {os.environ.get('RANK', '?')} (pid {os.getpid()}): its launcher (pid {parent}) "
+                      "is gone, stopping", file=sys.stderr, flush=True)
+                os._exit(143)
+
+    threading.Thread(target=watch, name="hatch-watch-parent", daemon=True).start()
 
 
 def check_launch(env=None) -> None:
