@@ -247,6 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hatch-vlm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        # a multi-process job whose collective failed (a frozen or dead rank): say which rank went silent
+        said = _collective_failure(e)
+        if said is None:
+            raise
+        print(f"hatch-vlm {args.command}: {said}", file=sys.stderr)
+        return 1
+
+
+def _collective_failure(e: BaseException) -> str | None:
+    if "torch" not in sys.modules:
+        return None
+    from hatch_vlm.utils.distributed import describe_collective_failure
+
+    return describe_collective_failure(e)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,9 @@ class HatchConfig:
     output_dir: str = "runs/hatch"
     seed: int = 0
     threads: int | None = None        # torch CPU threads (None: torch's default)
+    # seconds a collective waits for a rank that went silent before the job ends naming it (None: 90 on
+    # CPUs, 1800 on GPUs; utils/distributed.py)
+    dist_timeout_s: int | None = None
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     data: DataSection = field(default_factory=DataSection)
     pasta: PastaSection = field(default_factory=PastaSection)
@@ -236,6 +239,8 @@ class HatchConfig:
         check(order == sorted(order), "stages", f"must follow the recipe's order {list(STAGES)}")
         check(bool(self.stages), "stages", "is empty: name at least one stage")
         check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        check(self.dist_timeout_s is None or self.dist_timeout_s >= 10, "dist_timeout_s",
+              f"must be >= 10 seconds, got {self.dist_timeout_s}")
         if isinstance(self.model, str):
             try:
                 self.model = ModelSection(path=self.model)

@@ -389,7 +389,7 @@ def start_run(cfg: HatchConfig, progress: Callable[[str], None] = print) -> tupl
     run directory. Returns (run, the initial model's directory, `say`: `progress` on the main process only)."""
     run = Run(cfg)
     _check_engine(cfg)
-    dist.init_distributed()
+    dist.init_distributed(cfg.dist_timeout_s)
     say = progress if dist.is_main() else (lambda _msg: None)
     if dist.is_main():
         # one writer per run directory, whatever the launcher (utils/run_lock.py)

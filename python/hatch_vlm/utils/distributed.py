@@ -31,9 +31,21 @@ from .errors import MainProcessError  # noqa: F401  (raised here; importable wit
 
 T = TypeVar("T")
 
-# The same default as transformers' `TrainingArguments.ddp_timeout`: rank 0 may work alone (saving a
-# model) while the others wait in a barrier.
+# How long a collective waits for a rank that went silent (frozen or dead) before the job ends. GPUs: the
+# default of transformers' `TrainingArguments.ddp_timeout` (rank 0 may save a large model alone while the
+# others wait in a barrier). CPUs (gloo): 90 s, so that a frozen node does not hold the others for half an
+# hour (with a launcher's teardown, ~30 s more for torchrun, the job ends within 2 minutes).
+# `dist_timeout_s` in a config (or HATCH_DIST_TIMEOUT_S) sets it.
 DEFAULT_TIMEOUT_S = 1800
+CPU_TIMEOUT_S = 90
+HEARTBEAT_S = float(os.environ.get("HATCH_HEARTBEAT_S", "5"))
+
+
+def default_timeout_s() -> int:
+    env = os.environ.get("HATCH_DIST_TIMEOUT_S")
+    if env:
+        return int(env)
+    return DEFAULT_TIMEOUT_S if torch.cuda.is_available() else CPU_TIMEOUT_S
 
 
 def launched_world_size() -> int:
@@ -47,7 +59,7 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
-def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
+def init_distributed(timeout_s: int | None = None) -> bool:
     """Joins the process group of a multi-process launch (no-op otherwise); returns whether distributed.
 
     Goes through accelerate's `PartialState`, as transformers' Trainer does (gloo on CPU, NCCL on GPUs,
@@ -57,6 +69,7 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
     if launched_world_size() <= 1:
         return False
     watch_parent()
+    timeout_s = timeout_s or default_timeout_s()
     if _dist() is None:
         from accelerate import PartialState
 
@@ -67,7 +80,77 @@ def init_distributed(timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
             raise ConfigError(
                 f"launch: WORLD_SIZE={launched_world_size()} but accelerate joined {state.num_processes} "
                 "process(es): every rank would train alone and believe it writes the run directory")
+    start_heartbeat()
     return True
+
+
+# ------------------------------------------------------------------------------ who went silent
+# Every rank stamps the time into the launch's key-value store (the TCPStore the process group rendezvoused
+# through) every HEARTBEAT_S seconds from a daemon thread. When a collective times out, gloo / NCCL say only
+# that it timed out; `silent_ranks` reads the stamps and names the ranks that stopped stamping (a frozen or
+# dead process). If rank 0, which hosts the store, is the silent one, reading fails: that is said instead.
+_HEARTBEAT = False
+
+
+def _store():
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def start_heartbeat(interval_s: float = HEARTBEAT_S) -> None:
+    global _HEARTBEAT
+    if _HEARTBEAT or not _dist():
+        return
+    _HEARTBEAT = True
+    import threading
+    import time
+
+    store, me = _store(), rank()
+
+    def beat() -> None:
+        while True:
+            try:
+                store.set(f"hatch/heartbeat/{me}", repr(time.time()))
+            except Exception:       # the store is gone (rank 0 ended): nothing left to tell
+                return
+            time.sleep(interval_s)
+
+    threading.Thread(target=beat, name="hatch-heartbeat", daemon=True).start()
+
+
+def silent_ranks(stale_s: float = 3 * HEARTBEAT_S, world: int | None = None) -> str:
+    """A sentence naming the ranks whose heartbeat is older than `stale_s` (or missing)."""
+    import time
+
+    world = world or launched_world_size()
+    try:
+        store = _store()
+        store.set_timeout(timedelta(seconds=10))
+        now, silent = time.time(), []
+        for r in range(world):
+            if r == rank():
+                continue
+            try:
+                age = now - float(store.get(f"hatch/heartbeat/{r}").decode())
+            except Exception:
+                age = float("inf")
+            if age > stale_s:
+                silent.append(f"rank {r} ({'never' if age == float('inf') else f'last heard {age:.0f} s ago'})")
+    except Exception as e:
+        return f"the launch's store on rank 0 does not answer either ({type(e).__name__}): rank 0 went silent"
+    return ("silent: " + ", ".join(silent)) if silent else "every other rank is still alive (a slow collective?)"
+
+
+def describe_collective_failure(exc: BaseException) -> str | None:
+    """For an error raised by a collective of a multi-process job (timeout, closed connection): which ranks
+    went silent, else None (not a distributed failure)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if not _dist() or not any(k in text for k in ("Timed out", "timed out", "Connection closed", "Connection reset",
+                                                   "NCCL", "gloo")):
+        return None
+    return (f"rank {rank()}: a collective failed ({text.splitlines()[0][:200]}); {silent_ranks()}. The job "
+            "stops here; rerun the same command to resume from the last checkpoint")
 
 
 _WATCHING = False
