@@ -412,14 +412,20 @@ class Rehearsal:
             # the deeper variant did not fit even at the smallest micro-batch: a depth between the two for the
             # slope over depth (without one, nothing extrapolates to the full model)
             low, high = ladder[0], ladder[1]
-            b_small = min(v.micro_batch for v in done)
             for t in range(high.text - 1, low.text, -1):
                 mid = self.depth_between(t)
-                if mid not in (low, high):
-                    v = attempt(mid, b_small)
-                    if v.result is not None:
+                if mid in (low, high):
+                    continue
+                b = min(v.micro_batch for v in done)
+                while b is not None:            # the micro-batch the shallow depth ran at, then smaller ones
+                    if attempt(mid, b).result is not None:
                         ladder = [low, mid]
+                        if b not in batches:
+                            batches.append(b)
                         break
+                    b = smaller_batch(stage, self.cfg, b)
+                if ladder[1] == mid:
+                    break
         if len(batches) > 1:
             # the config's micro-batch did not fit: a second micro-batch at each depth for the batch slope
             ran = {(v.depth, v.micro_batch) for v in done}
