@@ -1,0 +1,88 @@
+"""Past one node, simulated on this host: 2 "nodes" x 1 process (accelerate --num_machines 2, localhost) train
+the same PaStA weights as 1 process on the same global batch; the SLURM script starts such a job (with
+stand-in srun / scontrol); a launch without --multi_gpu, which would leave each node training alone, is
+refused at start."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scale_launch import CPU_2PROC, ROOT, free_port, launch_env, needs_gloo, run_ranks
+
+pytestmark = [pytest.mark.slow, needs_gloo]
+RUN = ROOT / "tests" / "scale" / "pasta_run.py"
+STEPS, GLOBAL_BATCH = 2, 4
+
+
+def _node_cmd(k: int, port: int, *args: str, multi_gpu: bool = True) -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if multi_gpu else []),
+            "--num_machines", "2", "--machine_rank", str(k), "--num_processes", "2", "--main_process_ip",
+            "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+
+
+def _vision(model_dir: Path) -> dict:
+    return {k: v for k, v in load_file(model_dir / "model.safetensors").items() if "visual." in k}
+
+
+def test_two_nodes_train_the_same_weights_as_one_process(tiny_dir, tmp_path):
+    run_ranks(RUN, tmp_path / "one", tiny_dir, 1, STEPS, GLOBAL_BATCH)
+    port = free_port()
+    args = [str(RUN), "--model-dir", str(tiny_dir), "--output-dir", str(tmp_path / "nodes"), "--steps", str(STEPS),
+            "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // 2)]
+    nodes = [subprocess.Popen(_node_cmd(k, port, *args), env=launch_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    v1, v2, v0 = _vision(tmp_path / "one" / "final"), _vision(tmp_path / "nodes" / "final"), _vision(Path(tiny_dir))
+    assert max((v1[k] - v0[k]).abs().max().item() for k in v1) > 1e-3          # it trained
+    diff = max((v2[k] - v1[k]).abs().max().item() for k in v1)
+    print(f"2 nodes x 1 process vs 1 process: max weight difference {diff:.2e}")
+    for k in v1:
+        torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0)
+    assert sorted(p.name for p in (tmp_path / "nodes").glob("rank*.json")) == ["rank0.json", "rank1.json"]
+
+
+def test_a_node_launched_without_multi_gpu_is_refused(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: tiny\noutput_dir: {tmp_path / 'run'}\nstages: [pasta]\n")
+    p = subprocess.run(_node_cmd(0, free_port(), "-m", "hatch_vlm.cli", "train", "--config", str(cfg),
+                                 multi_gpu=False), env=launch_env(), cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    # our process exits 2; accelerate's plain launcher reports that as its own failure (exit 1)
+    assert p.returncode != 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "hatch-vlm train: bad config: launch: accelerate was asked for several processes" in p.stderr
+    assert "add --multi_gpu to `accelerate launch`" in p.stderr
+    assert not (tmp_path / "run" / "state.json").exists()
+
+
+def test_the_slurm_script_starts_one_job_over_the_nodes(tmp_path):
+    """scripts/slurm_train.sbatch with a stand-in `srun` (the command once per node, SLURM_NODEID set) and
+    `scontrol` (the node list): a 2-node job of the tiny config, one process per node."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\nwhile [[ $1 == --* ]]; do shift; done\npids=()\n"
+        "for ((i=0; i<SLURM_NNODES; i++)); do SLURM_NODEID=$i \"$@\" & pids+=($!); done\n"
+        "rc=0; for p in \"${pids[@]}\"; do wait $p || rc=1; done; exit $rc\n")
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\nprintf 'localhost\\nlocalhost\\n'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"model: tiny\noutput_dir: {out}\nthreads: 1\nstages: [pasta]\n"
+                   "data: {num_train: 8, num_eval: 2, size: 56}\n"
+                   "pasta: {max_steps: 2, per_device_train_batch_size: 2, plot: false, evaluate_before: false}\n")
+    env = {**launch_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_NNODES": "2",
+           "SLURM_JOB_NODELIST": "node[0-1]", "GPUS_PER_NODE": "1", "ACCELERATE_CONFIG": str(CPU_2PROC),
+           "MAIN_PORT": str(free_port())}
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_train.sbatch"), str(cfg)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text[-4000:]
+    assert "2 processes: every rank trains, rank 0 writes" in text
+    assert text.count("[1/1] pasta: finished") == 1                # said once, by rank 0
+    assert (out / "state.json").exists() and (out / "stages" / "pasta" / "model").is_dir()
