@@ -70,6 +70,15 @@ def orbit_poses(n: int, radius: float = 1.2, height: float = 1.4, degrees_per_fr
     return out
 
 
+def dolly_poses(n: int, start=(1.3, -0.2, 1.3), target=(-1.6, 0.3, 1.0), step: float = 0.18) -> list:
+    """Cameras walking straight towards `target`, looking at it: each later camera stands in front of the
+    earlier ones, inside their images (what the camera-motion "where was Image 2 taken from" question needs;
+    an orbit never has it)."""
+    start, target = np.asarray(start, float), np.asarray(target, float)
+    ahead = (target - start) / np.linalg.norm(target - start)
+    return [look_at(start + k * step * ahead, target) for k in range(n)]
+
+
 def surface_point(K, T, depth, row: int, col: int) -> np.ndarray:
     """World point of pixel (row, col) of a view (pixel centre at (u, v) = (col, row))."""
     X = np.linalg.inv(K) @ np.array([col, row, 1.0]) * depth[row, col]

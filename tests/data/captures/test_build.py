@@ -13,11 +13,12 @@ from hatch_vlm.data.captures.frames import CaptureError
 from hatch_vlm.data.captures.select import SelectConfig
 from hatch_vlm.data.spar7m import read_spar_rgbd
 
-from ._scene import intrinsics, orbit_poses, render, write_nerfstudio
+from ._scene import dolly_poses, intrinsics, orbit_poses, render, write_nerfstudio
 
 H, W = 48, 64
 N = 30
-POSES = orbit_poses(N, degrees_per_frame=5)
+# an orbit, then a walk straight ahead (its later cameras are in view of its earlier ones)
+POSES = orbit_poses(N, degrees_per_frame=5) + dolly_poses(8)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def _by_task(samples, task, kind):
 
 def test_summary_and_stats(built):
     base, summary, samples = built
-    assert summary["frames"]["seen"] == N and summary["frames"]["yielded"] == N
+    assert summary["frames"]["seen"] == len(POSES) and summary["frames"]["yielded"] == len(POSES)
     assert summary["questions_total"] == len(samples) > 0
     sel = summary["selection"]
     assert sel["pairs_considered"] == sum(sel["overlap_histogram"]) > sel["pairs_in_band"] > 0
@@ -110,7 +111,9 @@ def test_camera_motion_answers(built):
     for s in _by_task(built[2], "camera_motion_infer", "fill"):
         Ta, Tb = _truth(s, 0)[1], _truth(s, 1)[1]
         assert float(s.answer) == pytest.approx(np.linalg.norm(Tb[:3, 3] - Ta[:3, 3]), abs=0.005 + 1e-9)
-    for s in [s for s in built[2] if s.task == "camera_motion_infer" and s.meta["answer_kind"] == "select"]:
+    select = [s for s in built[2] if s.task == "camera_motion_infer" and s.meta["answer_kind"] == "select"]
+    assert select, "no camera-motion multiple-choice question: the check below would not run"
+    for s in select:
         u, v, z = _project(K, _truth(s, 0)[1], _truth(s, 1)[1][:3, 3])
         assert z > 0
         gold = [o for o in s.options if o.startswith(s.answer + ".")][0]
