@@ -31,9 +31,9 @@ def launch_env() -> dict:
     return env
 
 
-def accelerate_2proc(*args: str) -> list[str]:
-    """The command prefix of a 2-process CPU launch with the shipped accelerate config."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+def accelerate_2proc(*args: str, config: Path = CPU_2PROC) -> list[str]:
+    """The command prefix of a 2-process CPU launch with a shipped accelerate config (DDP by default)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
             "--num_processes", "2", "--main_process_port", str(free_port()), *args]
 
 
@@ -42,18 +42,20 @@ needs_gloo = pytest.mark.skipif(
     reason="torch.distributed with the gloo backend is not available in this torch build")
 
 
-def launch(script: Path, args: list[str], procs: int, timeout: float = 180) -> None:
-    """Run `script args` on `procs` processes (1: plain python; 2: accelerate launch with cpu_2proc.yaml);
-    fails the test with the tail of the output if it exits non-zero."""
+def launch(script: Path, args: list[str], procs: int, timeout: float = 180, config: Path = CPU_2PROC) -> None:
+    """Run `script args` on `procs` processes (1: plain python; 2: accelerate launch with `config`,
+    cpu_2proc.yaml unless given); fails the test with the tail of the output if it exits non-zero."""
     if procs not in (1, 2):
         raise ValueError(f"launch: procs must be 1 or 2 (cpu_2proc.yaml), got {procs}")
-    cmd = [sys.executable, str(script), *args] if procs == 1 else accelerate_2proc(str(script), *args)
-    r = subprocess.run(cmd, env=launch_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, str(script), *args] if procs == 1 else accelerate_2proc(str(script), *args, config=config)
+    # DeepSpeed's CPU accelerator compiles one small C++ op on first use: once, inside the checkout
+    env = {**launch_env(), "TORCH_EXTENSIONS_DIR": str(ROOT / "build" / "torch_extensions")}
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{script.name} on {procs} process(es) failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
 
 
 def run_ranks(script: Path, out: Path, model_dir, procs: int, steps: int, global_batch: int,
-              *extra: str, grad_accum: int = 1) -> list[dict]:
+              *extra: str, grad_accum: int = 1, config: Path = CPU_2PROC, timeout: float = 180) -> list[dict]:
     """A comparison script (pasta_run.py, sft_run.py, grpo_run.py: same flags) on `procs` processes with the
     same global batch per optimizer step (global_batch / (procs × grad_accum) rows per process and
     micro-step); returns each rank's OUT/rank{R}.json."""
@@ -62,5 +64,5 @@ def run_ranks(script: Path, out: Path, model_dir, procs: int, steps: int, global
     accum = ["--grad-accum", str(grad_accum)] if grad_accum > 1 else []
     launch(script, ["--model-dir", str(model_dir), "--output-dir", str(out), "--steps", str(steps),
                     "--global-batch", str(global_batch), "--batch-size", str(per_micro), *accum, *extra],
-           procs)
+           procs, timeout=timeout, config=config)
     return [json.loads((out / f"rank{k}.json").read_text()) for k in range(procs)]

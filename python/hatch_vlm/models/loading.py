@@ -45,6 +45,25 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
+@contextmanager
+def whole_model() -> Iterator[None]:
+    """Loads inside the block give this process the whole model, also after a Trainer set up DeepSpeed
+    ZeRO-3 in it. transformers would otherwise partition a new model over the ranks as it is built
+    (`deepspeed.zero.Init`, a collective): rank 0 re-loading the saved model alone to evaluate it then waits
+    for ranks that have moved on, and the job hangs. The stages load before their Trainer partitions."""
+    try:
+        from transformers.integrations import deepspeed as hf_ds
+    except ImportError:
+        yield
+        return
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
 def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | None = None,
                              device: str | torch.device | None = None, min_pixels: int | None = None,
                              max_pixels: int | None = None):
@@ -68,7 +87,7 @@ def load_model_and_processor(model_dir: str | Path, dtype: torch.dtype | str | N
     adapter = adapter_for_dir(model_dir)        # FileNotFoundError without config.json
     dt = resolve_dtype(dtype)
     kwargs = {"dtype": dt} if dt is not None else {"dtype": "auto"}
-    with quiet_progress():
+    with quiet_progress(), whole_model():
         model = adapter.load_model(model_dir, **kwargs)
     if device is not None:
         model = model.to(device)

@@ -129,11 +129,11 @@ def run_pasta_stage(config: PastaConfig, train_samples: Sequence[Sample] | None 
         return {"steps": trainer.state.global_step, "train_loss": float(train_out.training_loss),
                 "train_seconds": train_seconds, "llm_unchanged": None, "checkpoint": str(final)}
     model = write_trained_model(trainer, final, full_state)
+    processor.save_pretrained(final)
     if full_state is not None:
-        # the in-memory model is a shard: evaluate (and check) the saved, whole one
+        # the in-memory model is a shard: evaluate (and check) the saved, whole one (processor included)
         model, _ = load_model_and_processor(final, dtype=torch.float32, device=device,
                                             min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-    processor.save_pretrained(final)
     model.eval()
     llm_unchanged = None
     if frozen is not None:

@@ -1,0 +1,69 @@
+"""Every stage under DeepSpeed ZeRO-2 and ZeRO-3 on 2 CPU processes (gloo; DeepSpeed's CPU accelerator) trains
+the same weights as 1 process on the same global batch: PaStA (the vision tower), the SFT trainer and GRPO
+(full fine-tuning; LoRA under ZeRO-3 is refused at start by `hatch-vlm train`). The tolerances are per engine
+and stage (float32 sums in another order); the measured differences are printed. DDP: tests/scale/test_ddp_*.
+
+DeepSpeed is an optional dependency: .ci/run installs it (`DS_BUILD_OPS=0 pip install --no-build-isolation
+--no-deps deepspeed` + its small deps); without it these tests are skipped, saying so."""
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from _ddp_weights import max_weight_diff
+from scale_launch import ROOT, needs_gloo, run_ranks
+
+try:
+    import deepspeed  # noqa: F401
+    HAVE_DS = True
+except ImportError:
+    HAVE_DS = False
+
+pytestmark = [pytest.mark.slow, needs_gloo,
+              pytest.mark.skipif(not HAVE_DS, reason="deepspeed is not installed (.ci/run installs it: "
+                                                     "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed)")]
+CONFIGS = {e: ROOT / "configs" / "accelerate" / f"cpu_2proc_{e}.yaml" for e in ("zero2", "zero3")}
+# script, optimizer steps, global batch (per step, all processes)
+STAGES = {"pasta": ("pasta_run.py", 3, 4), "sft": ("sft_run.py", 3, 4), "grpo": ("grpo_run.py", 2, 8)}
+TOLERANCE = {("zero2", "pasta"): 1e-5, ("zero3", "pasta"): 2e-5, ("zero2", "sft"): 1e-6, ("zero3", "sft"): 1e-6,
+             ("zero2", "grpo"): 5e-6, ("zero3", "grpo"): 5e-6}
+
+
+def _weights(out: Path, stage: str) -> Path:
+    return out / "final" / "model.safetensors" if stage == "pasta" else out / "final.safetensors"
+
+
+def _run(stage, out, tiny_dir, procs, config=None):
+    script, steps, batch = STAGES[stage]
+    kw = {"config": config} if config else {}
+    return run_ranks(ROOT / "tests" / "scale" / script, out, tiny_dir, procs, steps, batch, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def one(tiny_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("engines_one")
+    return {s: (_run(s, base / s, tiny_dir, 1), base / s) for s in STAGES}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("engine", list(CONFIGS))
+def test_two_processes_equal_one(engine, stage, one, tiny_dir, tmp_path):
+    ranks = _run(stage, tmp_path / "two", tiny_dir, 2, CONFIGS[engine])
+    one_ranks, one_dir = one[stage]
+    if stage == "pasta":
+        a, b = (load_file(_weights(d, stage)) for d in (one_dir, tmp_path / "two"))
+        start = load_file(Path(tiny_dir) / "model.safetensors")
+        keys = [k for k in a if "visual." in k]
+        moved = max((a[k] - start[k]).abs().max().item() for k in keys)
+        diff = max((a[k] - b[k]).abs().max().item() for k in keys)
+        assert ranks[0]["sharded"] == [engine == "zero3"]        # the save gathered ZeRO-3's shards
+    else:
+        moved = max_weight_diff(one_dir / "start.safetensors", _weights(one_dir, stage))
+        diff = max_weight_diff(_weights(one_dir, stage), _weights(tmp_path / "two", stage))
+        assert [r["world_size"] for r in ranks] == [2, 2]
+    print(f"{engine} {stage}: 2 processes vs 1, max weight difference {diff:.2e} (training moved {moved:.2e})")
+    assert moved > 1e-3 and diff <= TOLERANCE[engine, stage], (diff, moved)
+    # one writer: the weights and the run's files are rank 0's alone
+    assert json.loads((tmp_path / "two" / "rank1.json").read_text())
+    assert not list((tmp_path / "two").glob("**/rank1*.safetensors"))
