@@ -27,9 +27,18 @@ def save_rank_outputs(trainer, out: Path, **record) -> None:
     trained weights OUT/final.safetensors on rank 0."""
     import json
 
+    from hatch_vlm.models.saving import gather_full_state, is_sharded
+
     rank = trainer.accelerator.process_index
+    # sharded engines (FSDP, ZeRO-3): the whole state, gathered by every rank (a collective), saved by rank 0
+    full = gather_full_state(trainer) if not hasattr(trainer.accelerator.unwrap_model(trainer.model),
+                                                     "merge_and_unload") else None
     (out / f"rank{rank}.json").write_text(json.dumps(
-        {"log_history": trainer.state.log_history, "world_size": trainer.accelerator.num_processes, **record},
-        default=float))
-    if rank == 0:
+        {"log_history": trainer.state.log_history, "world_size": trainer.accelerator.num_processes,
+         "sharded": is_sharded(trainer.accelerator), **record}, default=float))
+    if rank == 0 and full is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().clone().contiguous() for k, v in full.items()}, str(out / "final.safetensors"))
+    elif rank == 0:
         save_weights(trainer.accelerator.unwrap_model(trainer.model), out / "final.safetensors")

@@ -121,6 +121,7 @@ class GRPOOptions(TRLStageOptions):
 def _trainer_class():
     from trl import GRPOTrainer
 
+    from hatch_vlm.utils.engines import prepare_engine
     from hatch_vlm.utils.probes import attach_probes
 
     class HatchGRPOTrainer(GRPOTrainer):
@@ -131,6 +132,7 @@ def _trainer_class():
             super().__init__(*args, **kwargs)
             self.aux_loss_fn = aux_loss_fn
             self.aux_columns = tuple(aux_columns)
+            prepare_engine(self)       # FSDP2 on CPU processes (utils/engines.py)
             attach_probes(self)
 
         def _generate_and_score_completions(self, inputs):

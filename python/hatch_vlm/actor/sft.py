@@ -131,6 +131,7 @@ def make_lora_config(lora: dict | None, model=None):
 def _token_mean_trainer_class():
     from trl import SFTTrainer
 
+    from hatch_vlm.utils.engines import prepare_engine
     from hatch_vlm.utils.probes import attach_probes
 
     class TokenMeanSFTTrainer(SFTTrainer):
@@ -147,6 +148,7 @@ def _token_mean_trainer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.model_accepts_loss_kwargs = True
+            prepare_engine(self)       # FSDP2 on CPU processes (utils/engines.py)
             attach_probes(self)
 
     return TokenMeanSFTTrainer

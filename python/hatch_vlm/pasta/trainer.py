@@ -15,6 +15,7 @@ from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 from hatch_vlm.models.precision import checkpoint_dtype, cpu_bf16_supported, upcast_trainable
 from hatch_vlm.models.saving import QuietSaveMixin
 from hatch_vlm.utils.distributed import global_mean_loss
+from hatch_vlm.utils.engines import prepare_engine
 from hatch_vlm.utils.probes import attach_probes
 
 from .config import PastaConfig
@@ -86,6 +87,7 @@ class PastaTrainer(QuietSaveMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.pasta_config = pasta_config
         self._valid_rows: list[float] = []
+        prepare_engine(self)       # FSDP2 on CPU processes (utils/engines.py)
         attach_probes(self)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
