@@ -138,3 +138,32 @@ def test_cache_is_rebuilt_when_the_file_changes(tree, tmp_path):
         fh.write(f.read_text().splitlines()[0].replace('"id": "', '"id": "extra_') + "\n")
     b = select_records(copy, 10, 2, cache_dir=cache, progress=False)
     assert b.num_records == a.num_records + 1
+
+
+def test_a_forked_worker_reads_through_its_own_file_handles(tree):
+    """A DataLoader worker forked after the parent read a record inherits the parent's open file; sharing
+    its read position, two workers read each other's bytes (seen as random "not valid JSON" skips in a
+    rehearsal with 8 workers). A forked process opens its own, and reads every record right."""
+    import json
+    import os
+
+    sel = select_records(tree, num_train=40, num_eval=4, seed=0, cache_dir=None, progress=False)
+    ds = SparSamples(sel.train)
+    ds.record(0)                                     # the parent opens the file
+    fi = int(ds.refs.file_idx[0])
+    parent_fd = ds._handles[fi].fileno()
+    offset = os.lseek(parent_fd, 0, os.SEEK_CUR)     # shared with a forked child that reads through it
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                     # the child: read everything, report
+        try:
+            ids = [ds.record(i).id for i in range(len(ds))]
+            os.write(w, json.dumps({"n": len(ids)}).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = json.loads(os.read(r, 4096).decode())
+    os.waitpid(pid, 0)
+    assert got["n"] == len(ds)
+    assert os.lseek(parent_fd, 0, os.SEEK_CUR) == offset, "the child moved the parent's read position"
+    assert [ds.record(i).id for i in range(3)] == [ds.record(i).id for i in range(3)]   # the parent still reads

@@ -16,6 +16,7 @@ at) is not allowed to stop a training run: it is counted (`problems`), logged, a
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping
 
@@ -42,8 +43,11 @@ class SparSamples:
         self.max_substitutes = max_substitutes
         self.problems: Counter = Counter()
         self._handles: dict[int, object] = {}
+        self._pid = os.getpid()
 
-    # open file handles are per process: never pickle them into workers
+    # Open file handles are per process: never pickled into workers (spawn), and not used after a fork
+    # either: a forked DataLoader worker inherits the parent's open files, and their shared read position
+    # made two workers read each other's bytes ("not valid JSON" records skipped at random).
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_handles"] = {}
@@ -59,6 +63,8 @@ class SparSamples:
     def record(self, i: int) -> SparRecord:
         """The parsed record i (no frames)."""
         fi = int(self.refs.file_idx[i])
+        if self._pid != os.getpid():            # a forked worker: its own handles
+            self._handles, self._pid = {}, os.getpid()
         fh = self._handles.get(fi)
         if fh is None:
             fh = self._handles[fi] = open(self.refs.files[fi].path, "rb")
