@@ -11,6 +11,7 @@ $R --config benchmarks/rehearsal/pasta_validation.yaml --model configs/models/Qw
 $R --config configs/qwen25vl_3b_spar.yaml --model configs/models/Qwen3-VL-2B-Instruct --stages pasta eval \
    --out $OUT/qwen3-2b --name qwen3-vl-2b-validation
 $R --config configs/qwen25vl_3b_spar.yaml --model configs/models/Qwen3-VL-4B-Instruct --out $OUT/qwen3-4b --name qwen3-vl-4b
-$R --config configs/qwen25vl_3b_spar.yaml --model configs/models/InternVL3-8B-hf --out $OUT/internvl3-8b --name internvl3-8b
+$R --config configs/qwen25vl_3b_spar.yaml --model configs/models/InternVL3-8B-hf --out $OUT/internvl3-8b --name internvl3-8b \
+   --steps 1
 mkdir -p benchmarks/results
 cp $OUT/*/rehearsal_* benchmarks/results/
