@@ -20,6 +20,7 @@ if _WORKERS > 1:
 XDIST_GROUPS = {"tests/emulation/": "emulation", "tests/install/": "install"}
 
 
+@pytest.hookimpl(tryfirst=True)      # before xdist's own hook turns the marker into the scheduling group
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.nodeid.replace("\\", "/")

@@ -28,6 +28,8 @@ Public functions:
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
@@ -308,6 +310,33 @@ def reproject(depth_a, K_a, T_a, K_b, T_b) -> tuple[np.ndarray, np.ndarray, np.n
     return rows, cols, z
 
 
+@functools.lru_cache(maxsize=1)
+def op_tolerances() -> tuple[float, float]:
+    """`hatch_ext.ops.ABS_TOL`, `REL_TOL`: imported when torch is loaded already, else read from the module's
+    source without importing it (loading the ops loads torch, ~1 s that `hatch-vlm data synth` does not
+    otherwise need, and a process that imported torch is not forked to render)."""
+    import sys
+
+    if "torch" in sys.modules:
+        from hatch_ext.ops import ABS_TOL, REL_TOL
+
+        return float(ABS_TOL), float(REL_TOL)
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("hatch_ext")
+    source = Path(list(spec.submodule_search_locations)[0]) / "ops.py"
+    found = {}
+    for node in ast.parse(source.read_text()).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("ABS_TOL", "REL_TOL")):
+            found[node.targets[0].id] = float(ast.literal_eval(node.value))
+    if set(found) != {"ABS_TOL", "REL_TOL"}:
+        raise RuntimeError(f"{source}: ABS_TOL / REL_TOL are not plain assignments any more ({found})")
+    return found["ABS_TOL"], found["REL_TOL"]
+
+
 def visible_in(depth_a, K_a, T_a, depth_b, K_b, T_b, abs_tol: float | None = None,
                rel_tol: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-pixel visibility of view a's pixels in view b (docs/design.md's test, nearest-pixel lookup).
@@ -316,12 +345,11 @@ def visible_in(depth_a, K_a, T_a, depth_b, K_b, T_b, abs_tol: float | None = Non
     with it (`hatch_vlm.data.synthetic.overlap_ok`) on numpy renders, per pixel, without torch; switching it
     to `hatch_ext.ops.patch_overlap` could decide boundary pixels differently and so change generated data.
     The tolerances are not a second rule: left as None they are the ops' own defaults
-    (`hatch_ext.ops.ABS_TOL` / `REL_TOL`, imported only when needed: loading the ops loads torch).
+    (`hatch_ext.ops.ABS_TOL` / `REL_TOL`, see `op_tolerances`).
 
     Returns (visible `[H, W]` bool, rows, cols, z) with rows/cols/z as in :func:`reproject`."""
     if abs_tol is None or rel_tol is None:
-        from hatch_ext.ops import ABS_TOL, REL_TOL
-
+        ABS_TOL, REL_TOL = op_tolerances()
         abs_tol = ABS_TOL if abs_tol is None else abs_tol
         rel_tol = REL_TOL if rel_tol is None else rel_tol
     rows, cols, z = reproject(depth_a, K_a, T_a, K_b, T_b)
