@@ -90,6 +90,8 @@ def init_distributed(timeout_s: int | None = None) -> bool:
 # that it timed out; `silent_ranks` reads the stamps and names the ranks that stopped stamping (a frozen or
 # dead process). If rank 0, which hosts the store, is the silent one, reading fails: that is said instead.
 _HEARTBEAT = False
+_HEARTBEAT_STOP = None          # threading.Event of the running heartbeat
+_HEARTBEAT_THREAD = None
 
 
 def _store():
@@ -99,24 +101,39 @@ def _store():
 
 
 def start_heartbeat(interval_s: float = HEARTBEAT_S) -> None:
-    global _HEARTBEAT
+    global _HEARTBEAT, _HEARTBEAT_STOP, _HEARTBEAT_THREAD
     if _HEARTBEAT or not _dist():
         return
     _HEARTBEAT = True
+    import atexit
     import threading
     import time
 
     store, me = _store(), rank()
+    stop = threading.Event()
 
     def beat() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 store.set(f"hatch/heartbeat/{me}", repr(time.time()))
             except Exception:       # the store is gone (rank 0 ended): nothing left to tell
                 return
-            time.sleep(interval_s)
+            stop.wait(interval_s)
 
-    threading.Thread(target=beat, name="hatch-heartbeat", daemon=True).start()
+    _HEARTBEAT_STOP, _HEARTBEAT_THREAD = stop, threading.Thread(target=beat, name="hatch-heartbeat", daemon=True)
+    _HEARTBEAT_THREAD.start()
+    # a thread still inside the store's C++ code while the interpreter finalizes aborts the process
+    atexit.register(stop_heartbeat)
+
+
+def stop_heartbeat() -> None:
+    """Stops the heartbeat thread and waits for it (before the process group and its store go away)."""
+    global _HEARTBEAT_STOP, _HEARTBEAT_THREAD
+    if _HEARTBEAT_STOP is not None:
+        _HEARTBEAT_STOP.set()
+        if _HEARTBEAT_THREAD is not None:
+            _HEARTBEAT_THREAD.join(timeout=30)
+    _HEARTBEAT_STOP = _HEARTBEAT_THREAD = None
 
 
 def silent_ranks(stale_s: float = 3 * HEARTBEAT_S, world: int | None = None) -> str:
@@ -243,6 +260,7 @@ def shutdown() -> None:
     """
     d = _dist()
     if d:
+        stop_heartbeat()            # its thread uses the store that destroying the group frees
         d.barrier()
         d.destroy_process_group()
 
