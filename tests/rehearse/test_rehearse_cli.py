@@ -48,6 +48,10 @@ def test_rehearse_tiny_end_to_end(tmp_path, capsys):
     md = (out / "rehearsal_tiny.md").read_text()
     assert "## GPU plan: 8 × 80 GiB, ddp" in md and (out / "rehearsal_tiny_plan.png").stat().st_size > 1000
     assert set(rep["plan"]) == {"pasta", "qa_sft", "grpo", "eval"}
+    # the workers replaced the CPU-only slow paths, and the report says so (hatch_vlm.rehearse.cpu_costs)
+    worker = json.loads(next((out / "work" / "grpo").glob("*/result.json")).read_text())
+    assert worker["cpu_costs_replaced"] == ["torch.multinomial", "trl.kernels.chunked_logprob._addmm_fp32"]
+    assert any("cpu_costs" in n for n in rep["notes"])
     # the same rehearsal again into the same OUT reuses the measured variant, and the report says so (its
     # whole time is then not what measuring took)
     assert main(["rehearse", "--config", str(_config(tmp_path)), "--out", str(out), "--steps", "1",

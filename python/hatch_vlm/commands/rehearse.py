@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/rehearse", help="where the report, logs and built variants go")
     p.add_argument("--steps", type=int, default=2, help="measured optimizer steps per variant (default 2)")
     p.add_argument("--warmup", type=int, default=1, help="untimed first steps per variant (default 1)")
+    p.add_argument("--long-step", type=float, default=60.0, dest="long_step_s", metavar="SECONDS",
+                   help="a variant whose warm-up step took longer measures one step instead of --steps "
+                        "(default 60; 0: always --steps)")
     p.add_argument("--stages", nargs="+", default=None, help="only these of the config's stages")
     p.add_argument("--budget", type=float, default=None, dest="budget_gib",
                    help="GiB a variant may use here (default: available memory less 4 GiB)")
@@ -53,6 +56,7 @@ def _cmd(args) -> int:
     opts = RehearseOptions(config=args.config, model=args.model, out=args.out, steps=args.steps, warmup=args.warmup,
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
                            name=args.name, max_variant_minutes=args.max_variant_minutes, gpus=args.gpus,
-                           gpu_mem_gib=args.gpu_mem_gib, engine=args.engine)
+                           gpu_mem_gib=args.gpu_mem_gib, engine=args.engine,
+                           long_step_s=args.long_step_s)
     Rehearsal(opts).run()
     return 0

@@ -10,7 +10,10 @@ block is handed to it. It adds a callback and wraps three methods *of that insta
 * after the first optimizer step: the model state read from the live tensors (`accounting.measured_state`)
   beside its exact prediction (`accounting.model_state`);
 * on one extra step at the end (`profile_last`): torch.profiler's total time of `hatch::patch_align` and
-  its backward, as a share of that step (PaStA's op share; the profiled step is not in the step times).
+  its backward, as a share of that step (PaStA's op share; the profiled step is not in the step times);
+* `long_step_s`: when the warm-up steps took longer than that each (a GRPO round or a full fine-tuning step
+  of a real model on a CPU: minutes), one measured step follows instead of the planned ones. A step that
+  long is not the first-touch noise the warm-up guards against; a second one would only double the wait.
 """
 from __future__ import annotations
 
@@ -44,6 +47,9 @@ class StepRecord:
 class StageProbe:
     device: str = "cpu"
     profile_last: bool = False           # profile the last step (the PaStA op's share)
+    warmup: int = 0                      # untimed first steps (the runner's --warmup)
+    long_step_s: float | None = None     # warm-up steps longer than this: one measured step, then stop
+    cut_short: bool = False              # set after the warm-up when `long_step_s` applied
     steps: list[StepRecord] = field(default_factory=list)
     predicted: dict | None = None
     measured: dict | None = None
@@ -125,6 +131,17 @@ class StageProbe:
                                      op_seconds=op_seconds))
         self._reset_window()
 
+    def last_step(self, planned: int) -> int:
+        """The global step training ends at: `planned`, or one measured step (+ the profiled one) after the
+        warm-up when the warm-up steps were long (`long_step_s`; decided once, when the warm-up ends)."""
+        if (not self.cut_short and self.long_step_s is not None and self.warmup >= 1
+                and len(self.steps) == self.warmup
+                and min(s.seconds for s in self.steps) > self.long_step_s):
+            self.cut_short = True
+        if not self.cut_short:
+            return planned
+        return min(planned, self.warmup + 1 + (1 if self.profile_last else 0))
+
 
 def _image_token_id(model) -> int | None:
     from hatch_vlm.models.adapters.base import unwrap_model
@@ -187,7 +204,10 @@ class _Callback(TrainerCallback):
             op = _op_seconds(self._profiler)
             self._profiler = None
         self.probe.end_step(state.global_step, op)
-        if self.probe.profile_last and state.global_step == state.max_steps - 1:
+        last = self.probe.last_step(state.max_steps)
+        if state.global_step >= last:
+            control.should_training_stop = True
+        elif self.probe.profile_last and state.global_step == last - 1:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)

@@ -128,7 +128,8 @@ def write_report(rehearsal, results, seconds: float) -> dict:
               "tokenizer": "checkpoint" if (rehearsal.source / "tokenizer_config.json").is_file()
               else "stand-in (hatch_vlm.rehearse.architecture.stand_in_tokenizer)",
               "depth": [rehearsal.full.text, rehearsal.full.vision], "budget_bytes": rehearsal.budget,
-              "steps": o.steps, "warmup": o.warmup, "machine": machine(), "notes": rehearsal.notes,
+              "steps": o.steps, "warmup": o.warmup, "long_step_s": o.long_step_s, "machine": machine(),
+              "notes": rehearsal.notes,
               "rehearsal_seconds": seconds, "stages": summaries, "plan": plans,
               "plan_setting": {"gpus": o.gpus, "gpu_mem_gib": o.gpu_mem_gib, "engine": o.engine,
                                "headroom_gib": HEADROOM_GIB},
@@ -182,6 +183,13 @@ def _reuse_note(rep: dict) -> str:
             f" measuring all of them took {took / 60:.1f} min" + (f", {unknown} not timed" if unknown else "") + ")")
 
 
+def _long_note(rep: dict) -> str:
+    long = rep.get("long_step_s")
+    if not long or not rep.get("warmup"):
+        return ""
+    return f" (1 where the warm-up step took over {long:g} s: 'steady steps' below)"
+
+
 def render_markdown(rep: dict, png: str) -> str:
     m = rep["machine"]
     ps = rep["plan_setting"]
@@ -192,7 +200,8 @@ def render_markdown(rep: dict, png: str) -> str:
              f"Machine: {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB){', ' + m['gpu'] if m['gpu'] else ''}; "
              f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, trl {m['trl']}, "
              f"peft {m['peft']}; {m['date']}. Memory budget {rep['budget_bytes'] / GIB:.1f} GiB; "
-             f"{rep['warmup']} warm-up + {rep['steps']} measured optimizer steps per variant; whole rehearsal "
+             f"{rep['warmup']} warm-up + {rep['steps']} measured optimizer steps per variant{_long_note(rep)}; "
+             f"whole rehearsal "
              f"{rep['rehearsal_seconds'] / 60:.1f} min{_reuse_note(rep)}.", "",
              "Marks: (m) measured here at the config's size, (e) extrapolated from reduced-depth / smaller "
              "micro-batch variants, (x) exact accounting. Peaks are this process's (CPU: resident set, "

@@ -54,6 +54,7 @@ class RehearseOptions:
     engine: str = "ddp"
     keep_models: bool = True          # keep the materialised random-weight variants for the next rehearsal
     max_variant_minutes: float = 15.0  # a full-size variant predicted to take longer is not run (extrapolated)
+    long_step_s: float | None = 60.0  # warm-up steps longer than this: one measured step (probe.StageProbe)
 
     def __post_init__(self):
         from .accounting import ENGINES
@@ -64,6 +65,8 @@ class RehearseOptions:
             raise ConfigError(f"--warmup: must be >= 0, got {self.warmup}")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.long_step_s is not None and self.long_step_s <= 0:
+            self.long_step_s = None
         if self.gpus < 1 or self.gpu_mem_gib <= 0:
             raise ConfigError(f"--gpus / --gpu-mem: must be positive, got {self.gpus} / {self.gpu_mem_gib}")
 
@@ -175,6 +178,9 @@ class Rehearsal:
         self.out = Path(opts.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.raw, self.notes = rehearsal_config(opts, self.out, say)
+        from .cpu_costs import NOTE
+
+        self.notes.append(NOTE)           # the variants run on this machine's CPU (worker spec "device")
         from hatch_vlm.pipeline.config import HatchConfig
         from hatch_vlm.utils.config import from_dict
 
@@ -269,7 +275,8 @@ class Rehearsal:
         spec = {"config": variant_config(self.raw, stage, model_dir, work, v.micro_batch, n_micro, steps,
                                          self.proxies.get(stage)),
                 "stage": stage, "model_dir": str(model_dir), "device": "cpu",
-                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB}
+                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB,
+                "warmup": self.opts.warmup, "long_step_s": self.opts.long_step_s}
         result_path = work / "result.json"
         if _same_spec(work / "spec.json", spec) and result_path.is_file():
             # the same variant measured by an earlier rehearsal: cheap to rerun (delete OUT/work to measure again)

@@ -62,6 +62,11 @@ def run_spec(spec: dict) -> dict:
     from .probe import StageProbe
 
     start_rss = memory.rss_bytes()
+    replaced = []
+    if spec.get("device", "cpu") == "cpu" and spec.get("cpu_costs", True):
+        from .cpu_costs import apply
+
+        replaced = apply()
     cfg = from_dict(HatchConfig, spec["config"], where="config")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -72,7 +77,8 @@ def run_spec(spec: dict) -> dict:
     _ = run.train, run.held_out
     select_seconds = time.perf_counter() - t
     rate = loader_rate(run, model_dir, cfg) if stage != "eval" else None
-    probe = StageProbe(device=spec.get("device", "cpu"), profile_last=bool(spec.get("profile")))
+    probe = StageProbe(device=spec.get("device", "cpu"), profile_last=bool(spec.get("profile")),
+                       warmup=int(spec.get("warmup", 0)), long_step_s=spec.get("long_step_s"))
     memory.reset_peak(probe.device)
     t = time.perf_counter()
     with trainer_probe(probe):
@@ -87,7 +93,7 @@ def run_spec(spec: dict) -> dict:
         "visual_tokens": _mean(probe.visual_tokens), "text_tokens": _mean(probe.text_tokens),
         "samples_counted": len(probe.visual_tokens), "threads": torch.get_num_threads(),
         "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float, str, bool))},
-        "bf16": result.metrics.get("bf16"),
+        "bf16": result.metrics.get("bf16"), "cut_short": probe.cut_short, "cpu_costs_replaced": replaced,
     }
 
 
