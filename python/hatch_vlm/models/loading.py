@@ -112,7 +112,11 @@ def restore_weights(model, checkpoint: str | Path | None):
         return model
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     first = next(target.parameters())
-    with quiet_progress():
+    # whole_model(): under ZeRO-3, once an earlier stage's Trainer has set DeepSpeed up in this process (and
+    # while its arguments are not yet garbage-collected: a weak reference), from_pretrained would build the
+    # checkpoint's model partitioned (parameters of shape [0]) and the resume failed with size mismatches --
+    # now and then, as the collector decided (tests/scale/test_engine_resume.py)
+    with quiet_progress(), whole_model():
         saved = type(target).from_pretrained(checkpoint, dtype=first.dtype)
     target.load_state_dict(saved.state_dict(), strict=True)
     return model

@@ -79,6 +79,13 @@ def write_trained_model(trainer, path, full_state: dict[str, Any] | None):
     if full_state is not None:
         dtype = checkpoint_dtype(model)
         full_state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in full_state.items()}
+        # A gathered state holds a tied weight twice, as two separate tensors (lm_head.weight beside
+        # embed_tokens.weight), and save_pretrained dedupes by shared storage only: the model written under
+        # ZeRO-3 / FSDP carried a second copy of the embeddings that DDP's does not (seen in
+        # tests/scale/test_engine_resume.py). Drop the tied copy, as an unsharded save does.
+        for target, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
+            if target in full_state and source in full_state and full_state[target].equal(full_state[source]):
+                del full_state[target]
     with quiet_progress():
         model.save_pretrained(path, safe_serialization=True,
                               **({"state_dict": full_state} if full_state is not None else {}))
