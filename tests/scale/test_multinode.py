@@ -1,7 +1,9 @@
 """Past one node, simulated on this host: 2 "nodes" x 1 process (accelerate --num_machines 2, localhost) train
-the same PaStA weights as 1 process on the same global batch; the SLURM script starts such a job (with
-stand-in srun / scontrol); a launch without --multi_gpu, which would leave each node training alone, is
-refused at start."""
+the same PaStA weights as 1 process on the same global batch; each node's first process builds its own
+node-local state (the SPAR-7M index cache) when the nodes share no filesystem, and writes nothing when they do;
+the SLURM script starts such a job (with stand-in srun / scontrol); a launch without --multi_gpu, which would
+leave each node training alone, is refused at start."""
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +46,55 @@ def test_two_nodes_train_the_same_weights_as_one_process(tiny_dir, tmp_path):
     for k in v1:
         torch.testing.assert_close(v2[k], v1[k], atol=1e-5, rtol=0)
     assert sorted(p.name for p in (tmp_path / "nodes").glob("rank*.json")) == ["rank0.json", "rank1.json"]
+
+
+def test_each_node_builds_its_own_index_cache_unless_shared(tmp_path):
+    """Node k's HATCH_CACHE_DIR is its own (no shared filesystem): rank 0 builds node 0's cache choosing the
+    records, node 1's first process then builds node 1's (same records). With one cache directory for both,
+    node 1 finds every file there and writes nothing."""
+    from data._spar_tree import write_tree
+
+    tree = write_tree(tmp_path / "spar", {("scannet", "depth_prediction_oo_mv", "select"): 40,
+                                          ("scannet", "depth_prediction_oo_mv", "fill"): 30})
+    files = sorted(p.name for p in tree.rglob("*.jsonl"))
+    assert len(files) == 2
+    port, out, shared = free_port(), tmp_path / "out", tmp_path / "shared_cache"
+    args = [str(ROOT / "tests" / "scale" / "node_cache_run.py"), "--data", str(tree), "--shared-cache", str(shared),
+            "--output-dir", str(out)]
+    nodes = [subprocess.Popen(_node_cmd(k, port, *args), cwd=ROOT,
+                              env={**launch_env(), "HATCH_CACHE_DIR": str(tmp_path / f"node{k}")}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    logs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in logs)
+    ranks = [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert ranks[0] == ranks[1] and len(ranks[0]["own"][0]) == 6            # every rank trains on the same choice
+    assert ranks[0]["own"] == ranks[0]["shared"]
+    # node-local: each node's own directory holds the offsets of both files, built there
+    for k in (0, 1):
+        assert len(list((tmp_path / f"node{k}" / "spar7m_index").glob("*.npy"))) == 2, k
+    said = [line for line in logs[1].splitlines() if "first process of its node" in line]
+    assert len(said) == 2 and "0 of the 2 QA files' offsets were in this node's index cache" in said[0], said
+    # shared: rank 0 wrote the two files, node 1 found both and wrote nothing (no leftover temporary files either)
+    assert "2 of the 2 QA files' offsets were in this node's index cache" in said[1], said
+    assert sorted(p.suffix for p in shared.iterdir()) == [".npy", ".npy"]
+    assert "first process of its node" not in logs[0]                     # rank 0 does not check itself
+
+
+def test_nodes_whose_copies_of_the_data_differ_are_stopped(tmp_path):
+    """A node whose copy of data.path gives another choice (here: another seed stands in for another copy)
+    stops the job naming it, instead of reading records at offsets found in rank 0's copy."""
+    from data._spar_tree import write_tree
+
+    from hatch_vlm.data.spar7m import select_records
+    from hatch_vlm.pipeline.config import DataSection
+    from hatch_vlm.pipeline.runner import _same_choice_here
+    from hatch_vlm.utils.config import ConfigError
+
+    tree = write_tree(tmp_path / "spar", {("scannet", "depth_prediction_oo_mv", "select"): 40})
+    d = DataSection(kind="spar", path=str(tree), num_train=6, num_eval=2, index_cache=None)
+    main, other = (select_records(tree, 6, 2, seed=s, cache_dir=None) for s in (0, 1))
+    _same_choice_here(select_records(tree, 6, 2, seed=0, cache_dir=None), main, d)
+    with pytest.raises(ConfigError, match="gives other held_out records than on the main node: the nodes' copies"):
+        _same_choice_here(other, main, d)
 
 
 def test_a_node_launched_without_multi_gpu_is_refused(tmp_path):

@@ -101,7 +101,9 @@ class DataSection:
     answer_types: list[Literal["mc", "numeric", "open"]] | None = None   # spar: keep these (ActoR: mc, numeric)
     depth_scale: float | dict[str, float] | None = None   # spar: metres per depth unit ({source: m}; mm)
     num_workers: int | None = None    # DataLoader workers decoding frames (None: 0 synthetic, 2 spar)
-    index_cache: str | None = "default"   # spar: line-offset cache dir ("default": ~/.cache/hatch_vlm; null: none)
+    # spar: line-offset cache dir ("default": $HATCH_CACHE_DIR/spar7m_index, else ~/.cache/hatch/spar7m_index;
+    # null: none). Node-local state: on a multi-node job each node builds its own unless the directory is shared
+    index_cache: str | None = "default"
     strict: bool = False              # spar: stop at the first bad record instead of skipping and counting it
     views: int = 2                    # synthetic: cameras per sample
     size: int = 112                   # synthetic: image side

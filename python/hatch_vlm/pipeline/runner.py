@@ -133,6 +133,15 @@ def spar_data(d) -> tuple[Sequence[Sample], Sequence[Sample]]:
             raise ConfigError(f"data.path: {e}") from None
 
     sel = dist.on_main(choose)
+    if d.index_cache:
+        # Node-local state. The index cache is per node wherever its directory is on a node's own disk (the
+        # default, ~/.cache): only rank 0 chose, so the other nodes would never have had one, and their ranks
+        # would read records at byte offsets found in rank 0's copy of the data. So each other node's first
+        # process makes the same choice from its own copy through its own cache, after rank 0: on a shared
+        # cache directory every file is then found there (nothing written twice), on a node-local one it is
+        # built (then reused at the next start); a different choice means the nodes' copies of data.path
+        # differ, and the job stops (tests/scale/test_multinode.py).
+        dist.on_node_mains(lambda: _same_choice_here(choose(), sel, d))
     for source, (checked, bad) in sel.info.get("depth_checked", {}).items():
         if bad and bad * 2 >= checked:
             # Half or more of a source's checked depth maps are implausible: its unit is wrong, not a few files.
@@ -146,6 +155,26 @@ def spar_data(d) -> tuple[Sequence[Sample], Sequence[Sample]]:
         print(f"data: {len(sel.train)} training + {len(sel.held_out)} held-out records of {sel.num_records} "
               f"in {sel.seconds:.1f}s ({sel.cached_files} files from the index cache); {sel.summary}")
     return (SparSamples(sel.train, d.depth_scale), SparSamples(sel.held_out, d.depth_scale))
+
+
+def _same_choice_here(mine, main, d) -> None:
+    """On a node's first process (not rank 0's node): the records this node chose from its copy of the data
+    must be rank 0's; says so, with what the node's index cache held."""
+    import socket
+
+    import numpy as np
+
+    def key(refs):
+        return [str(f.path) for f in refs.files], refs.file_idx, refs.offset
+
+    for part in ("held_out", "train"):
+        (fa, ia, oa), (fb, ib, ob) = key(getattr(mine, part)), key(getattr(main, part))
+        if fa != fb or not (np.array_equal(ia, ib) and np.array_equal(oa, ob)):
+            raise ConfigError(f"data.path: on {socket.gethostname()} (rank {dist.rank()}) {d.path} gives other "
+                              f"{part} records than on the main node: the nodes' copies of the data differ")
+    print(f"data (rank {dist.rank()}, first process of its node, {socket.gethostname()}): the main node's "
+          f"{len(mine.train)} + {len(mine.held_out)} records; {mine.cached_files} of the {len(mine.train.files)} "
+          "QA files' offsets were in this node's index cache", flush=True)
 
 
 def resume_point(work_dir: Path, stage: str, progress: Callable[[str], None] = print) -> str | None:

@@ -302,6 +302,44 @@ def on_main(fn: Callable[[], T]) -> T:
     return value
 
 
+def is_local_main() -> bool:
+    """The first process of this node (LOCAL_RANK 0): where a node's own state (a cache on a disk only this
+    node sees) is built."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def on_node_mains(fn: Callable[[], T]) -> T | None:
+    """Runs `fn` on the local main process of every node but the main process's own (after whatever the
+    main process did before: call it after `on_main`), and returns its result there, None elsewhere.
+
+    For node-local state: each node builds its own where its disk is its own, and finds rank 0's where the
+    disk is shared. An exception on any of them stops every rank: it re-raises where it happened and the
+    others raise `MainProcessError` naming the rank (a collective, so nobody waits for a failed node).
+    """
+    d = _dist()
+    if not d:
+        return None
+    result, status = None, None
+    if is_local_main() and d.get_rank() != 0:
+        try:
+            result = fn()
+        except BaseException as exc:
+            status = f"{type(exc).__name__}: {exc}"
+            _gather_status(status)
+            raise
+    failed = _gather_status(status)
+    if failed:
+        r, msg = failed[0]
+        raise MainProcessError(f"the local main process of another node (rank {r}) failed: {msg}")
+    return result
+
+
+def _gather_status(status: str | None) -> list[tuple[int, str]]:
+    from accelerate.utils import gather_object
+
+    return [(r, s) for r, s in enumerate(gather_object([status])) if s is not None]
+
+
 def shard(items: Sequence[T]) -> list[T]:
     """This rank's share of `items`: a contiguous block (accelerate's `split_between_processes`: the first
     len % world ranks hold one item more), every item on exactly one rank, in order."""
