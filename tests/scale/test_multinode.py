@@ -6,24 +6,17 @@ leave each node training alone, is refused at start."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from scale_launch import CPU_2PROC, ROOT, free_port, launch_env, needs_gloo, run_ranks
+from scale_launch import CPU_2PROC, ROOT, free_port, launch_env, needs_gloo, node_cmd, run_ranks
 
 pytestmark = [pytest.mark.slow, needs_gloo]
 RUN = ROOT / "tests" / "scale" / "pasta_run.py"
 STEPS, GLOBAL_BATCH = 2, 4
-
-
-def _node_cmd(k: int, port: int, *args: str, multi_gpu: bool = True) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if multi_gpu else []),
-            "--num_machines", "2", "--machine_rank", str(k), "--num_processes", "2", "--main_process_ip",
-            "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no", *args]
 
 
 def _vision(model_dir: Path) -> dict:
@@ -35,7 +28,7 @@ def test_two_nodes_train_the_same_weights_as_one_process(tiny_dir, tmp_path):
     port = free_port()
     args = [str(RUN), "--model-dir", str(tiny_dir), "--output-dir", str(tmp_path / "nodes"), "--steps", str(STEPS),
             "--global-batch", str(GLOBAL_BATCH), "--batch-size", str(GLOBAL_BATCH // 2)]
-    nodes = [subprocess.Popen(_node_cmd(k, port, *args), env=launch_env(), cwd=ROOT, stdout=subprocess.PIPE,
+    nodes = [subprocess.Popen(node_cmd(k, port, *args), env=launch_env(), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
@@ -61,7 +54,7 @@ def test_each_node_builds_its_own_index_cache_unless_shared(tmp_path):
     port, out, shared = free_port(), tmp_path / "out", tmp_path / "shared_cache"
     args = [str(ROOT / "tests" / "scale" / "node_cache_run.py"), "--data", str(tree), "--shared-cache", str(shared),
             "--output-dir", str(out)]
-    nodes = [subprocess.Popen(_node_cmd(k, port, *args), cwd=ROOT,
+    nodes = [subprocess.Popen(node_cmd(k, port, *args), cwd=ROOT,
                               env={**launch_env(), "HATCH_CACHE_DIR": str(tmp_path / f"node{k}")}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
     logs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(o[-3000:] for o in logs)
@@ -100,7 +93,7 @@ def test_nodes_whose_copies_of_the_data_differ_are_stopped(tmp_path):
 def test_a_node_launched_without_multi_gpu_is_refused(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"model: tiny\noutput_dir: {tmp_path / 'run'}\nstages: [pasta]\n")
-    p = subprocess.run(_node_cmd(0, free_port(), "-m", "hatch_vlm.cli", "train", "--config", str(cfg),
+    p = subprocess.run(node_cmd(0, free_port(), "-m", "hatch_vlm.cli", "train", "--config", str(cfg),
                                  multi_gpu=False), env=launch_env(), cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     # our process exits 2; accelerate's plain launcher reports that as its own failure (exit 1)
