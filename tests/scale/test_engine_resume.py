@@ -47,6 +47,7 @@ CONFIG = {
     "pasta": {**TRAIN, "plot": False, "evaluate_before": False},
     "qa_sft": dict(TRAIN),
     "grpo": {**TRAIN, "num_generations": 2, "max_completion_length": 8, "plot": False, "pasta_weight": 1.0},
+    "eval": {"max_new_tokens": 8},          # GRPO's held-out rewards at the end
 }
 # files a rank other than 0 writes by design: its own share of a checkpoint
 PER_RANK = ("rng_state_", "zero_pp_rank_")
