@@ -199,3 +199,28 @@ def test_a_deeper_variant_that_never_fits_gets_a_depth_between(tmp_path, monkeyp
     assert (2, 4) in ran and not [d for d, _ in ran if d == 4]      # 4 layers: 10.97 GiB of state alone
     assert 3 in {d for d, _ in ran}                                # the depth between, measured
     assert out.summary["rest"]["how"] == "extrapolated"
+
+
+def test_a_variant_waits_for_memory_other_processes_hold(tmp_path, monkeypatch):
+    """Memory other processes hold is waited for (not a skipped variant, which would leave the stage without
+    its fit); when it never frees, the refusal says so instead of 'ran over the budget'."""
+    from hatch_vlm.rehearse import runner as rr
+    from hatch_vlm.rehearse.runner import GIB, Rehearsal, RehearseOptions
+
+    opts = RehearseOptions(config=str(_config(tmp_path, stages="[qa_sft]")),
+                           model=str(MODELS / "Qwen2.5-VL-3B-Instruct"), out=str(tmp_path / "rh"), budget_gib=30,
+                           full=False, wait_minutes=1)
+    said = []
+    r = Rehearsal(opts, say=said.append)
+    clock = [0.0]
+    monkeypatch.setattr(rr.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(rr.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    free = iter([2 * GIB, 2 * GIB, 2 * GIB, 64 * GIB])          # frees after two polls (20 s)
+    monkeypatch.setattr(r, "free_now", lambda: next(free, 64 * GIB))
+    assert r.wait_for_memory(10 * GIB, "[qa_sft] 2L/2V b4") and clock[0] == 20.0
+    assert "waiting up to 1 min" in said[-1]
+
+    monkeypatch.setattr(r, "free_now", lambda: 2 * GIB)          # never frees: skipped after the minute
+    monkeypatch.setattr(r, "run_variant", lambda *a: pytest.fail("a variant ran without the memory"))
+    with pytest.raises(ConfigError, match="other processes hold the memory it needs"):
+        r.rehearse_stage("qa_sft")

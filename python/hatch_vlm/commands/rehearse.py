@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--long-step", type=float, default=60.0, dest="long_step_s", metavar="SECONDS",
                    help="a variant whose warm-up step took longer measures one step instead of --steps "
                         "(default 60; 0: always --steps)")
+    p.add_argument("--wait-minutes", type=float, default=10.0,
+                   help="how long a variant waits for memory that other processes hold (default 10)")
     p.add_argument("--stages", nargs="+", default=None, help="only these of the config's stages")
     p.add_argument("--budget", type=float, default=None, dest="budget_gib",
                    help="GiB a variant may use here (default: available memory less 4 GiB)")
@@ -57,6 +59,6 @@ def _cmd(args) -> int:
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
                            name=args.name, max_variant_minutes=args.max_variant_minutes, gpus=args.gpus,
                            gpu_mem_gib=args.gpu_mem_gib, engine=args.engine,
-                           long_step_s=args.long_step_s)
+                           long_step_s=args.long_step_s, wait_minutes=args.wait_minutes)
     Rehearsal(opts).run()
     return 0

@@ -55,6 +55,7 @@ class RehearseOptions:
     keep_models: bool = True          # keep the materialised random-weight variants for the next rehearsal
     max_variant_minutes: float = 15.0  # a full-size variant predicted to take longer is not run (extrapolated)
     long_step_s: float | None = 60.0  # warm-up steps longer than this: one measured step (probe.StageProbe)
+    wait_minutes: float = 10.0        # how long a variant waits for memory other processes hold
 
     def __post_init__(self):
         from .accounting import ENGINES
@@ -347,6 +348,22 @@ class Rehearsal:
         (the budget is an upper bound; other processes may have taken part of it since the start)."""
         return memory.available_bytes() - GIB
 
+    def wait_for_memory(self, need: float, label: str) -> bool:
+        """Whether `need` bytes are free now, or become free within --wait-minutes (other processes on this
+        machine finishing); says once that it waits. A variant skipped for want of free memory would leave
+        the stage without the variants its fit needs, where waiting costs minutes."""
+        if need <= self.free_now():
+            return True
+        deadline = time.monotonic() + self.opts.wait_minutes * 60
+        if self.opts.wait_minutes > 0:
+            self.say(f"  {label}: predicted {need / GIB:.1f} GiB, {self.free_now() / GIB:.1f} GiB free now (other "
+                     f"processes): waiting up to {self.opts.wait_minutes:g} min for it")
+        while time.monotonic() < deadline:
+            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+            if need <= self.free_now():
+                return True
+        return False
+
     def predict_minutes(self, stage: str, done: list[Variant]) -> float:
         """Wall minutes the full model's variant would take: its steps at the fitted seconds per step, plus
         the slowest variant's time outside its steps (loading, data, saving), scaled by depth."""
@@ -387,9 +404,9 @@ class Rehearsal:
             if pred > self.budget:
                 v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
                 self.say(f"  [{stage}] {v.label}: skipped, {v.skipped}")
-            elif pred > self.free_now():
+            elif not self.wait_for_memory(pred, f"[{stage}] {v.label}"):
                 v.skipped = (f"predicted peak {pred / GIB:.1f} GiB > the {self.free_now() / GIB:.1f} GiB this "
-                             "machine has free now (other processes)")
+                             f"machine had free after waiting {self.opts.wait_minutes:g} min (other processes)")
                 self.say(f"  [{stage}] {v.label}: skipped, {v.skipped}")
             else:
                 self.run_variant(stage, v)
@@ -453,9 +470,9 @@ class Rehearsal:
             minutes = self.predict_minutes(stage, done)
             if pred > self.budget * 0.95:
                 full_v.skipped = f"predicted peak {pred / GIB:.1f} GiB > budget {self.budget / GIB:.1f} GiB"
-            elif pred > self.free_now():
+            elif not self.wait_for_memory(pred, f"[{stage}] full model"):
                 full_v.skipped = (f"predicted peak {pred / GIB:.1f} GiB > the {self.free_now() / GIB:.1f} GiB this "
-                                  "machine has free now (other processes)")
+                                  f"machine had free after waiting {self.opts.wait_minutes:g} min (other processes)")
             elif minutes > self.opts.max_variant_minutes:
                 full_v.skipped = (f"predicted {minutes:.0f} min > --max-variant-minutes "
                                   f"{self.opts.max_variant_minutes:g} (fits: {pred / GIB:.1f} GiB)")
@@ -469,6 +486,10 @@ class Rehearsal:
         return out
 
     def _nothing_fits(self, stage: str, variants: list[Variant]) -> str:
+        crowded = [v for v in variants if v.skipped and "other processes" in v.skipped]
+        if crowded and not any(v.over_budget for v in variants):
+            return (f"{stage}: no variant ran: {crowded[0].label}: {crowded[0].skipped}; other processes hold the "
+                    "memory it needs (run the rehearsal alone, or wait longer: --wait-minutes)")
         smallest = min(variants, key=lambda v: (v.x, v.micro_batch))
         state = self.state_at(stage, smallest.depth, self.proxies.get(stage)).total
         head = (f"{stage}: does not fit this machine even at {smallest.depth.text} decoder layers and micro-batch "
