@@ -376,7 +376,10 @@ class Rehearsal:
             pts.append((v.x, v.micro_batch, step))
             rest.append(max(0.0, (v.result.get("wall_seconds") or 0.0) - sum(x["seconds"] for x in v.result["steps"])))
         step = max(fit_cost(pts)(1.0, micro_batch(self.cfg, stage)), max(p[2] for p in pts))
-        steps = self.opts.warmup + self.opts.steps + (1 if stage == "pasta" else 0) if stage != "eval" else 1
+        measured = self.opts.steps
+        if self.opts.long_step_s is not None and self.opts.warmup >= 1 and step > self.opts.long_step_s:
+            measured = 1                  # the probe's rule: a long warm-up step is followed by one measured
+        steps = self.opts.warmup + measured + (1 if stage == "pasta" else 0) if stage != "eval" else 1
         scale = 1.0 / max(min(p[0] for p in pts), 1e-3)
         return (steps * step + max(rest) * min(scale, 4.0)) / 60
 
