@@ -15,6 +15,7 @@ import json
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -141,3 +142,57 @@ def test_a_stopped_launch_resumes_to_the_same_weights(engine, tmp_path):
         assert diff <= TOLERANCE, (s, diff)
     print(f"{engine}: resumed vs uninterrupted, max weight difference {', '.join(report)}; "
           f"launches {t1 - t0:.0f} s + {t2 - t1:.0f} s")
+    if engine == "zero2":
+        # the same run stopped again, resumed by one process without DeepSpeed: the Trainer would go on with a
+        # fresh optimizer state without a word; hatch refuses before the stage trains
+        _back_to_checkpoint(out, stages)
+        r = subprocess.run([sys.executable, "-m", "hatch_vlm.cli", "train", "--config", str(cfg)], env=launch_env(),
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
+        ckpt_dir = out / "stages" / "qa_sft" / "work" / f"checkpoint-{CKPT}"
+        assert (f"qa_sft: {ckpt_dir} was written under DeepSpeed ZeRO-1/2 on 2 processes and this launch runs "
+                "DDP: its optimizer state would not be restored") in r.stderr
+        assert "qa_sft" not in json.loads((out / "state.json").read_text())["stages"]
+
+
+def _fake_checkpoint(path: Path, *files: str) -> Path:
+    for f in ("trainer_state.json", "model.safetensors", *files):
+        (path / f).parent.mkdir(parents=True, exist_ok=True)
+        (path / f).write_text("{}")
+    return path
+
+
+@pytest.mark.parametrize("files, written", [
+    (("optimizer.pt", "rng_state.pth"), ("DDP", 1)),
+    (("optimizer.pt", "rng_state_0.pth", "rng_state_1.pth"), ("DDP", 2)),
+    (("optimizer.bin", "pytorch_model_fsdp.bin", "rng_state_0.pth", "rng_state_1.pth"), ("FSDP", 2)),
+    (("global_step2/mp_rank_00_model_states.pt", "global_step2/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+      "global_step2/zero_pp_rank_1_mp_rank_00_optim_states.pt"), ("DeepSpeed ZeRO-1/2", 2)),
+    (tuple(f"global_step2/zero_pp_rank_{r}_mp_rank_00_{k}_states.pt" for r in (0, 1) for k in ("model", "optim")),
+     ("DeepSpeed ZeRO-3", 2)),
+])
+def test_a_checkpoint_resumes_only_under_the_engine_that_wrote_it(files, written, tmp_path):
+    """The files each engine wrote in the launches above say which engine and how many processes; resuming
+    under another engine, or DeepSpeed's per-rank shards on another number of processes, is refused."""
+    from hatch_vlm.utils.checkpoints import check_resumable, checkpoint_engine, launched_engine
+    from hatch_vlm.utils.config import ConfigError
+
+    ckpt = _fake_checkpoint(tmp_path / "checkpoint-2", *files)
+    assert checkpoint_engine(ckpt) == written
+    engine, procs = written
+    launched = {"DDP": {}, "FSDP": {"ACCELERATE_USE_FSDP": "true"},
+                "DeepSpeed ZeRO-1/2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+                "DeepSpeed ZeRO-3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}}
+    for other, env in launched.items():
+        if other == engine:
+            check_resumable(ckpt, launched_engine(env), procs, "qa_sft")
+            if engine.startswith("DeepSpeed"):
+                with pytest.raises(ConfigError, match=f"on {procs} processes .one optimizer shard per rank. and "
+                                                      "this launch has 4"):
+                    check_resumable(ckpt, launched_engine(env), 4, "qa_sft")
+            else:
+                check_resumable(ckpt, launched_engine(env), 4, "qa_sft")        # full state dicts: any count
+        else:
+            with pytest.raises(ConfigError, match=f"was written under {engine}.* and this launch runs "
+                                                  f"{launched_engine(env)}: its optimizer state would not"):
+                check_resumable(ckpt, launched_engine(env), procs, "qa_sft")

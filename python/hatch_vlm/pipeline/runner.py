@@ -26,7 +26,7 @@ from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from hatch_vlm.data.record import Sample
-from hatch_vlm.utils.checkpoints import latest_complete_checkpoint
+from hatch_vlm.utils.checkpoints import check_resumable, latest_complete_checkpoint, launched_engine
 from hatch_vlm.utils import distributed as dist
 from hatch_vlm.utils.config import ConfigError
 from hatch_vlm.utils.io import atomic_directory, atomic_write_json, clean_partials, read_json
@@ -180,8 +180,17 @@ def _same_choice_here(mine, main, d) -> None:
 def resume_point(work_dir: Path, stage: str, progress: Callable[[str], None] = print) -> str | None:
     """The last complete Trainer checkpoint of an interrupted stage, announced; None to start afresh.
 
-    The main process looks (and removes a checkpoint torn by a kill); every rank gets its answer."""
-    ckpt = dist.on_main(lambda: latest_complete_checkpoint(work_dir))
+    The main process looks (and removes a checkpoint torn by a kill); every rank gets its answer. A checkpoint
+    written under another engine (or, under DeepSpeed, on another number of processes) is refused here,
+    before the stage trains: the Trainer would resume it with a fresh optimizer state without a word
+    (utils.checkpoints.check_resumable)."""
+    def find() -> Path | None:
+        ckpt = latest_complete_checkpoint(work_dir)
+        if ckpt is not None:
+            check_resumable(ckpt, launched_engine(), dist.world_size(), stage)
+        return ckpt
+
+    ckpt = dist.on_main(find)
     if ckpt is not None and dist.is_main():
         progress(f"{stage}: resuming from {ckpt}")
     return str(ckpt) if ckpt else None
