@@ -24,7 +24,9 @@ try:
 except ImportError:
     HAVE_DS = False
 
-pytestmark = [pytest.mark.slow, needs_gloo]
+# one xdist worker for the module, so that the 1-process runs (`one`, module-scoped, ~30 s) are made once
+# rather than once per worker that draws one of its tests
+pytestmark = [pytest.mark.slow, needs_gloo, pytest.mark.xdist_group("engines")]
 NO_DS = "deepspeed is not installed (.ci/run installs it: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed)"
 CONFIGS = {e: ROOT / "configs" / "accelerate" / f"cpu_2proc_{e}.yaml" for e in ("zero2", "zero3", "fsdp")}
 SHARDED = {"zero2": False, "zero3": True, "fsdp": True}
