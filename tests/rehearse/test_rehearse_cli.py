@@ -224,3 +224,21 @@ def test_a_variant_waits_for_memory_other_processes_hold(tmp_path, monkeypatch):
     monkeypatch.setattr(r, "run_variant", lambda *a: pytest.fail("a variant ran without the memory"))
     with pytest.raises(ConfigError, match="other processes hold the memory it needs"):
         r.rehearse_stage("qa_sft")
+
+
+def test_a_variant_without_the_disk_it_would_write_is_not_run(tmp_path, monkeypatch):
+    """A variant writes its random-weight model and the stage's trained model: without the disk for them it is
+    skipped before it runs (a full disk ended a 4B PaStA variant only when it saved, after minutes of steps)."""
+    import shutil
+    from collections import namedtuple
+
+    from hatch_vlm.rehearse.runner import GIB, Rehearsal, RehearseOptions
+
+    opts = RehearseOptions(config=str(_config(tmp_path, stages="[pasta]")),
+                           model=str(MODELS / "Qwen2.5-VL-3B-Instruct"), out=str(tmp_path / "rh"), budget_gib=30)
+    r = Rehearsal(opts, say=lambda _m: None)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(100 * GIB, 99 * GIB, GIB))
+    monkeypatch.setattr(r, "model_for", lambda _d: pytest.fail("a model was built without the disk for it"))
+    with pytest.raises(ConfigError, match=r"pasta: no variant ran: 2L/2V b4: needs ~.* GiB of disk"):
+        r.rehearse_stage("pasta")

@@ -268,7 +268,29 @@ class Rehearsal:
         return 1.0 if depth == self.full else depth_fraction(self.hf, depth)
 
     # ------------------------------------------------------------------ one variant
+    def disk_short(self, stage: str, v: Variant) -> str | None:
+        """Why this variant cannot run for want of disk, or None: it may write its random-weight model (when
+        not built yet) and the stage's trained model (PaStA and the SFT stages save a whole one), each at most
+        the weights' bytes as held in training; a full disk would end the variant only when it saves."""
+        if v.depth == self.full and has_weights(self.source):
+            build = 0
+        else:
+            name = f"{self.source.name}-{v.depth.text}L{v.depth.vision}V"
+            build = 0 if has_weights(self.out / "models" / name) else 1
+        saves = 1 if stage in ("pasta", "qa_sft", "actor_sft") else 0
+        need = (build + saves) * self.state_at(stage, v.depth, self.proxies.get(stage)).weights + GIB
+        free = shutil.disk_usage(self.out).free
+        if need > free:
+            return (f"needs ~{need / GIB:.1f} GiB of disk in {self.out} (its model and the stage's output), "
+                    f"{free / GIB:.1f} GiB free")
+        return None
+
     def run_variant(self, stage: str, v: Variant) -> Variant:
+        short = self.disk_short(stage, v)
+        if short is not None:
+            v.skipped = short
+            self.say(f"  [{stage}] {v.label}: skipped, {short}")
+            return v
         steps = self.opts.warmup + self.opts.steps + (1 if stage == "pasta" else 0)
         n_micro = n_micro_per_step(self.cfg, stage, v.micro_batch)
         work = self.out / "work" / stage / v.label.replace("/", "-").replace(" ", "-")
@@ -493,6 +515,9 @@ class Rehearsal:
         if crowded and not any(v.over_budget for v in variants):
             return (f"{stage}: no variant ran: {crowded[0].label}: {crowded[0].skipped}; other processes hold the "
                     "memory it needs (run the rehearsal alone, or wait longer: --wait-minutes)")
+        disk = [v for v in variants if v.skipped and "of disk" in v.skipped]
+        if disk and not any(v.over_budget for v in variants):
+            return f"{stage}: no variant ran: {disk[0].label}: {disk[0].skipped} (free some, or another --out)"
         smallest = min(variants, key=lambda v: (v.x, v.micro_batch))
         state = self.state_at(stage, smallest.depth, self.proxies.get(stage)).total
         head = (f"{stage}: does not fit this machine even at {smallest.depth.text} decoder layers and micro-batch "
