@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         set_verbose(True)
     try:
-        return int(args.func(args) or 0)
+        return _leave(int(args.func(args) or 0))
     except ConfigError as e:  # one clear line, no traceback
         print(f"hatch-vlm {args.command}: bad config: {e}", file=sys.stderr)
         return 2
@@ -254,6 +254,24 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hatch-vlm {args.command}: {said}", file=sys.stderr)
         return 1
+
+
+def _leave(rc: int) -> int:
+    """A worker of a multi-process launch whose command finished (and left the process group: each command
+    calls distributed.shutdown) exits here: the exit handlers run (the run lock, logging), the output is
+    flushed, and the process ends without the interpreter's teardown. Why: under DeepSpeed on CPU a rank
+    aborted now and then *after* a finished `hatch-vlm train`, while the interpreter finalized ("terminate
+    called without an active exception", SIGABRT: a C++ thread object destroyed still joinable), and the
+    launcher reported the finished run as failed (tests/scale/test_engine_resume.py with two test workers:
+    3 launches of ~20). Elsewhere (one process, in-process callers) it returns `rc`."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return rc
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 def _collective_failure(e: BaseException) -> str | None:
