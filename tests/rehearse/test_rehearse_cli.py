@@ -242,3 +242,19 @@ def test_a_variant_without_the_disk_it_would_write_is_not_run(tmp_path, monkeypa
     monkeypatch.setattr(r, "model_for", lambda _d: pytest.fail("a model was built without the disk for it"))
     with pytest.raises(ConfigError, match=r"pasta: no variant ran: 2L/2V b4: needs ~.* GiB of disk"):
         r.rehearse_stage("pasta")
+
+
+def test_pasta_is_fitted_over_the_vision_blocks(tmp_path):
+    """PaStA's costs grow with the vision blocks (the LLM is frozen): its x is their share, where the other
+    stages' is the share of all repeated layers' parameters; Qwen3-VL-4B's ladder (3L/3V, 6L/4V: the deepstack
+    floor) is where the two differ most."""
+    from hatch_vlm.rehearse.architecture import Depth, depth_fraction
+    from hatch_vlm.rehearse.runner import Rehearsal, RehearseOptions
+
+    r = Rehearsal(RehearseOptions(config=str(_config(tmp_path, stages="[pasta, qa_sft]")),
+                                  model=str(MODELS / "Qwen3-VL-4B-Instruct"), out=str(tmp_path / "rh"),
+                                  budget_gib=30), say=lambda _m: None)
+    assert r.depths() == [Depth(3, 3), Depth(6, 4)]
+    assert [r.fraction(d, "pasta") for d in r.depths()] == [3 / 24, 4 / 24]
+    assert [r.fraction(d, "qa_sft") for d in r.depths()] == [depth_fraction(r.hf, d) for d in r.depths()]
+    assert r.fraction(r.full, "pasta") == r.fraction(r.full, "qa_sft") == 1.0
