@@ -148,14 +148,16 @@ def write_image(img: np.ndarray, path: Path) -> None:
     Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path, compress_level=1)  # fast; still lossless
 
 
-def write_depth_png(depth: np.ndarray, path: Path) -> None:
-    """z-depth (metres) -> uint16 PNG in millimetres; invalid or > 65.535 m -> 0 (invalid)."""
+def write_depth_png(depth: np.ndarray, path) -> None:
+    """z-depth (metres) -> uint16 PNG in millimetres; invalid or > 65.535 m -> 0 (invalid). `path`: a file
+    path, or a binary file object."""
     from PIL import Image
 
     d = np.asarray(depth, dtype=np.float64)
     mm = np.where(np.isfinite(d) & (d > 0) & (d <= 65.535), np.round(d * 1000.0), 0).astype(np.uint16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mm).save(path, compress_level=1)
+    if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mm).save(path, format="PNG", compress_level=1)
 
 
 def read_depth_png(path: Path) -> np.ndarray:
@@ -176,6 +178,8 @@ def read_matrix(path: Path, shapes=((4, 4),)) -> np.ndarray:
     return m
 
 
-def write_matrix(m: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_matrix(m: np.ndarray, path) -> None:
+    """A matrix as text (`path`: a file path, or a binary file object)."""
+    if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     np.savetxt(path, np.asarray(m, dtype=np.float64), fmt="%.17g")

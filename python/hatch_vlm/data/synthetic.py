@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -345,12 +345,15 @@ def generate_sample(index: int, seed: int = 0, config: SceneConfig | None = None
 
 
 def iter_samples(num: int, views: int | None = None, size: int | None = None, seed: int = 0,
-                 config: SceneConfig | None = None, start: int = 0, workers: int = 1) -> Iterator[Sample]:
+                 config: SceneConfig | None = None, start: int = 0, workers: int = 1,
+                 then: Callable | None = None) -> Iterator:
     """Yield samples start .. start+num-1 of the stream for `seed`. `views` / `size` override config.
 
     `workers` > 1 renders in that many forked processes, in order: the same samples (each depends only on its
     index and the seed). A process that has imported torch already is never forked (OpenMP's threads do not
-    survive a fork): `workers` must then be 1, else a ValueError says so."""
+    survive a fork): `workers` must then be 1, else a ValueError says so. `then`: a module-level function of a
+    sample, run where the sample was rendered (e.g. encoding its images for a writer); the pairs
+    (sample, then(sample)) are yielded instead."""
     if num < 0:
         raise ValueError(f"num: expected >= 0 samples, got {num}")
     if workers < 1:
@@ -363,7 +366,7 @@ def iter_samples(num: int, views: int | None = None, size: int | None = None, se
     cfg.validate()
     if workers == 1 or num < 2:
         for i in range(start, start + num):
-            yield generate_sample(i, seed, cfg)
+            yield _generate_one((i, seed, cfg, then))
         return
     import multiprocessing as mp
     import sys
@@ -372,11 +375,14 @@ def iter_samples(num: int, views: int | None = None, size: int | None = None, se
         raise ValueError("workers > 1: this process has imported torch, and forking it would hang OpenMP; "
                          "render with workers=1 here, or from a process that has not imported torch")
     with mp.get_context("fork").Pool(min(workers, num)) as pool:
-        yield from pool.imap(_generate_one, [(i, seed, cfg) for i in range(start, start + num)], chunksize=2)
+        yield from pool.imap(_generate_one, [(i, seed, cfg, then) for i in range(start, start + num)],
+                             chunksize=2)
 
 
-def _generate_one(args) -> Sample:
-    return generate_sample(*args)
+def _generate_one(args):
+    i, seed, cfg, then = args
+    sample = generate_sample(i, seed, cfg)
+    return sample if then is None else (sample, then(sample))
 
 
 def generate(num: int, views: int = 2, size: int = 224, seed: int = 0,

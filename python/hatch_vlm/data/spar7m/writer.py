@@ -44,6 +44,40 @@ def _as4(K) -> np.ndarray:
     return M
 
 
+def scene_files(sample: Sample, quality: int = 95) -> dict[str, bytes]:
+    """One sample's scene files, encoded: {path under the scene directory: bytes}. A pure function of the
+    sample, so the process that rendered it can encode them (the JPEG and PNG encoders are most of the
+    writing time) and the writer only writes bytes: the same bytes either way."""
+    import io
+
+    from PIL import Image
+
+    def encoded(write, *args, **kwargs) -> bytes:
+        buf = io.BytesIO()
+        write(*args, buf, **kwargs)
+        return buf.getvalue()
+
+    def image_save(array, buf, **kwargs) -> None:
+        Image.fromarray(np.asarray(array, np.uint8)).save(buf, **kwargs)
+
+    def pose_text(matrix, buf) -> None:
+        np.savetxt(buf, np.asarray(matrix, np.float64), fmt="%.9f")
+
+    if not sample.has_geometry:
+        raise DataError(f"SparWriter: sample {sample.id!r} has no depth/K/cam_to_world")
+    out = {}
+    for v in range(sample.num_views):
+        out[f"image_color/{v}.jpg"] = encoded(image_save, sample.images[v], format="JPEG", quality=quality,
+                                              subsampling=0)
+        out[f"image_depth/{v}.png"] = encoded(write_depth_png, sample.depth[v])
+        out[f"pose/{v}.txt"] = encoded(pose_text, sample.cam_to_world[v])
+        if v and not np.array_equal(sample.K[v], sample.K[0]):
+            out[f"intrinsic/{v}.txt"] = encoded(write_matrix, _as4(sample.K[v]))
+    for name in ("intrinsic_depth.txt", "intrinsic_color.txt"):
+        out[f"intrinsic/{name}"] = encoded(write_matrix, _as4(sample.K[0]))
+    return out
+
+
 class SparWriter:
     """Appends samples to a SPAR-7M tree; `close()` (or leaving the `with`) names each QA file
     `<kind>_<N>.jsonl` with its record count, as the official files are named."""
@@ -65,24 +99,17 @@ class SparWriter:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample.id or f"sample_{self._n:06d}")
         return name
 
-    def add(self, sample: Sample) -> dict:
-        from PIL import Image
-
+    def add(self, sample: Sample, files: dict[str, bytes] | None = None) -> dict:
+        """Write `sample`'s scene and append its QA record. `files`: its scene's files already encoded
+        (`scene_files(sample, quality)`, e.g. in the process that rendered it), else they are encoded here."""
         if not sample.has_geometry:
             raise DataError(f"SparWriter: sample {self._n} (id {sample.id!r}) has no depth/K/cam_to_world")
         scene = self._scene(sample)
         sdir = self.images / scene
         for sub in ("image_color", "image_depth", "pose", "intrinsic"):
             (sdir / sub).mkdir(parents=True, exist_ok=True)
-        for v in range(sample.num_views):
-            Image.fromarray(np.asarray(sample.images[v], np.uint8)).save(sdir / "image_color" / f"{v}.jpg",
-                                                                        quality=self.quality, subsampling=0)
-            write_depth_png(sample.depth[v], sdir / "image_depth" / f"{v}.png")
-            np.savetxt(sdir / "pose" / f"{v}.txt", np.asarray(sample.cam_to_world[v], np.float64), fmt="%.9f")
-            if v and not np.array_equal(sample.K[v], sample.K[0]):
-                write_matrix(_as4(sample.K[v]), sdir / "intrinsic" / f"{v}.txt")
-        for name in ("intrinsic_depth.txt", "intrinsic_color.txt"):
-            write_matrix(_as4(sample.K[0]), sdir / "intrinsic" / name)
+        for rel, data in (files if files is not None else scene_files(sample, self.quality)).items():
+            (sdir / rel).write_bytes(data)
         kind = KIND_OF[sample.answer_type]
         task = sample.task or "unknown"
         rec = {"id": sample.id or scene,
