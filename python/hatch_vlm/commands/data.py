@@ -61,7 +61,7 @@ def _synth(args) -> int:
         bench = list(tqdm(iter_samples(args.bench_num, seed=args.seed, config=cfg, start=args.num,
                                        workers=_workers(args)),
                           total=args.bench_num, desc="benchmarks", unit="sample", disable=None))
-        write_stand_ins(bench, out / "benchmarks")     # laid out as the downloads are
+        write_stand_ins(bench, out / "benchmarks", workers=_workers(args))     # laid out as the downloads are
     print(f"hatch-vlm data synth: {args.num} samples under {out} (+{args.bench_num} benchmark samples)")
     return 0
 

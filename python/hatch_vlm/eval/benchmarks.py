@@ -234,11 +234,13 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
 NAMES = tuple(BENCHMARKS)
 
 
-def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path) -> list[dict]:
+def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path, workers: int = 1) -> list[dict]:
     """Writes every published benchmark's format from synthetic `samples` (each gets the samples it can
     hold; one that gets none is not written) at its `stand_in` place under `bench_dir`, so the real readers
-    and scorers can be run on them. Returns the written files as eval config entries {"name", "path"}."""
-    files, by_place = [], {}
+    and scorers can be run on them. Returns the written files as eval config entries {"name", "path"}.
+    `workers` > 1: the files (independent of each other) are written by that many forked processes; a
+    process that has imported torch is never forked (as synthetic.iter_samples)."""
+    files, jobs, by_place = [], [], {}
     for b in BENCHMARKS.values():
         if b.stand_in:
             by_place.setdefault(b.stand_in, []).append(b)
@@ -250,9 +252,25 @@ def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path) -> list[di
         if not rows:
             continue
         path = Path(bench_dir) / place
-        benches[0].stand_in_write(rows, path)
+        jobs.append((benches[0].name, rows, path))
         files += [{"name": b.name, "path": str(path)} for b in benches if chosen[b.name]]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        import sys
+
+        if "torch" in sys.modules:
+            raise ValueError("workers > 1: this process has imported torch, and forking it would hang OpenMP")
+        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            pool.map(_write_stand_in, jobs, chunksize=1)
+    else:
+        for job in jobs:
+            _write_stand_in(job)
     return files
+
+
+def _write_stand_in(job) -> None:
+    name, rows, path = job
+    BENCHMARKS[name].stand_in_write(rows, path)
 
 
 def get(name: str) -> Benchmark:
