@@ -19,6 +19,17 @@ def test_linear_and_bilinear_fits_are_exact():
     assert fit.terms == ("1", "x", "b", "xb") and value == pytest.approx(f(1.0, 8))
 
 
+def test_the_bilinear_term_needs_a_complete_grid():
+    """From an incomplete grid, four points would fix four coefficients exactly and the x*b term would be their
+    noise: Qwen3-VL-4B's qa_sft rests (3L at b4 / b1, 4L at b2 / b1; GiB, measured) put the full model's rest at
+    31.8 GiB with it; without it, near what the 3B's (4.6 GiB) suggests."""
+    pts = [(0.0865, 4, 3.48), (0.1122, 2, 3.19), (0.0865, 1, 2.57), (0.1122, 1, 2.65)]
+    value, fit = extrapolate(pts, 1.0, 4)
+    assert fit.terms == ("1", "x", "b") and fit.max_residual > 0     # over-determined: 4 points, 3 terms
+    assert 3.0 < value < 8.0, value
+    assert fit_cost(pts + [(0.1122, 4, 3.6)]).terms == ("1", "x", "b", "xb")      # now a 2 x 2 grid
+
+
 def test_refuses_without_a_slope():
     with pytest.raises(ValueError, match="cannot extrapolate to depth fraction 1: every run had depth 0.1"):
         extrapolate([(0.1, 4, 2.0)], 1.0, 4)
