@@ -41,6 +41,19 @@ needs_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason="torch.distributed with the gloo backend is not available in this torch build")
 
+NO_DS = "deepspeed is not installed (.ci/run installs it: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed)"
+
+
+def skip_without_deepspeed(engine: str) -> None:
+    """Skips the calling test, naming how CI installs it, when `engine` is a DeepSpeed ZeRO one and deepspeed
+    does not import."""
+    if not engine.startswith("zero"):
+        return
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        pytest.skip(NO_DS)
+
 
 def node_cmd(k: int, port: int, *args: str, multi_gpu: bool = True) -> list[str]:
     """Node k of a simulated 2-node job on this host (1 process per node, localhost as node 0)."""

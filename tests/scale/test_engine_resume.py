@@ -24,16 +24,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from scale_launch import ROOT, accelerate_2proc, launch_env, needs_gloo
-
-try:
-    import deepspeed  # noqa: F401
-    HAVE_DS = True
-except ImportError:
-    HAVE_DS = False
+from scale_launch import ROOT, accelerate_2proc, launch_env, needs_gloo, skip_without_deepspeed
 
 pytestmark = [pytest.mark.slow, needs_gloo, pytest.mark.xdist_group("engine_resume")]
-NO_DS = "deepspeed is not installed (.ci/run installs it: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed)"
 # the stages each engine runs: ZeRO-2 saves and loads through the same DeepSpeed checkpoint code as ZeRO-3 (which
 # shards more), so it runs one stage only (a launch costs ~12 s of start-up here: CI time)
 ENGINES = {"zero2": ("qa_sft",), "zero3": ("pasta", "qa_sft", "grpo"), "fsdp": ("pasta", "qa_sft", "grpo")}
@@ -102,8 +95,7 @@ def _back_to_checkpoint(out: Path, stages) -> None:
 
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_a_stopped_launch_resumes_to_the_same_weights(engine, tmp_path):
-    if engine.startswith("zero") and not HAVE_DS:
-        pytest.skip(NO_DS)
+    skip_without_deepspeed(engine)
     out = tmp_path / "run"
     cfg = tmp_path / "run.yaml"
     stages = ENGINES[engine]

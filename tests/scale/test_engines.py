@@ -16,18 +16,11 @@ import pytest
 from safetensors.torch import load_file
 
 from _ddp_weights import max_weight_diff
-from scale_launch import ROOT, needs_gloo, run_ranks
-
-try:
-    import deepspeed  # noqa: F401
-    HAVE_DS = True
-except ImportError:
-    HAVE_DS = False
+from scale_launch import ROOT, needs_gloo, run_ranks, skip_without_deepspeed
 
 # one xdist worker for the module, so that the 1-process runs (`one`, module-scoped, ~30 s) are made once
 # rather than once per worker that draws one of its tests
 pytestmark = [pytest.mark.slow, needs_gloo, pytest.mark.xdist_group("engines")]
-NO_DS = "deepspeed is not installed (.ci/run installs it: DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed)"
 CONFIGS = {e: ROOT / "configs" / "accelerate" / f"cpu_2proc_{e}.yaml" for e in ("zero2", "zero3", "fsdp")}
 SHARDED = {"zero2": False, "zero3": True, "fsdp": True}
 # script, optimizer steps, global batch (per step, all processes)
@@ -59,8 +52,7 @@ def one(tiny_dir, tmp_path_factory):
 @pytest.mark.parametrize("stage", list(STAGES))
 @pytest.mark.parametrize("engine", list(CONFIGS))
 def test_two_processes_equal_one(engine, stage, one, tiny_dir, tmp_path):
-    if engine.startswith("zero") and not HAVE_DS:
-        pytest.skip(NO_DS)
+    skip_without_deepspeed(engine)
     ranks = _run(stage, tmp_path / "two", tiny_dir, 2, CONFIGS[engine])
     one_ranks, one_dir = one[stage]
     if stage == "pasta":

@@ -207,17 +207,23 @@ class Rehearsal:
         return path
 
     # ------------------------------------------------------------------ models
-    def model_for(self, depth: Depth) -> Path:
-        """A checkpoint directory of the variant: the source itself at full depth when it has weights, else
-        random weights of the architecture (materialised once, kept for later rehearsals)."""
+    def model_path(self, depth: Depth) -> Path:
+        """Where the variant's checkpoint is: the source itself at full depth when it has weights, else the
+        random-weight model of that depth under OUT/models (built or not)."""
         if depth == self.full and has_weights(self.source):
             return self.source
-        name = f"{self.source.name}-{depth.text}L{depth.vision}V"
-        path = self.out / "models" / name
+        return self.out / "models" / f"{self.source.name}-{depth.text}L{depth.vision}V"
+
+    def model_for(self, depth: Depth) -> Path:
+        """A checkpoint directory of the variant (`model_path`), random weights materialised once there and
+        kept for later rehearsals."""
+        path = self.model_path(depth)
+        if path == self.source:
+            return path
         t = time.perf_counter()
         materialise(self.source, path, depth)
         if time.perf_counter() - t > 1:
-            self.say(f"  built {name} (random weights) in {time.perf_counter() - t:.0f}s")
+            self.say(f"  built {path.name} (random weights) in {time.perf_counter() - t:.0f}s")
         return path
 
     def depths(self) -> list[Depth]:
@@ -283,11 +289,7 @@ class Rehearsal:
         """Why this variant cannot run for want of disk, or None: it may write its random-weight model (when
         not built yet) and the stage's trained model (PaStA and the SFT stages save a whole one), each at most
         the weights' bytes as held in training; a full disk would end the variant only when it saves."""
-        if v.depth == self.full and has_weights(self.source):
-            build = 0
-        else:
-            name = f"{self.source.name}-{v.depth.text}L{v.depth.vision}V"
-            build = 0 if has_weights(self.out / "models" / name) else 1
+        build = 0 if has_weights(self.model_path(v.depth)) else 1
         saves = 1 if stage in ("pasta", "qa_sft", "actor_sft") else 0
         need = (build + saves) * self.state_at(stage, v.depth, self.proxies.get(stage)).weights + GIB
         free = shutil.disk_usage(self.out).free
