@@ -47,6 +47,7 @@ import numpy as np
 from .. import geometry as geo
 from . import questions as qs
 from .record import Sample
+from ..utils.processes import fork_pool
 from .render import render_view
 from .scene import KINDS, OBJECT_COLOURS, PATTERNS, ROOM_COLOURS, Scene, SceneObject, Texture
 
@@ -368,13 +369,8 @@ def iter_samples(num: int, views: int | None = None, size: int | None = None, se
         for i in range(start, start + num):
             yield _generate_one((i, seed, cfg, then))
         return
-    import multiprocessing as mp
-    import sys
-
-    if "torch" in sys.modules:
-        raise ValueError("workers > 1: this process has imported torch, and forking it would hang OpenMP; "
-                         "render with workers=1 here, or from a process that has not imported torch")
-    with mp.get_context("fork").Pool(min(workers, num)) as pool:
+    hint = "render with workers=1 here, or from a process that has not imported torch"
+    with fork_pool(workers, num, hint) as pool:
         yield from pool.imap(_generate_one, [(i, seed, cfg, then) for i in range(start, start + num)],
                              chunksize=2)
 

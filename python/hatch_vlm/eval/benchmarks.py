@@ -22,6 +22,7 @@ from types import ModuleType
 from collections.abc import Callable, Sequence
 
 from hatch_vlm.data.record import Sample
+from hatch_vlm.utils.processes import fork_pool
 
 # Table 1 of the paper (accuracy %), per benchmark, in the table's column names.
 # The paper's ablation, SPAR-Bench-MV Avg (Qwen2.5-VL-3B), by `hatch_vlm.pipeline.ablate` variant name.
@@ -255,12 +256,7 @@ def write_stand_ins(samples: Sequence[Sample], bench_dir: str | Path, workers: i
         jobs.append((benches[0].name, rows, path))
         files += [{"name": b.name, "path": str(path)} for b in benches if chosen[b.name]]
     if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        import sys
-
-        if "torch" in sys.modules:
-            raise ValueError("workers > 1: this process has imported torch, and forking it would hang OpenMP")
-        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        with fork_pool(workers, len(jobs)) as pool:
             pool.map(_write_stand_in, jobs, chunksize=1)
     else:
         for job in jobs:
