@@ -135,6 +135,7 @@ def test_full_fine_tuning_over_the_budget_is_measured_with_frozen_embeddings(tmp
     r = Rehearsal(opts, say=lambda _m: None)
     assert r.proxy_freeze("qa_sft") == ["embeddings"] and r.proxy_freeze("grpo") is None
     low = r.depths()[0]
+    assert r.smallest() == low and r.tied_transient == 4 * 311_164_928          # the 3B ties embedding and head
     emb = sum(p.numel() for p in parameters_of(meta_model(r.hf), "embeddings"))
     assert r.state_at("qa_sft", low).total - r.state_at("qa_sft", low, ["embeddings"]).total == 14 * emb + 4
     assert variant_config(r.raw, "qa_sft", tmp_path, tmp_path, 1, 1, 2, ["embeddings"])["qa_sft"]["freeze"] == [

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import cached_property
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -237,6 +238,10 @@ class Rehearsal:
                 out.append(d)
         return out
 
+    def smallest(self) -> Depth:
+        """The shallowest depth a variant of this model runs at (the full one when it cannot be cut)."""
+        return (self.depths() or [self.full])[0]
+
     def depth_between(self, text_layers: int) -> Depth:
         """A reduced depth of `text_layers` decoder layers, the vision tower cut in proportion (as `depths`)."""
         v = max(min_vision_blocks(self.hf),
@@ -265,10 +270,15 @@ class Rehearsal:
         if stage not in ("qa_sft", "actor_sft", "grpo") or uses_lora(self.cfg, stage):
             return None
         parts = list(stage_section(self.cfg, stage).freeze)
-        low = (self.depths() or [self.full])[0]
-        if "embeddings" in parts or self.state_at(stage, low).total <= self.budget:
+        if "embeddings" in parts or self.state_at(stage, self.smallest()).total <= self.budget:
             return None
         return [*parts, "embeddings"]
+
+    @cached_property
+    def tied_transient(self) -> int:
+        """The tied embedding's second gradient, in bytes, that a frozen-embedding proxy does not hold
+        (stages.tied_gradient_transient; built once, on a meta-device model)."""
+        return tied_gradient_transient(self.hf)
 
     def fraction(self, depth: Depth, stage: str | None = None) -> float:
         """The `x` a variant's costs are fitted over (fit.py): the share of the repeated layers' parameters it
@@ -425,9 +435,9 @@ class Rehearsal:
         proxy = self.proxy_freeze(stage)
         if proxy is not None:
             self.proxies[stage] = proxy
-            low = (self.depths() or [self.full])[0]
+            low = self.smallest()
             alone = self.state_at(stage, low).total / GIB
-            tied = tied_gradient_transient(self.hf)
+            tied = self.tied_transient
             note = (f"{stage}: full fine-tuning's model state alone is {alone:.1f} GiB at {low.text} layers, over "
                     f"the {self.budget / GIB:.1f} GiB budget: its variants ran with freeze {proxy} (a proxy: the "
                     "same activations, the logits' gradient included); the model state above is the config's, "
@@ -546,7 +556,7 @@ class Rehearsal:
         summary = stage_summary(stage, self.cfg, self.hf, variants, self.opts.warmup, self.state_at(stage, self.full))
         summary["proxy_freeze"] = self.proxies.get(stage)
         if stage in self.proxies:
-            add_proxy_transient(summary, tied_gradient_transient(self.hf))
+            add_proxy_transient(summary, self.tied_transient)
         return summary
 
     def run(self) -> dict:
