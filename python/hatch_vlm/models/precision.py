@@ -15,14 +15,16 @@ HALF = (torch.bfloat16, torch.float16)
 
 
 def declared_dtype(config) -> torch.dtype | None:
-    """The dtype a checkpoint's config declares: its own `dtype` (`torch_dtype` in older files), else its
-    language model's (`text_config`): Qwen3-VL's official config.json names it there only, and read from the
-    top level alone it would be missing (a bf16 checkpoint then handled as float32: twice the memory, and no
-    bf16 autocast on a CPU). None when nothing is declared."""
+    """The dtype a checkpoint's config declares: its own `dtype` (`torch_dtype` in older files, read into
+    `dtype` by transformers), else its language model's (`text_config`): Qwen3-VL's official config.json names
+    it there only, and read from the top level alone it would be missing (a bf16 checkpoint then handled as
+    float32: twice the memory, and no bf16 autocast on a CPU). None when nothing is declared."""
     for cfg in (config, getattr(config, "text_config", None)):
         if cfg is None:
             continue
-        name = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
+        # `dtype` (a config.json's older `torch_dtype` key is read into it); the `torch_dtype` attribute is a
+        # deprecated alias of it that logs a warning on the console
+        name = getattr(cfg, "dtype", None)
         if isinstance(name, torch.dtype):
             return name
         if isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype):
