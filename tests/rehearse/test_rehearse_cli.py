@@ -259,3 +259,21 @@ def test_pasta_is_fitted_over_the_vision_blocks(tmp_path):
     assert [r.fraction(d, "pasta") for d in r.depths()] == [3 / 24, 4 / 24]
     assert [r.fraction(d, "qa_sft") for d in r.depths()] == [depth_fraction(r.hf, d) for d in r.depths()]
     assert r.fraction(r.full, "pasta") == r.fraction(r.full, "qa_sft") == 1.0
+
+
+def test_the_lora_state_is_counted_without_a_library_deprecation_on_the_console(tmp_path):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: the rehearsal's
+    own LoRA accounting (a meta model wrapped in the orchestrator) printed that FutureWarning on the console
+    between its stage lines. It is quieted as the trainers quiet it (models.compat)."""
+    import warnings
+
+    from hatch_vlm.rehearse.runner import Rehearsal, RehearseOptions
+
+    cfg = _config(tmp_path, stages="[grpo]", extra="")
+    cfg.write_text(cfg.read_text().replace("max_completion_length: 8}", "max_completion_length: 8, lora: {r: 8}}"))
+    r = Rehearsal(RehearseOptions(config=str(cfg), model=str(MODELS / "Qwen2.5-VL-3B-Instruct"),
+                                  out=str(tmp_path / "rh")), say=lambda _m: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        state = r.state_at("grpo", r.full)
+    assert 0 < state.grads < state.weights             # LoRA: a small trained share of the 3B

@@ -71,8 +71,10 @@ def prepare_for_stage(model, cfg, stage: str):
     from peft import get_peft_model
 
     from hatch_vlm.actor.sft import make_lora_config
+    from hatch_vlm.models.compat import checkpointing_deprecations_ignored
 
-    return get_peft_model(model, make_lora_config(opts.lora, model))
+    with checkpointing_deprecations_ignored():      # peft reads the old checkpointing name (as actor.sft does)
+        return get_peft_model(model, make_lora_config(opts.lora, model))
 
 
 def stage_state(hf_config, cfg, stage: str) -> ModelState:
