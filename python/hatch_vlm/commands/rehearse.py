@@ -13,6 +13,9 @@ def register(sub) -> None:
     p.add_argument("--config", help="a `hatch-vlm train` config (YAML/JSON)")
     p.add_argument("--replan", default=None, metavar="REPORT.json",
                    help="plan a saved rehearsal for --gpus / --gpu-mem / --engine again, without running anything")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("PREDICTED.json", "MEASURED.json"),
+                   help="a CPU rehearsal's plan for one GPU against a rehearsal of the same config run on that GPU: "
+                        "writes compare_<predicted>_vs_<measured>.md beside the measured report")
     p.add_argument("--model", default=None,
                    help="model directory instead of the config's model.path: a checkpoint, or an architecture-only "
                         "directory (config.json + processor files, e.g. configs/models/Qwen2.5-VL-3B-Instruct)")
@@ -48,13 +51,18 @@ def _cmd(args) -> int:
 
     if args.engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {args.engine!r}")
+    if args.compare:
+        from hatch_vlm.rehearse.compare import compare
+
+        compare(*args.compare)
+        return 0
     if args.replan:
         from hatch_vlm.rehearse.report import replan
 
         replan(args.replan, args.gpus, args.gpu_mem_gib, args.engine)
         return 0
     if not args.config:
-        raise ConfigError("--config: required (or --replan REPORT.json)")
+        raise ConfigError("--config: required (or --replan REPORT.json, or --compare PREDICTED.json MEASURED.json)")
     opts = RehearseOptions(config=args.config, model=args.model, out=args.out, steps=args.steps, warmup=args.warmup,
                            stages=args.stages, budget_gib=args.budget_gib, full=args.full, views=args.views,
                            name=args.name, max_variant_minutes=args.max_variant_minutes, gpus=args.gpus,
