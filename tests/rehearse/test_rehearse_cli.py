@@ -277,3 +277,46 @@ def test_the_lora_state_is_counted_without_a_library_deprecation_on_the_console(
         warnings.simplefilter("error", FutureWarning)
         state = r.state_at("grpo", r.full)
     assert 0 < state.grads < state.weights             # LoRA: a small trained share of the 3B
+
+
+def test_on_a_cuda_host_the_variants_run_and_are_budgeted_on_the_gpu(tmp_path, monkeypatch):
+    """The same command on a GPU host: the budget is the GPU's free memory (read in a child process, so the
+    orchestrator holds no CUDA context), the workers measure on "cuda" (max_memory_allocated, no library
+    baseline), the host's resident-set watchdog and the CPU-only replacements are off. Before, the spec said
+    "cpu" whatever the host: a GPU rehearsal would have measured the host's resident set."""
+    import subprocess
+
+    from hatch_vlm.rehearse import memory, runner
+    from hatch_vlm.rehearse.runner import Rehearsal, RehearseOptions, Variant
+    from hatch_vlm.rehearse.worker import OVER_BUDGET
+
+    monkeypatch.setattr(memory, "rehearsal_device", lambda: "cuda")
+    monkeypatch.setattr(memory, "_cuda_free_bytes", lambda: 70 * 1024 ** 3)
+    r = Rehearsal(RehearseOptions(config=str(_config(tmp_path, stages="[qa_sft]")), out=str(tmp_path / "rh")),
+                  say=lambda _m: None)
+    assert r.device == "cuda" and r.budget == 66 * 1024 ** 3
+    assert not any("cpu_costs" in n for n in r.notes)
+    specs = []
+
+    def fake_run(cmd, **kw):                 # the worker's command line: capture its spec, report over budget
+        specs.append(json.loads(Path(cmd[-2]).read_text()))
+        return subprocess.CompletedProcess(cmd, OVER_BUDGET)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    v = r.run_variant("qa_sft", Variant(r.full, 4, 1.0))
+    assert v.over_budget and specs[0]["device"] == "cuda" and specs[0]["max_rss_gib"] is None
+
+
+def test_a_cuda_out_of_memory_ends_the_variant_as_over_budget(tmp_path, monkeypatch):
+    import torch
+
+    from hatch_vlm.rehearse import worker
+
+    def oom(_spec):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(worker, "run_spec", oom)
+    spec, result = tmp_path / "spec.json", tmp_path / "result.json"
+    spec.write_text(json.dumps({"device": "cuda", "max_rss_gib": None}))
+    assert worker.main([str(spec), str(result)]) == worker.OVER_BUDGET
+    assert json.loads(result.read_text())["over_budget"] is True

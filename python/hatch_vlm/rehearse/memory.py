@@ -46,8 +46,30 @@ def peak_bytes(device: torch.device | str = "cpu") -> int:
     return cpu_peak_bytes()
 
 
-def available_bytes() -> int:
-    """Memory the machine can still give (MemAvailable), for the never-crash-the-machine estimate."""
+def rehearsal_device() -> str:
+    """Where the rehearsal's variants run: "cuda" on a host with a CUDA GPU (the trainers put the model
+    there, so that is the memory to measure and to budget), else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cuda_free_bytes() -> int:
+    """Free memory of GPU 0, read in a child process: the orchestrator itself never holds a CUDA context,
+    which would take memory from every variant for the whole rehearsal."""
+    import subprocess
+    import sys
+
+    code = "import torch; print(torch.cuda.mem_get_info(0)[0])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"could not read the GPU's free memory: {out.stderr.strip()[-500:]}")
+    return int(out.stdout.split()[-1])
+
+
+def available_bytes(device: str = "cpu") -> int:
+    """Memory the machine can still give the variants, for the never-crash-the-machine estimate: the GPU's
+    free memory on "cuda", else the host's MemAvailable."""
+    if device == "cuda":
+        return _cuda_free_bytes()
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024

@@ -180,9 +180,11 @@ class Rehearsal:
         self.out = Path(opts.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.raw, self.notes = rehearsal_config(opts, self.out, say)
-        from .cpu_costs import NOTE
+        self.device = memory.rehearsal_device()      # where the variants run (worker spec "device")
+        if self.device == "cpu":
+            from .cpu_costs import NOTE
 
-        self.notes.append(NOTE)           # the variants run on this machine's CPU (worker spec "device")
+            self.notes.append(NOTE)
         from hatch_vlm.pipeline.config import HatchConfig
         from hatch_vlm.utils.config import from_dict
 
@@ -193,7 +195,7 @@ class Rehearsal:
         self.real_weights = has_weights(self.source) and self.cfg.model.path != "tiny"
         self._states: dict = {}
         self.proxies: dict[str, list[str]] = {}     # stage -> parts frozen in its variants (proxy_freeze)
-        self.budget = int((opts.budget_gib * GIB) if opts.budget_gib else memory.available_bytes() - 4 * GIB)
+        self.budget = int((opts.budget_gib * GIB) if opts.budget_gib else memory.available_bytes(self.device) - 4 * GIB)
         if self.budget < GIB // 2:
             raise ConfigError(f"--budget: {self.budget / GIB:.1f} GiB is too little to rehearse anything")
 
@@ -320,8 +322,10 @@ class Rehearsal:
         model_dir = self.model_for(v.depth)
         spec = {"config": variant_config(self.raw, stage, model_dir, work, v.micro_batch, n_micro, steps,
                                          self.proxies.get(stage)),
-                "stage": stage, "model_dir": str(model_dir), "device": "cpu",
-                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB,
+                "stage": stage, "model_dir": str(model_dir), "device": self.device,
+                # the resident-set watchdog guards the host's memory; a GPU's is held to the budget by the
+                # prediction, and a CUDA out-of-memory error ends only the variant's process
+                "profile": stage == "pasta", "max_rss_gib": self.budget / GIB if self.device == "cpu" else None,
                 "warmup": self.opts.warmup, "long_step_s": self.opts.long_step_s}
         result_path = work / "result.json"
         if _same_spec(work / "spec.json", spec) and result_path.is_file():
@@ -391,7 +395,7 @@ class Rehearsal:
     def free_now(self) -> int:
         """Memory a variant may take right now: what the machine has available less 1 GiB for everything else
         (the budget is an upper bound; other processes may have taken part of it since the start)."""
-        return memory.available_bytes() - GIB
+        return memory.available_bytes(self.device) - GIB
 
     def wait_for_memory(self, need: float, label: str) -> bool:
         """Whether `need` bytes are free now, or become free within --wait-minutes (other processes on this

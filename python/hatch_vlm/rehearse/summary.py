@@ -63,7 +63,8 @@ def variant_row(v, warmup: int) -> dict:
             "generation_tokens_per_s": tokens / gen if gen and tokens == tokens and tokens else None,
             "op_share": op_share, "data_share": data / step if step else None,
             "visual_tokens": r.get("visual_tokens"), "text_tokens": r.get("text_tokens"),
-            "loader_samples_per_s": r.get("loader_samples_per_s"), "baseline": r.get("start_rss"),
+            "loader_samples_per_s": r.get("loader_samples_per_s"),
+            "baseline": r.get("peak_baseline", r.get("start_rss")),       # older results: the start's RSS
             "steady_steps": steady, "wall_seconds": r.get("wall_seconds"), "reused": bool(r.get("reused")),
             "probe_state": r.get("predicted"), "live_state": r.get("measured"), "bf16": r.get("bf16"),
             "threads": r.get("threads")}
@@ -129,7 +130,7 @@ def stage_summary(stage: str, cfg, hf_config, variants, warmup: int, state_full)
     tokens = [r for r in rows if r.get("generated_tokens") == r.get("generated_tokens") and r.get("generated_tokens")]
     gen_tokens = tokens[-1]["generated_tokens"] if tokens else None
     largest = (full_rows or rows)[-1] if rows else {}
-    baseline = _median([r["baseline"] for r in rows if r.get("baseline")])
+    baseline = _median([r["baseline"] for r in rows if r.get("baseline") is not None])
     consume = (b_cfg * n_micro_cfg / step) if step else None
     loader = largest.get("loader_samples_per_s")
     workers = cfg.data.workers

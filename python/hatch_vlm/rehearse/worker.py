@@ -5,7 +5,8 @@
 SPEC (written by hatch_vlm.rehearse.runner): the rehearsal's config (the user's, with the stage's steps,
 micro-batch and output directory set), the stage, the model directory of the variant, the device, and
 `max_rss_gib`: a watchdog thread ends the process with exit code `OVER_BUDGET` when its resident set passes
-that, before the machine runs out (the runner then tries a smaller variant). A fresh process per variant
+that, before the machine runs out (the runner then tries a smaller variant); on a GPU, a CUDA out-of-memory
+error ends it with the same code. A fresh process per variant
 gives each its own peak.
 """
 from __future__ import annotations
@@ -86,7 +87,10 @@ def run_spec(spec: dict) -> dict:
     stage_seconds = time.perf_counter() - t
     after_peak = memory.peak_bytes(probe.device)
     return {
-        "stage": stage, "model_dir": str(model_dir), "start_rss": start_rss, "select_seconds": select_seconds,
+        "stage": stage, "model_dir": str(model_dir), "start_rss": start_rss,
+        # what the peak holds before any tensor of the stage: the process's libraries on a CPU (a resident set),
+        # nothing on CUDA (max_memory_allocated counts tensors only)
+        "peak_baseline": start_rss if probe.device == "cpu" else 0, "select_seconds": select_seconds,
         "stage_seconds": stage_seconds, "loader_samples_per_s": rate,
         "load_peak": probe.load_peak, "after_peak": after_peak, "baseline_rss": probe.baseline_rss,
         "steps": [vars(s) for s in probe.steps], "predicted": probe.predicted, "measured": probe.measured,
@@ -107,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(spec_path.read_text())
     if spec.get("max_rss_gib"):
         _watchdog(int(spec["max_rss_gib"] * 1024 ** 3), result_path)
-    out = run_spec(spec)
+    import torch
+
+    try:
+        out = run_spec(spec)
+    except torch.OutOfMemoryError as e:
+        # a GPU's memory ran out (the resident-set watchdog guards a CPU's): over the budget, as the watchdog
+        # reports it, so the runner tries a smaller variant instead of ending the rehearsal
+        result_path.write_text(json.dumps({"over_budget": True, "device": spec.get("device"),
+                                           "error": str(e)[:500]}))
+        return OVER_BUDGET
     tmp = result_path.with_suffix(".partial")
     tmp.write_text(json.dumps(out, indent=1, default=str))
     os.replace(tmp, result_path)
