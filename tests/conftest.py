@@ -16,8 +16,10 @@ if _WORKERS > 1:
     torch.set_num_threads(_THREADS)
 
 # Tests sharing an expensive session fixture run in one xdist worker (`--dist loadgroup`), so it is built
-# once: the emulated-CUDA harness and its sanitizer builds, and the wheel the install tests install.
-XDIST_GROUPS = {"tests/emulation/": "emulation", "tests/install/": "install"}
+# once: the emulated-CUDA harness and its sanitizer builds, and the wheel the install tests install. The
+# multi-process tests (tests/scale/: 2 ranks each, meeting at every collective) run one at a time in one
+# worker: two at once put 4 ranks on CI's 2 cores, and a 2-rank ZeRO-2 test that takes 9 s alone took 83-105 s.
+XDIST_GROUPS = {"tests/emulation/": "emulation", "tests/install/": "install", "tests/scale/": "scale"}
 
 
 @pytest.hookimpl(tryfirst=True)      # before xdist's own hook turns the marker into the scheduling group

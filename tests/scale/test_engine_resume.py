@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from scale_launch import ROOT, accelerate_2proc, launch_env, needs_gloo, skip_without_deepspeed
 
-pytestmark = [pytest.mark.slow, needs_gloo, pytest.mark.xdist_group("engine_resume")]
+pytestmark = [pytest.mark.slow, needs_gloo]
 # the stages each engine runs: ZeRO-2 saves and loads through the same DeepSpeed checkpoint code as ZeRO-3 (which
 # shards more), so it runs one stage only (a launch costs ~12 s of start-up here: CI time)
 ENGINES = {"zero2": ("qa_sft",), "zero3": ("pasta", "qa_sft", "grpo"), "fsdp": ("pasta", "qa_sft", "grpo")}
