@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from _ddp_weights import max_weight_diff
 from scale_launch import ROOT, needs_gloo, run_ranks, skip_without_deepspeed
 
-# one xdist worker for the module, so that the 1-process runs (`one`, module-scoped, ~30 s) are made once
-# rather than once per worker that draws one of its tests
+# tests/conftest.py runs tests/scale in one xdist worker, so the 1-process runs (`one`, module-scoped, ~30 s)
+# are made once rather than once per worker that draws one of its tests
 pytestmark = [pytest.mark.slow, needs_gloo]
 CONFIGS = {e: ROOT / "configs" / "accelerate" / f"cpu_2proc_{e}.yaml" for e in ("zero2", "zero3", "fsdp")}
 SHARDED = {"zero2": False, "zero3": True, "fsdp": True}

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from hatch_vlm.utils.config import ConfigError
 
-from .plan import plan_stage
-
-GIB = 1024 ** 3
+from .plan import GIB, plan_stage
 
 
 def _load(path: str | Path, role: str) -> dict:

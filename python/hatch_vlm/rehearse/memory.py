@@ -48,8 +48,10 @@ def peak_bytes(device: torch.device | str = "cpu") -> int:
 
 def rehearsal_device() -> str:
     """Where the rehearsal's variants run: "cuda" on a host with a CUDA GPU (the trainers put the model
-    there, so that is the memory to measure and to budget), else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    there, so that is the memory to measure and to budget), else "cpu": the trainers' own rule."""
+    from hatch_vlm.utils.distributed import local_device
+
+    return local_device().type
 
 
 def _cuda_free_bytes() -> int:
